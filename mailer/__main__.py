@@ -1,0 +1,5 @@
+"""Allow ``python -m mailer``."""
+
+from mailer.cli import main
+
+main()

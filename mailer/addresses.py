@@ -1,0 +1,55 @@
+"""E-mail addresses: validation, normalisation and the comparison key. Pure; no DNS.
+
+``normalize`` returns the address as it will be stored and mailed (email-validator's
+normalised form: the domain lower-cased and IDNA-checked, the local part as written) and a
+``key`` used to find duplicates: the whole address case-folded, as listmonk, Mailman and the
+mailbox providers compare them. ``+tag`` addresses stay distinct.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.errors import AddressError
+
+MAX_LENGTH = 254  # RFC 5321 path limit less the angle brackets
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str
+    key: str
+    smtputf8: bool
+
+
+def normalize(raw: str) -> Address:
+    """Validate ``raw`` and return its normalised form; raise :class:`AddressError` if bad."""
+    text = raw.strip()
+    if not text:
+        raise AddressError("the address is empty")
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cf", "Zl", "Zp"):
+            name = unicodedata.name(char, f"U+{ord(char):04X}")
+            raise AddressError(f"the address contains an invisible or control character ({name})")
+        if char.isspace():
+            raise AddressError("the address contains a space")
+    if len(text) > MAX_LENGTH:
+        raise AddressError(f"the address is longer than {MAX_LENGTH} characters")
+    try:
+        valid = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise AddressError(str(exc)) from None
+    email = valid.normalized
+    return Address(email=email, key=email.casefold(), smtputf8=bool(valid.smtputf8))
+
+
+def address_key(raw: str) -> str:
+    """The comparison key of an address that may or may not be valid (for look-ups)."""
+    try:
+        return normalize(raw).key
+    except AddressError:
+        return raw.strip().casefold()

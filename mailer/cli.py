@@ -1,0 +1,425 @@
+"""The ``mailer`` command line: the edge where settings are built and errors become messages.
+
+A user mistake (a wrong setting, an unknown list, an unreadable file) prints one clear line
+per problem on stderr and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mailer import __version__, app, lists
+from mailer.addresses import address_key, normalize
+from mailer.errors import ConfigError, MailerError
+from mailer.logs import configure
+from mailer.models import SuppressionReason
+from mailer.settings import Settings, describe, load_settings
+from mailer.storage import Store, head_revision
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Rich falls back to 80 columns when stdout is a pipe; tables of addresses need more.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_REJECTED = 1  # the command ran but some input was refused
+EXIT_ERROR = 2  # the command could not run (settings, storage, unreadable file)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(func(*args, **kwargs))
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    settings = click.get_current_context().find_object(Settings)
+    assert settings is not None
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailer")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    show_default=True,
+    help="File of MAILER_* settings read after the environment.",
+)
+@click.pass_context
+def cli(ctx: click.Context, env_file: Path) -> None:
+    """Newsletter and announcement mailer."""
+    settings = load_settings(env_file=env_file)
+    configure(settings.log)
+    ctx.obj = settings
+
+
+# --- config and db ------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the settings."""
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print the effective settings, secrets masked."""
+    table = Table("variable", "value", box=None)
+    for var, value in describe(_settings()):
+        table.add_row(var, value)
+    out.print(table)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@_async
+async def db_upgrade() -> None:
+    """Apply pending migrations (safe to repeat)."""
+    async with Store.open(_settings()) as store:
+        before, after = await store.upgrade()
+    if before == after:
+        out.print(f"database already at {after}")
+    else:
+        out.print(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("status")
+@_async
+async def db_status() -> None:
+    """Show the schema revision of the database and of this version."""
+    async with Store.open(_settings()) as store:
+        current = await store.revision()
+    head = head_revision()
+    state = "up to date" if current == head else "needs `mailer db upgrade`"
+    out.print(f"database at {current or 'nothing'}, this version needs {head}: {state}")
+
+
+@cli.command("init")
+@_async
+async def init() -> int:
+    """Create the data folder and database, then import every list file."""
+    settings = _settings()
+    async with Store.open(settings) as store:
+        revision = await app.prepare(settings, store)
+        out.print(f"database ready at {revision}")
+        return await _sync(store, settings.paths.lists_dir, prune=False)
+
+
+@cli.command("run")
+def run() -> None:
+    """Run the daemon until SIGTERM or Ctrl-C."""
+    asyncio.run(app.run(_settings()))
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+@cli.group("lists")
+def lists_group() -> None:
+    """Subscriber lists (CSV files under lists/)."""
+
+
+@lists_group.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--list", "slug", help="List name; default: the file name without .csv.")
+@click.option("--prune", is_flag=True, help="Remove imported members no longer in the file.")
+@_async
+async def lists_import(path: Path, slug: str | None, prune: bool) -> int:
+    """Import one CSV file into a list (one transaction)."""
+    async with Store.open(_settings()) as store:
+        report = await _import(store, path, slug=slug, prune=prune)
+    return EXIT_REJECTED if not report.ok else 0
+
+
+@lists_group.command("sync")
+@click.option("--prune", is_flag=True, help="Remove imported members no longer in their file.")
+@_async
+async def lists_sync(prune: bool) -> int:
+    """Import every CSV file under the lists folder, each in its own transaction."""
+    settings = _settings()
+    async with Store.open(settings) as store:
+        return await _sync(store, settings.paths.lists_dir, prune=prune)
+
+
+@lists_group.command("show")
+@click.argument("slug", required=False)
+@_async
+async def lists_show(slug: str | None) -> None:
+    """Show the lists and their members by status."""
+    async with Store.open(_settings()) as store:
+        summaries = await store.list_summaries(slug)
+    if not summaries:
+        out.print("no list yet: put CSV files under lists/ and run `mailer lists sync`")
+        return
+    table = Table(
+        "list", "title", "locale", "opt-in", "subscribed", "pending", "unsubscribed", "suppressed"
+    )
+    for s in summaries:
+        table.add_row(
+            s.slug,
+            s.title,
+            s.default_locale,
+            s.opt_in,
+            str(s.counts["subscribed"]),
+            str(s.counts["pending"]),
+            str(s.counts["unsubscribed"]),
+            str(s.suppressed),
+        )
+    out.print(table)
+
+
+@lists_group.command("export")
+@click.argument("slug")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@_async
+async def lists_export(slug: str, output: Path | None) -> None:
+    """Export a list's subscribed members as CSV (formula cells neutralised)."""
+    async with Store.open(_settings()) as store:
+        if output is None:
+            await lists.export_csv(store, slug, sys.stdout)
+            return
+        partial = output.with_name(output.name + ".part")
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            count = await lists.export_csv(store, slug, handle)
+        partial.replace(output)
+    err.print(f"{count} members of {slug} written to {output}")
+
+
+async def _sync(store: Store, directory: Path, *, prune: bool) -> int:
+    paths = lists.list_files(directory)
+    if not paths:
+        out.print(f"no *.csv file in {directory}")
+        return 0
+    status = 0
+    for path in paths:
+        try:
+            report = await _import(store, path, slug=None, prune=prune)
+        except MailerError as exc:
+            err.print(f"[red]error[/]: {escape(str(exc))}")
+            status = EXIT_ERROR
+            continue
+        if not report.ok:
+            status = max(status, EXIT_REJECTED)
+    return status
+
+
+async def _import(store: Store, path: Path, *, slug: str | None, prune: bool) -> lists.ImportReport:
+    size = _size(path)
+    interactive = out.is_terminal and size > 1_000_000
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not interactive,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"importing {path.name}", total=size)
+        report = await lists.import_file(
+            store,
+            path,
+            now=_now(),
+            slug=slug,
+            prune=prune,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    _print_report(report)
+    return report
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _print_report(report: lists.ImportReport) -> None:
+    t = report.tally
+    where = str(report.path)
+    for row in report.rejected:
+        err.print(f"{where}:{row.line}: {row.column}: {row.reason}", markup=False)
+    if report.rejected_count > len(report.rejected):
+        err.print(f"{where}: ... and {report.rejected_count - len(report.rejected)} more rejected")
+    for line, email, first in report.duplicates:
+        err.print(f"{where}:{line}: duplicate of line {first} ({email}), merged", markup=False)
+    for line, given, stored in t.merged:
+        err.print(f"{where}:{line}: {given} is the stored {stored}, merged", markup=False)
+    for line, email in t.kept_unsubscribed:
+        err.print(f"{where}:{line}: {email} unsubscribed earlier; left unsubscribed", markup=False)
+    for line, email in t.suppressed:
+        err.print(f"{where}:{line}: {email} is suppressed; not subscribed", markup=False)
+    if t.vanished:
+        verb = (
+            "removed from the list" if t.pruned else "no longer in the file (kept; --prune removes)"
+        )
+        err.print(
+            f"{where}: {len(t.vanished)} member(s) {verb}: {', '.join(t.vanished[:10])}"
+            + (" ..." if len(t.vanished) > 10 else ""),
+            markup=False,
+        )
+    out.print(
+        f"{report.slug}: {report.rows} rows read; {t.added} added, "
+        f"{t.subscribed_existing} existing subscribers added, {t.updated} updated, "
+        f"{t.unchanged} unchanged, {report.duplicate_count} duplicates merged, "
+        f"{len(t.kept_unsubscribed)} kept unsubscribed, {len(t.suppressed)} suppressed, "
+        f"{report.rejected_count} rejected" + (f", {t.pruned} pruned" if t.pruned else ""),
+        markup=False,
+    )
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """One subscriber at a time."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--list", "slug", required=True, help="The list to subscribe to.")
+@click.option("--name", default=None)
+@click.option("--locale", default=None, help="fr, en...")
+@click.option("--timezone", default=None, help="IANA zone, e.g. Europe/Paris.")
+@click.option(
+    "--force", is_flag=True, help="Re-subscribe someone who unsubscribed, at their request."
+)
+@_async
+async def subscribers_add(
+    email: str, slug: str, name: str | None, locale: str | None, timezone: str | None, force: bool
+) -> None:
+    """Subscribe an address to a list."""
+    header = ["email", "name", "locale", "timezone"]
+    row = lists.parse_row(0, header, [email, name or "", locale or "", timezone or ""])
+    if isinstance(row, lists.RowError):
+        raise ConfigError(f"--{row.column}: {row.reason}")
+    async with Store.open(_settings()) as store:
+        message = await store.add_subscriber(row, slug=slug, source="cli", now=_now(), force=force)
+    out.print(message, markup=False)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--list", "slug", help="Remove from this list only; without it, erase everywhere.")
+@click.option("--yes", is_flag=True, help="Do not ask before erasing.")
+@_async
+async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
+    """Remove from a list, or erase the subscriber entirely (GDPR erasure)."""
+    if slug is None and not yes:
+        click.confirm(f"Erase {email} and all their history?", abort=True)
+    async with Store.open(_settings()) as store:
+        message = await store.remove_subscriber(address_key(email), slug=slug)
+    out.print(f"{email}: {message}", markup=False)
+
+
+@subscribers.command("show")
+@click.argument("email")
+@_async
+async def subscribers_show(email: str) -> None:
+    """Show a subscriber, their lists and any suppression."""
+    async with Store.open(_settings()) as store:
+        view = await store.show_subscriber(address_key(email))
+    table = Table(box=None, show_header=False)
+    for label, value in (
+        ("email", view.email),
+        ("name", view.name),
+        ("locale", view.locale or ""),
+        ("timezone", view.timezone or ""),
+        ("status", view.status),
+        ("suppressed", view.suppression or "no"),
+        ("since", view.created_at.isoformat()),
+        *((f"attribute {k}", str(v)) for k, v in sorted(view.attributes.items())),
+        *((f"list {slug}", f"{status} ({source})") for slug, status, source in view.subscriptions),
+    ):
+        table.add_row(label, value)
+    out.print(table)
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.option("--list", "slug", help="Unsubscribe from this list only; default: every list.")
+@_async
+async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
+    """Record an unsubscribe (an import never re-subscribes them)."""
+    async with Store.open(_settings()) as store:
+        changed = await store.unsubscribe(address_key(email), slug=slug, source="cli", now=_now())
+    out.print(f"{email}: unsubscribed from {changed} list(s)", markup=False)
+
+
+@subscribers.command("suppress")
+@click.argument("email")
+@click.option(
+    "--reason",
+    type=click.Choice([r.value for r in SuppressionReason]),
+    default=SuppressionReason.MANUAL.value,
+    show_default=True,
+)
+@click.option("--detail", default="", help="Why, for the record.")
+@_async
+async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
+    """Never mail this address again, whatever any list says."""
+    key = normalize(email).key
+    async with Store.open(_settings()) as store:
+        added = await store.suppress(
+            key, reason=SuppressionReason(reason), detail=detail, now=_now()
+        )
+    out.print(f"{email}: " + ("suppressed" if added else "was already suppressed"), markup=False)
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def run_cli(args: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status (used by ``main`` and the tests)."""
+    try:
+        result = cli.main(
+            args=list(args) if args is not None else None, prog_name="mailer", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return EXIT_REJECTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except MailerError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"[red]error[/]: {escape(line)}", highlight=False)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run_cli())
+
+
+__all__ = ["cli", "main", "run_cli"]

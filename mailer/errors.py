@@ -1,0 +1,52 @@
+"""The exceptions mailer raises; this module imports nothing from the package.
+
+Classified by what the caller should do about them::
+
+    MailerError
+    ├── ConfigError (ValueError)          a setting is wrong: fix .env / the environment
+    ├── StorageError                      the database misbehaved
+    │   └── StorageUnavailable (ConnectionError)   it cannot be reached or written
+    ├── NotFoundError (LookupError)       an unknown list, subscriber, campaign...
+    ├── ListImportError (ValueError)      a list file cannot be read at all (file, reason)
+    ├── AddressError (ValueError)         an e-mail address is invalid (reason)
+    └── StateError (ValueError)           an illegal transition (subscribing a suppressed address)
+"""
+
+from __future__ import annotations
+
+
+class MailerError(Exception):
+    """Base class of every error mailer raises on purpose."""
+
+
+class ConfigError(MailerError, ValueError):
+    """A setting is missing or wrong; the message names the variable and what is expected."""
+
+
+class StorageError(MailerError):
+    """The database refused an operation."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """The database cannot be reached, opened or written."""
+
+
+class NotFoundError(MailerError, LookupError):
+    """Something named by the user does not exist."""
+
+
+class ListImportError(MailerError, ValueError):
+    """A list file cannot be imported at all; nothing was changed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class AddressError(MailerError, ValueError):
+    """An e-mail address is not acceptable."""
+
+
+class StateError(MailerError, ValueError):
+    """The requested change is not allowed from the current state."""

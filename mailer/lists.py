@@ -1,0 +1,368 @@
+"""Subscriber list files: read, validate and import CSV files; export a list as CSV.
+
+A list is ``lists/<slug>.csv`` (header row, ``email`` required; ``name``, ``locale``,
+``timezone`` known; any other column kept as an attribute) plus an optional sidecar
+``lists/<slug>.toml`` (``title``, ``default_locale``, ``opt_in``, ``public``).
+
+Reading is streamed (one line at a time), so a 100,000-row file is never held in memory;
+only the comparison keys seen so far are kept, to merge duplicates and report members who
+vanished from the file. The database side lives in :mod:`mailer.storage`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mailer.addresses import normalize
+from mailer.errors import AddressError, ListImportError
+from mailer.models import OptInMode
+from mailer.storage import ImportTally, ListMeta, Store, SubscriberRow
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}|[0-9]{3}))?$")
+KNOWN_COLUMNS = ("email", "name", "locale", "timezone")
+MAX_NAME = 200
+MAX_ATTRIBUTE = 1000
+MAX_COLUMNS = 100
+BATCH = 1000
+DETAILS_KEPT = 1000  # rejected rows and duplicates listed in full; beyond, only counted
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    column: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    path: Path
+    slug: str
+    rows: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+    rejected_count: int = 0
+    duplicates: list[tuple[int, str, int]] = field(default_factory=list)  # line, email, first
+    duplicate_count: int = 0
+    tally: ImportTally = field(default_factory=ImportTally)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected_count == 0
+
+
+class _MetaFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    default_locale: str = Field(default="fr", pattern=LOCALE.pattern)
+    opt_in: OptInMode = OptInMode.SINGLE
+    public: bool = False
+
+
+def slug_for(path: Path, override: str | None = None) -> str:
+    slug = override if override is not None else path.stem.lower()
+    if not SLUG.match(slug):
+        raise ListImportError(
+            str(path),
+            f"{slug!r} is not a usable list name: use lower-case letters, digits, - and _ "
+            "(rename the file or pass --list)",
+        )
+    return slug
+
+
+def read_meta(path: Path, slug: str) -> ListMeta:
+    """The list's metadata from the ``.toml`` beside the CSV (defaults when there is none)."""
+    sidecar = path.with_suffix(".toml")
+    data: dict[str, Any] = {}
+    if sidecar.is_file():
+        try:
+            data = tomllib.loads(sidecar.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ListImportError(str(sidecar), f"not valid TOML: {exc}") from None
+    try:
+        meta = _MetaFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(file)"
+        raise ListImportError(
+            str(sidecar),
+            f"{key}: {first['msg']} (allowed keys: {', '.join(_MetaFile.model_fields)})",
+        ) from None
+    return ListMeta(
+        slug=slug,
+        title=meta.title or slug.replace("-", " ").replace("_", " ").capitalize(),
+        default_locale=_locale(meta.default_locale),
+        opt_in=meta.opt_in,
+        public=meta.public,
+    )
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _text_lines(path: Path, raw: IO[bytes]) -> Iterator[str]:
+    """Decode a file line by line as UTF-8 (BOM allowed), naming the first bad line."""
+    for number, data in enumerate(raw, start=1):
+        if number == 1:
+            if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ListImportError(
+                    str(path), "the file is UTF-16; save it as UTF-8 ('CSV UTF-8' in Excel)"
+                )
+            data = data.removeprefix(b"\xef\xbb\xbf")
+        try:
+            yield data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            guess = ""
+            try:
+                sample = data[max(0, exc.start - 10) : exc.end + 10].decode("cp1252").strip()
+                guess = f" (near {sample!r} if read as Windows-1252/Latin-1)"
+            except UnicodeDecodeError:
+                pass
+            raise ListImportError(
+                str(path),
+                f"line {number} is not UTF-8: byte 0x{data[exc.start]:02x}{guess}; "
+                "save the file as UTF-8 ('CSV UTF-8' in Excel) and import it again",
+            ) from None
+
+
+def _unneutralise(cell: str) -> str:
+    """Undo :func:`neutralise`, so that an exported list imports back unchanged."""
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_START:
+        return cell[1:]
+    return cell
+
+
+class ListFile:
+    """A CSV list file opened for streaming; iterate for rows and row errors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._raw: IO[bytes] = path.open("rb")
+        except OSError as exc:
+            raise ListImportError(str(path), f"cannot be opened ({exc.strerror})") from None
+        self._lines = _text_lines(path, self._raw)
+        try:
+            first = next(self._lines)
+        except StopIteration:
+            self.close()
+            raise ListImportError(
+                str(path), "the file is empty: expected a header row with an 'email' column"
+            ) from None
+        except ListImportError:
+            self.close()
+            raise
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+        if first.count("\t") > max(first.count(";"), first.count(",")):
+            delimiter = "\t"
+        self._reader = csv.reader(_chain(first, self._lines), delimiter=delimiter, strict=True)
+        try:
+            header = [h.strip().lstrip("\ufeff").lower() for h in next(self._reader)]
+        except csv.Error as exc:
+            self.close()
+            raise ListImportError(
+                str(path), f"line 1: the header row is not valid CSV ({exc})"
+            ) from None
+        problems = []
+        if "email" not in header:
+            found = ", ".join(repr(h) for h in header) or "nothing"
+            problems.append(f"no 'email' column in the header row (found {found})")
+        duplicated = sorted({h for h in header if header.count(h) > 1 and h})
+        if duplicated:
+            problems.append(f"the header repeats the column(s) {', '.join(duplicated)}")
+        if "" in header:
+            problems.append(f"column {header.index('') + 1} of the header row has no name")
+        if len(header) > MAX_COLUMNS:
+            problems.append(f"more than {MAX_COLUMNS} columns")
+        if problems:
+            self.close()
+            raise ListImportError(str(path), "line 1: " + "; ".join(problems))
+        self.header = header
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def position(self) -> int:
+        """Bytes read so far (for progress bars)."""
+        return self._raw.tell()
+
+    def __enter__(self) -> ListFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[SubscriberRow | RowError]:
+        reader, header = self._reader, self.header
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    raise ListImportError(
+                        str(self.path),
+                        f'line {line}: a quoted field is never closed (unbalanced "); '
+                        "fix the file and import it again",
+                    ) from None
+                yield RowError(line, "-", f"not valid CSV: {exc}")
+                continue
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            yield parse_row(line, header, cells)
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def parse_row(line: int, header: list[str], cells: list[str]) -> SubscriberRow | RowError:
+    if len(cells) != len(header):
+        return RowError(line, "-", f"{len(cells)} cells where the header has {len(header)}")
+    values = dict(zip(header, (_unneutralise(c.strip()) for c in cells), strict=True))
+    for column, value in values.items():
+        if "\x00" in value:
+            return RowError(line, column, "contains a NUL byte")
+        if len(value) > MAX_ATTRIBUTE:
+            return RowError(line, column, f"longer than {MAX_ATTRIBUTE} characters")
+    try:
+        address = normalize(values["email"])
+    except AddressError as exc:
+        return RowError(line, "email", f"{values['email']!r}: {exc}")
+    name = values.get("name") or None
+    if name is not None and (len(name) > MAX_NAME or any(ord(c) < 32 for c in name)):
+        return RowError(
+            line, "name", f"longer than {MAX_NAME} characters or has control characters"
+        )
+    locale = values.get("locale") or None
+    if locale is not None:
+        if not LOCALE.match(locale):
+            return RowError(line, "locale", f"{locale!r} is not a language code such as fr or en")
+        locale = _locale(locale)
+    zone = values.get("timezone") or None
+    if zone is not None and not _zone_ok(zone):
+        return RowError(line, "timezone", f"{zone!r} is not an IANA time zone such as Europe/Paris")
+    attributes = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS and v}
+    return SubscriberRow(
+        line=line,
+        email=address.email,
+        key=address.key,
+        smtputf8=address.smtputf8,
+        name=name,
+        locale=locale,
+        timezone=zone,
+        attributes=attributes,
+    )
+
+
+def _locale(value: str) -> str:
+    match = LOCALE.match(value)
+    assert match is not None
+    language, region = match.groups()
+    return f"{language.lower()}_{region.upper()}" if region else language.lower()
+
+
+@lru_cache(maxsize=512)
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# --- importing ----------------------------------------------------------------------------
+
+
+async def import_file(
+    store: Store,
+    path: Path,
+    *,
+    now: datetime,
+    slug: str | None = None,
+    prune: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import one list file in one transaction: good rows go in, bad rows are reported.
+
+    Raises :class:`ListImportError` (and changes nothing) when the file cannot be read.
+    """
+    slug = slug_for(path, slug)
+    meta = read_meta(path, slug)
+    report = ImportReport(path=path, slug=slug)
+    with ListFile(path) as rows:
+        async with store.import_list(meta, source=f"import:{path.name}", now=now) as importer:
+            seen: dict[str, int] = {}
+            batch: list[SubscriberRow] = []
+            for item in rows:
+                report.rows += 1
+                if isinstance(item, RowError):
+                    report.rejected_count += 1
+                    if len(report.rejected) < DETAILS_KEPT:
+                        report.rejected.append(item)
+                    continue
+                first = seen.get(item.key)
+                if first is not None:
+                    report.duplicate_count += 1
+                    if len(report.duplicates) < DETAILS_KEPT:
+                        report.duplicates.append((item.line, item.email, first))
+                    continue
+                seen[item.key] = item.line
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    await importer.add(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(rows.position())
+            await importer.add(batch)
+            report.tally = await importer.finish(set(seen), prune=prune)
+    return report
+
+
+def list_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise ListImportError(
+            str(directory), "the lists folder does not exist (MAILER_PATHS__LISTS_DIR)"
+        )
+    return sorted(p for p in directory.glob("*.csv") if p.is_file())
+
+
+# --- exporting ----------------------------------------------------------------------------
+
+
+def neutralise(cell: str) -> str:
+    """Defuse a cell a spreadsheet would run as a formula (OWASP CSV injection)."""
+    return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
+async def export_csv(store: Store, slug: str, out: IO[str]) -> int:
+    """Write the subscribed members of a list as CSV; return how many rows were written."""
+    attribute_keys: set[str] = set()
+    async for row in store.export_rows(slug):
+        attribute_keys.update(row.attributes)
+    columns = [*KNOWN_COLUMNS, *sorted(attribute_keys - set(KNOWN_COLUMNS))]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    async for row in store.export_rows(slug):
+        known = [row.email, row.name, row.locale or "", row.timezone or ""]
+        extra = [str(row.attributes.get(k, "")) for k in columns[len(KNOWN_COLUMNS) :]]
+        writer.writerow([neutralise(c) for c in (*known, *extra)])
+        count += 1
+    return count

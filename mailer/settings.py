@@ -1,0 +1,340 @@
+"""Settings: the one place that reads the environment and ``.env``.
+
+Every setting is ``MAILER_<SECTION>__<KEY>`` (or ``MAILER_<KEY>`` at top level). The
+``Settings`` object is built once at the edge (the CLI) by :func:`load_settings` and passed
+down; no other module reads ``os.environ``. A wrong or unknown variable becomes one
+:class:`~mailer.errors.ConfigError` line naming the variable and what is expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mailer.errors import ConfigError
+
+ENV_PREFIX = "MAILER_"
+NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL. Empty: a SQLite file mailer.sqlite3 in the data folder. "
+            "PostgreSQL: postgresql+asyncpg://user:password@host:5432/mailer"
+        ),
+    )
+    auto_upgrade: bool = Field(
+        default=True, description="Apply pending migrations when the daemon starts."
+    )
+    busy_timeout_ms: int = Field(
+        default=5000, ge=0, description="SQLite only: how long to wait for a lock (ms)."
+    )
+
+
+class SMTPSettings(_Section):
+    host: str | None = Field(
+        default=None,
+        description="SMTP relay host. Empty: mail is captured to a Maildir in the data folder.",
+    )
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP relay port.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (required, not opportunistic), tls (implicit, port 465) or none.",
+    )
+    username: str | None = Field(default=None, description="AUTH user name; empty: no AUTH.")
+    password: SecretStr | None = Field(default=None, description="AUTH password (secret).")
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of CAs to trust instead of the system store."
+    )
+    pool_size: int = Field(default=4, ge=1, le=64, description="Long-lived SMTP connections.")
+    timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds to wait for a reply; RFC 5321 asks for minutes after DATA.",
+    )
+
+
+class SenderSettings(_Section):
+    from_address: str = Field(
+        default="news@example.org", description="Address in From: and the envelope."
+    )
+    from_name: str = Field(default="Mailer", description="Display name in From:.")
+    reply_to: str | None = Field(default=None, description="Reply-To: address; empty: none.")
+    domain: str = Field(
+        default="example.org", description="Domain used in Message-ID and List-Id headers."
+    )
+
+    @field_validator("from_address", "reply_to", "from_name", "domain")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters (CR, LF, tab...)")
+        return value
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, sep, domain = value.rpartition("@")
+        if not sep or not local or "." not in domain or " " in value:
+            raise ValueError(f"expected an e-mail address like news@example.org, got {value!r}")
+        return value
+
+
+class WebSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="Address the web server binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the web server binds to.")
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public base URL used in every link (unsubscribe, preferences).",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated proxy addresses whose X-Forwarded-* headers are trusted.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+
+class SchedulerSettings(_Section):
+    timezone: str = Field(
+        default="Europe/Paris", description="Default time zone of campaigns (IANA name)."
+    )
+    sync_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between two rebuilds of the jobs from storage."
+    )
+    misfire_grace: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds a send missed while the daemon was down may still go out.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"expected an IANA time zone such as Europe/Paris, got {value!r}"
+            ) from None
+        return value
+
+
+class DeliverySettings(_Section):
+    batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Deliveries fetched per batch."
+    )
+    rate_per_second: float = Field(
+        default=0.0, ge=0, description="Global cap in messages per second; 0: no cap."
+    )
+    retry_lifetime: float = Field(
+        default=172_800.0,
+        gt=0,
+        description="Seconds a deferred delivery is retried before it is marked failed.",
+    )
+
+
+class PathSettings(_Section):
+    data_dir: Path = Field(
+        default=Path("data"), description="Folder for the SQLite file, captured mail, keys."
+    )
+    templates_dir: Path = Field(default=Path("templates"), description="Jinja templates.")
+    lists_dir: Path = Field(
+        default=Path("lists"), description="Subscriber list files (*.csv) for `lists sync`."
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the daemon."
+    )
+    json_lines: bool = Field(default=False, description="Log JSON lines instead of text.")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Every setting of mailer; see ``.env.example`` for the variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=None,  # load_settings passes the file explicitly
+        extra="ignore",  # unknown variables are caught by load_settings, with a suggestion
+        frozen=True,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    smtp: SMTPSettings = SMTPSettings()
+    sender: SenderSettings = SenderSettings()
+    web: WebSettings = WebSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    paths: PathSettings = PathSettings()
+    log: LogSettings = LogSettings()
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated keys that sign links, newest first; keep old keys to rotate. "
+            "Empty: a key is generated in the data folder on first use."
+        ),
+    )
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL (SQLite under the data folder by default)."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.paths.data_dir / 'mailer.sqlite3').resolve()}"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# --- the edge: environment and .env to Settings ------------------------------------------
+
+
+def setting_fields(
+    model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
+) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+    """Yield ``(variable name, field path, field info)`` for every leaf setting."""
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            for var, path, leaf in setting_fields(
+                annotation, f"{prefix}{name.upper()}{NESTED_DELIMITER}"
+            ):
+                yield var, (name, *path), leaf
+        else:
+            yield f"{prefix}{name.upper()}", (name,), info
+
+
+def known_variables() -> list[str]:
+    return [var for var, _, _ in setting_fields()]
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Build the settings from ``environ`` (default: the process) and ``env_file``.
+
+    Raises :class:`ConfigError` with one line per wrong variable, naming where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        try:
+            raw = dotenv_values(env_file, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{env_file}: cannot be read as UTF-8 text ({exc})") from None
+        file_values = {k: v for k, v in raw.items() if v is not None}
+    known = set(known_variables())
+    problems: list[str] = []
+    for source, mapping in (("environment", environ), (str(env_file), file_values)):
+        for key in mapping:
+            if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
+                hint = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.8)
+                also = f"; did you mean {hint[0]}?" if hint else "; see .env.example"
+                problems.append(f"{key} (in {source}): unknown setting{also}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+    merged = {**file_values, **{k: v for k, v in environ.items() if k.upper() in known}}
+    try:
+        return _build(merged)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            var = ENV_PREFIX + NESTED_DELIMITER.join(str(p).upper() for p in error["loc"])
+            where = "environment" if var in environ else str(env_file)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            given = "" if "got" in message else f" (got {error.get('input')!r})"
+            lines.append(f"{var} (in {where}): {message}{given}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _build(variables: Mapping[str, str]) -> Settings:
+    """Build Settings from exactly ``variables``, ignoring the process environment."""
+    nested: dict[str, Any] = {}
+    for var, path, _ in setting_fields():
+        if var in variables:
+            value: Any = variables[var]
+            if value == "" and len(path) > 1:
+                continue  # an empty value means "use the default"
+            target = nested
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+    return Settings.model_validate(nested)
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """The effective settings as ``(variable, shown value)``, secrets and passwords masked."""
+    rows: list[tuple[str, str]] = []
+    for var, path, _ in setting_fields():
+        value: Any = settings
+        for part in path:
+            value = getattr(value, part)
+        rows.append((var, _show(var, value)))
+    return rows
+
+
+def _show(var: str, value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, list):
+        return ",".join(_show(var, v) for v in value)
+    if value is None:
+        return ""
+    if var == "MAILER_DATABASE__URL":
+        return mask_url(str(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

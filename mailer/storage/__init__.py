@@ -1,0 +1,29 @@
+"""Storage: the only package that speaks SQL (SQLAlchemy 2 Core, asyncio; SQLite or PostgreSQL).
+
+- ``tables``: the schema; ``mailer/migrations``: the Alembic revisions that build it;
+- ``engine``: engines, SQLite pragmas, data folder, migrations;
+- ``store``: the ``Store`` and its queries.
+"""
+
+from mailer.storage.engine import ensure_data_dir, head_revision
+from mailer.storage.store import (
+    ImportTally,
+    ListImport,
+    ListMeta,
+    ListSummary,
+    Store,
+    SubscriberRow,
+    SubscriberView,
+)
+
+__all__ = [
+    "ImportTally",
+    "ListImport",
+    "ListMeta",
+    "ListSummary",
+    "Store",
+    "SubscriberRow",
+    "SubscriberView",
+    "ensure_data_dir",
+    "head_revision",
+]

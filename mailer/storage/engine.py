@@ -1,0 +1,122 @@
+"""Opening the database: engine, SQLite pragmas, reachability, data folder, migrations.
+
+Nothing above ``storage`` sees a SQLAlchemy or driver exception: they become
+:class:`~mailer.errors.StorageUnavailable` or :class:`~mailer.errors.StorageError` here.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailer.errors import ConfigError, StorageUnavailable
+from mailer.settings import Settings, mask_url
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data folder if needed and prove it is writable."""
+    where = f"data folder {path} (MAILER_PATHS__DATA_DIR)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageUnavailable(
+            f"{where} is not writable ({exc.strerror or exc}); create it or choose another folder"
+        ) from None
+    return path
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """The async engine for the configured URL (SQLite under the data folder by default)."""
+    url_text = settings.database_url
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        raise ConfigError(
+            f"MAILER_DATABASE__URL: expected an SQLAlchemy URL such as "
+            f"postgresql+asyncpg://user:password@host/db, got {mask_url(url_text)!r}"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.drivername != "sqlite+aiosqlite":
+            url = url.set(drivername="sqlite+aiosqlite")
+        if url.database and url.database != ":memory:":
+            ensure_data_dir(Path(url.database).parent)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _sqlite_pragmas(engine, settings.database.busy_timeout_ms)
+        return engine
+    if backend == "postgresql":
+        if url.drivername != "postgresql+asyncpg":
+            url = url.set(drivername="postgresql+asyncpg")
+        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    raise ConfigError(f"MAILER_DATABASE__URL: expected a sqlite or postgresql URL, got {backend!r}")
+
+
+def _sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def describe_failure(engine: AsyncEngine, exc: BaseException) -> str:
+    """One line saying which database failed and why, password masked."""
+    url = mask_url(engine.url.render_as_string(hide_password=False))
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return f"cannot use the database {url}: {reason}; check MAILER_DATABASE__URL"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    location = resources.files("mailer") / "migrations"
+    config.set_main_option("script_location", str(location))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def _read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_read)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageUnavailable(describe_failure(engine, exc)) from None
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply pending migrations; return (revision before, revision after). Idempotent."""
+    before = await current_revision(engine)
+    config = _alembic_config()
+
+    def _run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run)
+    except (DBAPIError, OSError) as exc:
+        raise StorageUnavailable(describe_failure(engine, exc)) from None
+    return before, await current_revision(engine)

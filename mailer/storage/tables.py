@@ -1,0 +1,233 @@
+"""The schema (SQLAlchemy Core). Migrations under ``mailer/migrations`` must produce exactly this.
+
+Times are ``UTCDateTime``: aware UTC datetimes in Python, ``timestamptz`` on PostgreSQL and
+naive UTC text on SQLite. Statuses are text holding the ``StrEnum`` values of ``models``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# BigInteger ids on PostgreSQL, INTEGER (rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store aware UTC datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def _created() -> Column[datetime]:
+    return Column("created_at", UTCDateTime(), nullable=False)
+
+
+def _updated() -> Column[datetime]:
+    return Column("updated_at", UTCDateTime(), nullable=False)
+
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("title", String(200), nullable=False),
+    Column("default_locale", String(16), nullable=False),
+    Column("opt_in", String(16), nullable=False),
+    Column("public", Boolean, nullable=False, default=False),
+    _created(),
+    _updated(),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    # The comparison key: the normalised address case-folded; unique.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("locale", String(16), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    _created(),
+    _updated(),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    # Consent record: how, when and from where the subscriber joined.
+    Column("source", String(200), nullable=False),
+    Column("consent_at", UTCDateTime(), nullable=True),
+    Column("consent_ip", String(64), nullable=True),
+    Column("confirmed_at", UTCDateTime(), nullable=True),
+    Column("unsubscribed_at", UTCDateTime(), nullable=True),
+    Column("unsubscribe_source", String(200), nullable=True),
+    _created(),
+    _updated(),
+    UniqueConstraint("subscriber_id", "list_id"),
+    Index(None, "list_id", "status"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    _created(),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("template", String(200), nullable=False),
+    Column("subject", Text, nullable=False, default=""),
+    Column("body", Text, nullable=False, default=""),
+    Column("body_format", String(16), nullable=False, default="markdown"),
+    Column("sender", String(320), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("options", JSON, nullable=False, default=dict),
+    _created(),
+    _updated(),
+)
+
+campaign_lists = Table(
+    "campaign_lists",
+    metadata,
+    Column(
+        "campaign_id",
+        Id,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="RESTRICT"), primary_key=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "campaign_id",
+        Id,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("uid", String(255), nullable=False, unique=True),
+    Column("title", String(300), nullable=False),
+    Column("starts_at", UTCDateTime(), nullable=False),
+    Column("ends_at", UTCDateTime(), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("place", Text, nullable=False, default=""),
+    Column("link", Text, nullable=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("sequence", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    _created(),
+    _updated(),
+)
+
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    # Stable key within the campaign: "announce", "reminder:P7D", "issue:2026-12-01"...
+    Column("key", String(100), nullable=False),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("claimed_by", String(200), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("total", Integer, nullable=False, default=0),
+    Column("sent", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("deferred", Integer, nullable=False, default=0),
+    _created(),
+    _updated(),
+    UniqueConstraint("campaign_id", "key"),
+    Index(None, "status", "due_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("send_id", Id, ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("leased_by", String(200), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("smtp_code", Integer, nullable=True),
+    Column("smtp_reply", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    _updated(),
+    UniqueConstraint("send_id", "subscriber_id"),
+    Index(None, "send_id", "status", "id"),
+)
