@@ -16,6 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from mailer.errors import AddressError
 
 MAX_LENGTH = 254  # RFC 5321 path limit less the angle brackets
+MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1; email-validator only checks it in strict mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ def normalize(raw: str) -> Address:
         valid = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None
+    if len(valid.local_part.encode("utf-8")) > MAX_LOCAL:
+        raise AddressError(f"the part before the @ is longer than {MAX_LOCAL} octets (RFC 5321)")
     email = valid.normalized
     return Address(email=email, key=email.casefold(), smtputf8=bool(valid.smtputf8))
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -25,7 +26,7 @@ from mailer.addresses import address_key, normalize
 from mailer.errors import ConfigError, MailerError
 from mailer.logs import configure
 from mailer.models import SuppressionReason
-from mailer.settings import Settings, describe, load_settings
+from mailer.settings import Settings, describe, example_env, load_settings
 from mailer.storage import Store, head_revision
 
 P = ParamSpec("P")
@@ -49,6 +50,15 @@ def _async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         return asyncio.run(func(*args, **kwargs))
 
     return wrapper
+
+
+@asynccontextmanager
+async def _store() -> AsyncIterator[Store]:
+    """The store, with the data folder checked and the schema brought up to date."""
+    settings = _settings()
+    async with Store.open(settings) as store:
+        await app.prepare(settings, store)
+        yield store
 
 
 def _settings() -> Settings:
@@ -89,6 +99,12 @@ def config_show() -> None:
     for var, value in describe(_settings()):
         table.add_row(var, value)
     out.print(table)
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print a commented .env.example with every variable and its default."""
+    click.echo(example_env(), nl=False)
 
 
 @cli.group()
@@ -151,7 +167,7 @@ def lists_group() -> None:
 @_async
 async def lists_import(path: Path, slug: str | None, prune: bool) -> int:
     """Import one CSV file into a list (one transaction)."""
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         report = await _import(store, path, slug=slug, prune=prune)
     return EXIT_REJECTED if not report.ok else 0
 
@@ -162,7 +178,7 @@ async def lists_import(path: Path, slug: str | None, prune: bool) -> int:
 async def lists_sync(prune: bool) -> int:
     """Import every CSV file under the lists folder, each in its own transaction."""
     settings = _settings()
-    async with Store.open(settings) as store:
+    async with _store() as store:
         return await _sync(store, settings.paths.lists_dir, prune=prune)
 
 
@@ -171,7 +187,7 @@ async def lists_sync(prune: bool) -> int:
 @_async
 async def lists_show(slug: str | None) -> None:
     """Show the lists and their members by status."""
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         summaries = await store.list_summaries(slug)
     if not summaries:
         out.print("no list yet: put CSV files under lists/ and run `mailer lists sync`")
@@ -204,7 +220,7 @@ async def lists_show(slug: str | None) -> None:
 @_async
 async def lists_export(slug: str, output: Path | None) -> None:
     """Export a list's subscribed members as CSV (formula cells neutralised)."""
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         if output is None:
             await lists.export_csv(store, slug, sys.stdout)
             return
@@ -321,7 +337,7 @@ async def subscribers_add(
     row = lists.parse_row(0, header, [email, name or "", locale or "", timezone or ""])
     if isinstance(row, lists.RowError):
         raise ConfigError(f"--{row.column}: {row.reason}")
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         message = await store.add_subscriber(row, slug=slug, source="cli", now=_now(), force=force)
     out.print(message, markup=False)
 
@@ -335,7 +351,7 @@ async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
     """Remove from a list, or erase the subscriber entirely (GDPR erasure)."""
     if slug is None and not yes:
         click.confirm(f"Erase {email} and all their history?", abort=True)
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         message = await store.remove_subscriber(address_key(email), slug=slug)
     out.print(f"{email}: {message}", markup=False)
 
@@ -345,7 +361,7 @@ async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
 @_async
 async def subscribers_show(email: str) -> None:
     """Show a subscriber, their lists and any suppression."""
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         view = await store.show_subscriber(address_key(email))
     table = Table(box=None, show_header=False)
     for label, value in (
@@ -369,7 +385,7 @@ async def subscribers_show(email: str) -> None:
 @_async
 async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
     """Record an unsubscribe (an import never re-subscribes them)."""
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         changed = await store.unsubscribe(address_key(email), slug=slug, source="cli", now=_now())
     out.print(f"{email}: unsubscribed from {changed} list(s)", markup=False)
 
@@ -387,7 +403,7 @@ async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
 async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
     """Never mail this address again, whatever any list says."""
     key = normalize(email).key
-    async with Store.open(_settings()) as store:
+    async with _store() as store:
         added = await store.suppress(
             key, reason=SuppressionReason(reason), detail=detail, now=_now()
         )

@@ -32,6 +32,7 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str | None = Field(
         default=None,
+        repr=False,  # may hold a password; describe() and mask_url() show it masked
         description=(
             "SQLAlchemy URL. Empty: a SQLite file mailer.sqlite3 in the data folder. "
             "PostgreSQL: postgresql+asyncpg://user:password@host:5432/mailer"
@@ -204,8 +205,8 @@ class Settings(BaseSettings):
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Comma-separated keys that sign links, newest first; keep old keys to rotate. "
-            "Empty: a key is generated in the data folder on first use."
+            "Comma-separated keys that sign links (unsubscribe, confirm), newest first; "
+            "keep old keys at the end to rotate without breaking links already sent."
         ),
     )
 
@@ -314,6 +315,49 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             value = getattr(value, part)
         rows.append((var, _show(var, value)))
     return rows
+
+
+SECTION_TITLES = {
+    "database": "Database",
+    "smtp": "SMTP relay",
+    "sender": "Sender identity",
+    "web": "Web pages (unsubscribe, subscribe, health)",
+    "scheduler": "Scheduler",
+    "delivery": "Delivery",
+    "paths": "Paths (relative to the folder mailer runs in)",
+    "log": "Logging",
+    "secret_keys": "Secrets",
+}
+
+
+# Sections validated at start-up but not read by any part yet; the note goes when one does.
+PENDING = {
+    "smtp": "the delivery engine",
+    "sender": "the message builder",
+    "web": "the web pages",
+    "scheduler": "the scheduler",
+    "delivery": "the delivery engine",
+    "secret_keys": "the web pages",
+}
+
+
+def example_env() -> str:
+    """The text of ``.env.example``: every variable, commented out, with its default."""
+    lines = [
+        "# mailer settings. Copy to .env and uncomment what you change; the environment",
+        "# overrides .env. Every variable is MAILER_<SECTION>__<KEY>; `mailer config show`",
+        "# prints the effective values (secrets masked).",
+    ]
+    section = None
+    for var, path, info in setting_fields():
+        if path[0] != section:
+            section = path[0]
+            lines += ["", f"# --- {SECTION_TITLES[section]} ---"]
+            if section in PENDING:
+                lines.append(f"# (validated now; takes effect with {PENDING[section]})")
+        default = info.get_default(call_default_factory=True)
+        lines += [f"# {info.description}", f"#{var}={_show(var, default)}"]
+    return "\n".join(lines) + "\n"
 
 
 def _show(var: str, value: Any) -> str:

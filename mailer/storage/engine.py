@@ -53,7 +53,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if backend == "sqlite":
         if url.drivername != "sqlite+aiosqlite":
             url = url.set(drivername="sqlite+aiosqlite")
-        if url.database and url.database != ":memory:":
+        if settings.database.url is None:
+            ensure_data_dir(settings.paths.data_dir)  # named as the user configured it
+        elif url.database and url.database != ":memory:":
             ensure_data_dir(Path(url.database).parent)
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_pragmas(engine, settings.database.busy_timeout_ms)

@@ -180,7 +180,7 @@ class Store:
                 .where(subscriptions.c.status == SubscriptionStatus.SUBSCRIBED)
                 .group_by(subscriptions.c.list_id)
             )
-            suppressed: dict[int, int] = dict((await conn.execute(suppressed_query)).tuples().all())
+            suppressed: dict[int, int] = dict((await conn.execute(suppressed_query)).all())
         return [
             ListSummary(
                 slug=r.slug,
@@ -346,7 +346,7 @@ class Store:
                     .where(subscriptions.c.subscriber_id == sub_id)
                     .order_by(lists.c.slug)
                 )
-            ).tuples()
+            ).all()
             reason = (
                 await conn.execute(
                     select(suppressions.c.reason).where(suppressions.c.email_key == key)
@@ -361,7 +361,7 @@ class Store:
                 attributes=dict(row.attributes or {}),
                 status=row.status,
                 created_at=row.created_at,
-                subscriptions=list(subs),
+                subscriptions=[(r[0], r[1], r[2]) for r in subs],
                 suppression=reason,
             )
 
@@ -469,7 +469,7 @@ class ListImport:
             .order_by(subscribers.c.email_key)
         )
         gone: list[int] = []
-        for sub_id, email, key in (await self._conn.execute(query)).tuples():
+        for sub_id, email, key in (await self._conn.execute(query)).all():
             if key not in seen:
                 self.tally.vanished.append(email)
                 gone.append(sub_id)

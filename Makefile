@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` and `make test`. Both create or update the
+# virtual environment in .venv first (only when pyproject.toml changed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Set up, create the database, import lists/*.csv and run the daemon (Ctrl-C stops it).
+run: $(STAMP)
+	$(BIN)/mailer init
+	$(BIN)/mailer run
+
+## Set up, then lint, type-check and run the whole test suite.
+test: $(STAMP)
+	$(BIN)/ruff format --check mailer tests bench
+	$(BIN)/ruff check mailer tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+## Benchmarks (figures printed, not asserted).
+bench: $(STAMP)
+	$(BIN)/python bench/list_import.py
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,207 @@
+"""The `mailer` command as a user runs it: a real process, real files, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAILER = [sys.executable, "-m", "mailer"]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(extra)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def mailer(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MAILER, *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        check=False,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder laid out like a fresh checkout: the shipped example lists, no data yet."""
+    shutil.copytree(ROOT / "lists", tmp_path / "lists")
+    return tmp_path
+
+
+def test_init_creates_the_database_and_imports_the_example_lists(workdir: Path) -> None:
+    """`mailer init` on embedded defaults: SQLite in ./data, every example list imported."""
+    result = mailer(workdir, "init")
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "data" / "mailer.sqlite3").is_file()
+    # Claire is on two lists: the second file subscribes the stored subscriber
+    assert "researchers: 6 rows read; 5 added, 1 existing subscribers added" in result.stdout
+    shown = mailer(workdir, "lists", "show")
+    assert shown.returncode == 0
+    rows = {
+        cells[0]: cells
+        for line in shown.stdout.splitlines()
+        if (cells := [c.strip() for c in line.split("│") if c.strip()])
+    }
+    assert rows["researchers"] == [
+        "researchers", "Chercheurs du réseau CRI-IMIDIATE", "fr", "single", "6", "0", "0", "0"
+    ]  # fmt: skip
+    assert rows["patient-associations"][3:5] == ["double", "4"]
+    assert "clinicians" in rows
+    again = mailer(workdir, "init")
+    assert "researchers: 6 rows read; 0 added" in again.stdout
+    assert "6 unchanged" in again.stdout
+
+
+def test_daemon_starts_and_stops_cleanly_on_sigterm(workdir: Path) -> None:
+    """`mailer run` comes up on defaults and exits 0 on SIGTERM, saying so."""
+    process = subprocess.Popen(
+        [*MAILER, "run"],
+        cwd=workdir,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        started = ""
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            started += line
+            if "mailer started" in line or not line:
+                break
+        assert "mailer started" in started, started
+        assert "capture to data/outbox" in started
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "mailer stopped cleanly" in rest
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        (
+            {"MAILER_SMTP__PORT": "abc"},
+            ["config", "show"],
+            "error: MAILER_SMTP__PORT (in environment): Input should be a valid integer",
+        ),
+        (
+            {"MAILER_SMTP__HOTS": "relay"},
+            ["config", "show"],
+            "error: MAILER_SMTP__HOTS (in environment): unknown setting; did you mean",
+        ),
+        (
+            {"MAILER_DATABASE__URL": "postgresql+asyncpg://u:secret@127.0.0.1:1/mailer"},
+            ["db", "upgrade"],
+            "error: cannot use the database postgresql+asyncpg://u:***@127.0.0.1:1/mailer",
+        ),
+        (
+            {"MAILER_PATHS__DATA_DIR": "lists/README.md/data"},
+            ["init"],
+            "error: data folder lists/README.md/data (MAILER_PATHS__DATA_DIR) is not writable",
+        ),
+        ({}, ["lists", "export", "alumni"], "error: unknown list 'alumni'"),
+        ({}, ["lists", "import", "missing.csv"], "error: missing.csv: cannot be opened"),
+    ],
+    ids=["bad-value", "unknown-variable", "unreachable-db", "data-dir", "unknown-list", "no-file"],
+)
+def test_user_mistakes_are_one_clear_line_without_traceback(
+    workdir: Path, env: dict[str, str], args: list[str], expected: str
+) -> None:
+    """A user mistake exits 2 with an `error:` line that names the culprit; no traceback."""
+    result = mailer(workdir, *args, env=clean_env(**env))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(expected)
+    assert "secret" not in result.stderr
+
+
+def test_rejected_rows_are_listed_like_compiler_errors(workdir: Path) -> None:
+    """`lists import` prints file:line: column: reason per bad row and exits 1."""
+    (workdir / "alumni.csv").write_text(
+        "email,name\nok@example.org,OK\nnot-an-address,Bad\n", encoding="utf-8"
+    )
+    result = mailer(workdir, "lists", "import", "alumni.csv", "--list", "alumni")
+    assert result.returncode == 1
+    assert "\nalumni.csv:3: email: 'not-an-address': " in result.stderr
+    assert "alumni: 2 rows read; 1 added" in result.stdout
+
+
+def test_subscriber_commands(workdir: Path) -> None:
+    """add, show, unsubscribe, suppress and remove work end to end on one address."""
+    assert mailer(workdir, "init").returncode == 0
+    added = mailer(
+        workdir, "subscribers", "add", "Lea.Moreau@Example.org", "--list", "researchers",
+        "--name", "Léa Moreau", "--locale", "fr",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "Lea.Moreau@example.org subscribed to researchers"
+    shown = mailer(workdir, "subscribers", "show", "lea.moreau@example.org")
+    assert "Léa Moreau" in shown.stdout
+    assert "subscribed (cli)" in shown.stdout
+    gone = mailer(workdir, "subscribers", "unsubscribe", "lea.moreau@example.org")
+    assert gone.stdout.strip() == "lea.moreau@example.org: unsubscribed from 1 list(s)"
+    again = mailer(workdir, "subscribers", "add", "lea.moreau@example.org", "--list", "researchers")
+    assert again.returncode == 2
+    assert "re-subscribe only at their request, with --force" in again.stderr
+    suppressed = mailer(workdir, "subscribers", "suppress", "lea.moreau@example.org")
+    assert suppressed.stdout.strip() == "lea.moreau@example.org: suppressed"
+    erased = mailer(workdir, "subscribers", "remove", "lea.moreau@example.org", "--yes")
+    assert erased.returncode == 0
+    missing = mailer(workdir, "subscribers", "show", "lea.moreau@example.org")
+    assert missing.returncode == 2
+    assert "no subscriber with the address lea.moreau@example.org" in missing.stderr
+
+
+def test_export_writes_a_file_atomically(workdir: Path) -> None:
+    """`lists export -o` writes the CSV in full (through a .part file renamed at the end)."""
+    assert mailer(workdir, "init").returncode == 0
+    result = mailer(workdir, "lists", "export", "clinicians", "-o", "out.csv")
+    assert result.returncode == 0, result.stderr
+    text = (workdir / "out.csv").read_text(encoding="utf-8").splitlines()
+    # attributes belong to the subscriber: Claire brings her "role" from the researchers list
+    assert text[0] == "email,name,locale,timezone,organisation,role,speciality"
+    assert len(text) == 6
+    assert not list(workdir.glob("*.part"))
+
+
+def test_config_show_masks_secrets(workdir: Path) -> None:
+    """`config show` prints the effective settings with the password masked."""
+    result = mailer(workdir, "config", "show", env=clean_env(MAILER_SMTP__PASSWORD="hunter2"))
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "MAILER_SMTP__PASSWORD" in result.stdout
+    assert "**********" in result.stdout
+
+
+def test_schema_check_without_auto_upgrade(workdir: Path) -> None:
+    """With auto-upgrade off, an old schema stops the daemon and says which command to run."""
+    result = mailer(workdir, "run", env=clean_env(MAILER_DATABASE__AUTO_UPGRADE="false"))
+    assert result.returncode == 2
+    assert "run `mailer db upgrade`" in result.stderr

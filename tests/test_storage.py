@@ -1,0 +1,129 @@
+"""Storage: migrations on SQLite and PostgreSQL, time handling, and failures named clearly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, insert, inspect, select
+
+from mailer.errors import ConfigError, StorageUnavailable
+from mailer.settings import Settings
+from mailer.storage import Store, head_revision
+from mailer.storage.tables import metadata, suppressions
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_upgrade_from_empty_builds_the_declared_schema(app_settings: Settings) -> None:
+    """An empty database upgrades to head and then matches the tables the code declares."""
+    async with Store.open(app_settings) as store:
+        assert await store.revision() is None
+        before, after = await store.upgrade()
+        assert (before, after) == (None, head_revision())
+
+        def _diff(connection: Connection) -> list[object]:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+
+        def _tables(connection: Connection) -> set[str]:
+            return set(inspect(connection).get_table_names())
+
+        async with store.engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            tables = await conn.run_sync(_tables)
+    expected = {t.name for t in metadata.sorted_tables} | {"alembic_version"}
+    assert tables == expected
+
+
+async def test_upgrade_is_idempotent_and_keeps_data(app_settings: Settings) -> None:
+    """Running the upgrade again changes nothing and loses no row."""
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    async with Store.open(app_settings) as store:
+        await store.upgrade()
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                insert(suppressions).values(
+                    email_key="x@example.org", reason="manual", detail="", created_at=now
+                )
+            )
+        assert await store.upgrade() == (head_revision(), head_revision())
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(suppressions.c.email_key))).scalars().all()
+    assert rows == ["x@example.org"]
+
+
+async def test_times_come_back_aware_in_utc(store: Store) -> None:
+    """A time stored with any offset is read back as the same instant, in UTC."""
+    paris_winter = timezone(timedelta(hours=1))
+    moment = datetime(2027, 1, 15, 9, 0, tzinfo=paris_winter)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            insert(suppressions).values(
+                email_key="t@example.org", reason="manual", detail="", created_at=moment
+            )
+        )
+        got = (await conn.execute(select(suppressions.c.created_at))).scalar_one()
+    assert got == moment
+    assert got.tzinfo == UTC
+    assert got.hour == 8
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    """Storing a naive datetime is a programming error caught before it reaches the table."""
+    with pytest.raises(Exception, match="naive datetime"):
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                insert(suppressions).values(
+                    email_key="n@example.org",
+                    reason="manual",
+                    detail="",
+                    created_at=datetime(2027, 1, 15, 9, 0),
+                )
+            )
+
+
+async def test_unreachable_postgresql_is_one_clear_error(tmp_path: Path) -> None:
+    """A server that does not answer gives StorageUnavailable naming the URL, password masked."""
+    settings = make_settings(
+        tmp_path, database={"url": "postgresql+asyncpg://mailer:s3cret@127.0.0.1:1/mailer"}
+    )
+    async with Store.open(settings) as store:
+        with pytest.raises(StorageUnavailable) as caught:
+            await store.upgrade()
+    message = str(caught.value)
+    assert "postgresql+asyncpg://mailer:***@127.0.0.1:1/mailer" in message
+    assert "MAILER_DATABASE__URL" in message
+    assert "s3cret" not in message
+
+
+def test_unknown_database_kind_is_a_config_error(tmp_path: Path) -> None:
+    """Only SQLite and PostgreSQL URLs are accepted, and the error says so."""
+    settings = make_settings(tmp_path, database={"url": "mysql://root@localhost/mailer"})
+    with pytest.raises(ConfigError, match="MAILER_DATABASE__URL: expected a sqlite or postgresql"):
+        Store.open(settings)
+
+
+def test_data_folder_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    """A data folder below a regular file cannot exist; the error names the setting."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    settings = make_settings(tmp_path, paths={"data_dir": blocker / "data"})
+    with pytest.raises(StorageUnavailable, match=r"MAILER_PATHS__DATA_DIR\) is not writable"):
+        Store.open(settings)
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    """The default SQLite database uses WAL and a busy timeout, so readers never block writers."""
+    settings = make_settings(tmp_path, database={"busy_timeout_ms": 1234})
+    async with Store.open(settings) as store:
+        await store.upgrade()
+        async with store.engine.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    assert (mode, timeout) == ("wal", 1234)
+    assert (tmp_path / "data" / "mailer.sqlite3").is_file()
