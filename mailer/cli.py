@@ -301,14 +301,19 @@ def _print_report(report: lists.ImportReport) -> None:
             + (" ..." if len(t.vanished) > 10 else ""),
             markup=False,
         )
-    out.print(
-        f"{report.slug}: {report.rows} rows read; {t.added} added, "
-        f"{t.subscribed_existing} existing subscribers added, {t.updated} updated, "
-        f"{t.unchanged} unchanged, {report.duplicate_count} duplicates merged, "
-        f"{len(t.kept_unsubscribed)} kept unsubscribed, {len(t.suppressed)} suppressed, "
-        f"{report.rejected_count} rejected" + (f", {t.pruned} pruned" if t.pruned else ""),
-        markup=False,
-    )
+    parts = [
+        (t.added, "added"),
+        (t.subscribed_existing, "existing subscribers added"),
+        (t.updated, "updated"),
+        (t.unchanged, "unchanged"),
+        (report.duplicate_count, "duplicates merged"),
+        (len(t.kept_unsubscribed), "kept unsubscribed"),
+        (len(t.suppressed), "suppressed"),
+        (report.rejected_count, "rejected"),
+        (t.pruned, "pruned"),
+    ]
+    done = ", ".join(f"{n} {label}" for n, label in parts if n) or "nothing to do"
+    out.print(f"{report.slug}: {report.rows} rows read; {done}", markup=False)
 
 
 # --- subscribers --------------------------------------------------------------------------
