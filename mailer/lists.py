@@ -331,7 +331,7 @@ async def import_file(
                     if progress is not None:
                         progress(rows.position())
             await importer.add(batch)
-            report.tally = await importer.finish(set(seen), prune=prune)
+            report.tally = await importer.finish(seen.keys(), prune=prune)
     return report
 
 
