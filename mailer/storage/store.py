@@ -415,7 +415,7 @@ class ListImport:
                 subscriptions.c.list_id == self._list_id,
                 subscriptions.c.subscriber_id.in_(ids),
             )
-            current = {sub_id: status for sub_id, status in (await conn.execute(query)).all()}
+            current = dict((await conn.execute(query)).all())
         to_subscribe: list[dict[str, Any]] = []
         for row in batch:
             if row.key in suppressed:
