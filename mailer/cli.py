@@ -21,13 +21,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailer import __version__, app, lists
+from mailer import __version__, app, campaigns, lists
 from mailer.addresses import address_key, normalize
-from mailer.errors import ConfigError, MailerError
+from mailer.compose import EVENT_ACTIONS, make_composer
+from mailer.errors import ConfigError, MailerError, NotFoundError
 from mailer.logs import configure
-from mailer.models import SuppressionReason
+from mailer.models import CampaignKind, Recipient, SendInfo, SuppressionReason
+from mailer.render import Renderer
 from mailer.settings import Settings, describe, example_env, load_settings
 from mailer.storage import Store, head_revision
+from mailer.tokens import Signer, load_keys
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -314,6 +317,93 @@ def _print_report(report: lists.ImportReport) -> None:
     ]
     done = ", ".join(f"{n} {label}" for n, label in parts if n) or "nothing to do"
     out.print(f"{report.slug}: {report.rows} rows read; {done}", markup=False)
+
+
+# --- preview ------------------------------------------------------------------------------
+
+
+@cli.command("preview")
+@click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--subscriber", "email", help="Render as this subscriber would get it.")
+@click.option("--list", "slug", help="Which of the campaign's lists; default: the first.")
+@click.option(
+    "--action",
+    type=click.Choice(EVENT_ACTIONS),
+    default="invitation",
+    show_default=True,
+    help="For an event: which mail of the event.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/preview"),
+    show_default=True,
+)
+@click.option("--all", "check_all", is_flag=True, help="Run the pre-flight check on every member.")
+@_async
+async def preview(
+    campaign_file: Path,
+    email: str | None,
+    slug: str | None,
+    action: str,
+    out_dir: Path,
+    check_all: bool,
+) -> int:
+    """Write the .eml and .html one subscriber would get; --all checks every member."""
+    settings = _settings()
+    campaign = campaigns.load(campaign_file)
+    slug = slug or campaign.data.lists[0]
+    now = _now()
+    async with _store() as store:
+        list_info = await store.list_info(slug)
+        key = address_key(email) if email else None
+        chosen = [r async for r in store.recipients(slug, email_key=key, limit=1)]
+        if email and not chosen:
+            raise NotFoundError(f"{email} is not a subscribed member of {slug!r}")
+        recipient = chosen[0] if chosen else Recipient(id=0, email="preview@example.org")
+        kind_action = (
+            action if campaign.data.kind == CampaignKind.EVENT else campaign.data.kind.value
+        )
+        composer = make_composer(
+            settings,
+            renderer=Renderer(settings.paths.templates_dir),
+            signer=Signer(load_keys(_keys(settings), settings.paths.data_dir)),
+            send=SendInfo(
+                content=campaign.content,
+                list=list_info,
+                sender_name=campaign.data.sender.name or settings.sender.from_name,
+                sender_address=campaign.data.sender.address or settings.sender.from_address,
+                action=kind_action,
+                now=now,
+                event=campaign.event(domain=settings.sender.domain),
+            ),
+            send_id=0,
+            trace=f"preview/{campaign.name}",
+        )
+        composed = composer.compose(recipient, date=now)
+        if check_all:
+            members = [r async for r in store.recipients(slug)]
+            report = composer.check(members, date=now)
+            for address, reason in report.reasons:
+                err.print(f"{address}: {reason}", markup=False)
+            out.print(f"pre-flight: {report.total} members of {slug}, {report.failed} failed")
+    stem = f"{campaign.name}-{kind_action}-{recipient.email}"
+    eml, html = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
+    _write(eml, composed.message.data)
+    _write(html, composed.rendered.html.encode("utf-8"))
+    out.print(f"subject: {composed.rendered.subject}", markup=False)
+    out.print(f"wrote {eml} and {html}", markup=False)
+    return EXIT_REJECTED if check_all and not report.ok else 0
+
+
+def _keys(settings: Settings) -> list[str]:
+    return [k.get_secret_value() for k in settings.secret_keys]
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 # --- subscribers --------------------------------------------------------------------------

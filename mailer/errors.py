@@ -9,6 +9,8 @@ Classified by what the caller should do about them::
     ├── NotFoundError (LookupError)       an unknown list, subscriber, campaign...
     ├── ListImportError (ValueError)      a list file cannot be read at all (file, reason)
     ├── AddressError (ValueError)         an e-mail address is invalid (reason)
+    ├── TemplateError (ValueError)        a template cannot render (template, line, cause)
+    ├── MessageError (ValueError)         a header value or address cannot go on the wire
     └── StateError (ValueError)           an illegal transition (subscribing a suppressed address)
 """
 
@@ -46,6 +48,14 @@ class ListImportError(MailerError, ValueError):
 
 class AddressError(MailerError, ValueError):
     """An e-mail address is not acceptable."""
+
+
+class TemplateError(MailerError, ValueError):
+    """A template is missing, does not compile, or fails for a recipient."""
+
+
+class MessageError(MailerError, ValueError):
+    """A message cannot be built: a header value with CR/LF or control characters, a bad address."""
 
 
 class StateError(MailerError, ValueError):

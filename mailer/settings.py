@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mailer.errors import ConfigError
@@ -78,15 +86,33 @@ class SenderSettings(_Section):
     domain: str = Field(
         default="example.org", description="Domain used in Message-ID and List-Id headers."
     )
+    unsubscribe_mailto: str | None = Field(
+        default=None,
+        description="Address for a mailto: unsubscribe in List-Unsubscribe; empty: https only.",
+    )
+    dkim_selector: str | None = Field(
+        default=None, description="DKIM selector; with a key file, messages are DKIM-signed."
+    )
+    dkim_key_file: Path | None = Field(
+        default=None, description="PEM private key for DKIM (d= is the From address's domain)."
+    )
 
-    @field_validator("from_address", "reply_to", "from_name", "domain")
+    @model_validator(mode="after")
+    def _dkim_pair(self) -> SenderSettings:
+        if (self.dkim_selector is None) != (self.dkim_key_file is None):
+            raise ValueError(
+                "set both MAILER_SENDER__DKIM_SELECTOR and MAILER_SENDER__DKIM_KEY_FILE, or neither"
+            )
+        return self
+
+    @field_validator("from_address", "reply_to", "from_name", "domain", "unsubscribe_mailto")
     @classmethod
     def _no_control_characters(cls, value: str | None) -> str | None:
         if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ValueError("must not contain control characters (CR, LF, tab...)")
         return value
 
-    @field_validator("from_address", "reply_to")
+    @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is None:
@@ -284,8 +310,11 @@ def load_settings(
         lines = []
         for error in exc.errors():
             var = ENV_PREFIX + NESTED_DELIMITER.join(str(p).upper() for p in error["loc"])
-            where = "environment" if var in environ else str(env_file)
             message = str(error["msg"]).removeprefix("Value error, ")
+            if var not in known:  # a rule across several variables of a section
+                lines.append(f"{var}__*: {message}")
+                continue
+            where = "environment" if var in environ or env_file is None else str(env_file)
             given = "" if "got" in message else f" (got {error.get('input')!r})"
             lines.append(f"{var} (in {where}): {message}{given}")
         raise ConfigError("\n".join(lines)) from None

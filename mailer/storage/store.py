@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailer.errors import NotFoundError, StateError, StorageError, StorageUnavailable
 from mailer.models import (
+    ListInfo,
     OptInMode,
+    Recipient,
     SubscriberStatus,
     SubscriptionStatus,
     SuppressionReason,
@@ -192,6 +194,46 @@ class Store:
             )
             for r in rows
         ]
+
+    async def list_info(self, slug: str) -> ListInfo:
+        async with self._begin() as conn:
+            list_id = await _list_id(conn, slug)
+            row = (await conn.execute(select(lists).where(lists.c.id == list_id))).one()
+        return ListInfo(
+            id=row.id, slug=row.slug, title=row.title, default_locale=row.default_locale
+        )
+
+    async def recipients(
+        self, slug: str, *, email_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[Recipient]:
+        """Members who would get mail: subscribed, active, not suppressed; streamed."""
+        async with self._begin() as conn:
+            list_id = await _list_id(conn, slug)
+            query = (
+                select(subscribers)
+                .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
+                .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+                .where(
+                    subscriptions.c.list_id == list_id,
+                    subscriptions.c.status == SubscriptionStatus.SUBSCRIBED,
+                    subscribers.c.status == SubscriberStatus.ACTIVE,
+                    suppressions.c.id.is_(None),
+                )
+                .order_by(subscribers.c.id)
+                .limit(limit)
+            )
+            if email_key is not None:
+                query = query.where(subscribers.c.email_key == email_key)
+            async for row in await conn.stream(query):
+                yield Recipient(
+                    id=row.id,
+                    email=row.email,
+                    name=row.name,
+                    locale=row.locale,
+                    timezone=row.timezone,
+                    attributes=dict(row.attributes or {}),
+                    smtputf8=row.smtputf8,
+                )
 
     async def export_rows(self, slug: str) -> AsyncIterator[ExportRow]:
         """Subscribed members of a list, in address order, streamed."""
