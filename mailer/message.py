@@ -239,11 +239,12 @@ class MessageBuilder:
                 f'Content-Type: text/plain; charset="utf-8"\r\n'
                 f"Content-Transfer-Encoding: {text_cte}\r\n\r\n".encode(),
                 text,
-                f"--{self._alt}\r\n"
+                # The CRLF before a boundary belongs to the boundary: keep the body's own.
+                f"\r\n--{self._alt}\r\n"
                 f'Content-Type: text/html; charset="utf-8"\r\n'
                 f"Content-Transfer-Encoding: {html_cte}\r\n\r\n".encode(),
                 html,
-                f"--{self._alt}--\r\n".encode(),
+                f"\r\n--{self._alt}--\r\n".encode(),
             ]
         )
         if (self._alt.encode() in text or self._alt.encode() in html) and (
@@ -260,7 +261,7 @@ class MessageBuilder:
                     f"--{self._mixed}\r\n{alt_type}\r\n\r\n".encode(),
                     alternative,
                     self._calendar_part,
-                    f"--{self._mixed}--\r\n".encode(),
+                    f"\r\n--{self._mixed}--\r\n".encode(),
                 ]
             )
         if self._sign is not None:

@@ -1,0 +1,273 @@
+"""Rendering: the shipped templates in both languages, locale fallback, escaping, errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailer.errors import TemplateError
+from mailer.models import Content, EventInfo, Links, ListInfo, Recipient, SendInfo
+from mailer.render import CompiledSend, Renderer, preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+PARIS = ZoneInfo("Europe/Paris")
+NOW = datetime(2024, 1, 8, 10, 0, tzinfo=UTC)
+LIST = ListInfo(id=1, slug="researchers", title="Chercheurs du réseau", default_locale="fr")
+EVENT = EventInfo(
+    uid="journee-2024@example.org",
+    title="8e journée de recherche CRI-IMIDIATE / FAI²R",
+    start=datetime(2024, 1, 15, 9, 0, tzinfo=PARIS),
+    end=datetime(2024, 1, 15, 17, 30, tzinfo=PARIS),
+    timezone="Europe/Paris",
+    place="Hôpital Pitié-Salpêtrière, Paris",
+)
+LINKS = Links(
+    unsubscribe="https://lists.example.org/u/TOKEN-U", preferences="https://lists.example.org/p/P"
+)
+CLAIRE = Recipient(id=1, email="claire@example.org", name="Claire Dubois", locale="fr")
+JOHN = Recipient(id=2, email="john@example.org", name="John Okafor", locale="en")
+
+
+def compiled(
+    kind: str = "announcement",
+    *,
+    action: str | None = None,
+    body: str = "Une **avancée** importante.",
+    subject: str = "",
+    templates: Path = TEMPLATES,
+    list_info: ListInfo = LIST,
+) -> CompiledSend:
+    content = Content(name="actualites", kind=kind, subject=subject, body=body)
+    send = SendInfo(
+        content=content,
+        list=list_info,
+        sender_name="Réseau CRI-IMIDIATE",
+        sender_address="news@example.org",
+        action=action or kind,
+        now=NOW,
+        event=EVENT if kind == "event" else None,
+    )
+    return Renderer(templates).compile(send)
+
+
+def test_an_announcement_in_french() -> None:
+    """French subscriber: French layout, Markdown body as HTML, text part, links in both."""
+    out = compiled(subject="Des nouvelles du réseau").render(CLAIRE, LINKS)
+    assert out.locale == "fr"
+    assert out.subject == "Des nouvelles du réseau"
+    assert "Bonjour Claire Dubois," in out.text
+    assert "<strong>avancée</strong>" in out.html
+    assert "Une **avancée** importante." in out.text
+    for link in (LINKS.unsubscribe, LINKS.preferences):
+        assert link in out.text
+        assert link in out.html
+    assert '<html lang="fr"' in out.html
+
+
+def test_css_is_inlined_and_nothing_is_fetched() -> None:
+    """The layout's <style> rules end up in style attributes; no remote asset is referenced."""
+    html = compiled().render(CLAIRE, LINKS).html
+    assert 'style="' in html
+    assert "http://" not in html.replace("http://127.0.0.1", "")
+    assert "<link" not in html
+
+
+@pytest.mark.parametrize(
+    ("recipient_locale", "list_locale", "expected"),
+    [
+        ("en", "fr", "en"),
+        ("en_GB", "fr", "en"),
+        ("de", "en", "en"),
+        (None, "fr", "fr"),
+        ("de", "de", "fr"),
+    ],
+)
+def test_locale_falls_back_from_subscriber_to_list_to_french(
+    recipient_locale: str | None, list_locale: str, expected: str
+) -> None:
+    """The subscriber's language if a template exists, else the list's, else French."""
+    list_info = ListInfo(id=1, slug="l", title="L", default_locale=list_locale)
+    recipient = Recipient(id=3, email="x@example.org", locale=recipient_locale)
+    assert compiled(list_info=list_info).render(recipient, LINKS).locale == expected
+
+
+@pytest.mark.parametrize("action", ["invitation", "reminder", "update", "cancellation"])
+@pytest.mark.parametrize("who", [CLAIRE, JOHN], ids=["fr", "en"])
+def test_event_mails_show_the_date_in_paris_time(action: str, who: Recipient) -> None:
+    """Every event mail names the day and 09:00 Paris time, and its subject says what it is."""
+    out = compiled("event", action=action, body="").render(who, LINKS)
+    day = "lundi 15 janvier 2024" if who.locale == "fr" else "Monday, January 15, 2024"
+    assert day in out.html
+    assert day in out.text
+    assert "09:00" in out.text or "9:00" in out.text
+    expected = {
+        ("fr", "invitation"): "Invitation : ",
+        ("fr", "reminder"): "Rappel : ",
+        ("fr", "update"): "Modification : ",
+        ("fr", "cancellation"): "Annulation : ",
+        ("en", "invitation"): "Invitation: ",
+        ("en", "reminder"): "Reminder: ",
+        ("en", "update"): "Update: ",
+        ("en", "cancellation"): "Cancelled: ",
+    }[(out.locale, action)]
+    assert out.subject.startswith(expected), out.subject
+    assert "&amp;" not in out.subject
+
+
+def test_a_reminder_counts_the_days_left() -> None:
+    """Seven days before the event, the reminder says so."""
+    out = compiled("event", action="reminder", body="").render(CLAIRE, LINKS)
+    assert "dans 7 jours" in out.text
+
+
+def test_newsletter_text_is_derived_from_the_html_per_recipient() -> None:
+    """Without a .txt template the text comes from the HTML, with each recipient's own values."""
+    send = compiled("newsletter", body="## Édito\n\nVoir [le programme](https://example.org/p).")
+    first = send.render(CLAIRE, LINKS)
+    other_links = Links(
+        unsubscribe="https://lists.example.org/u/OTHER", preferences=LINKS.preferences
+    )
+    second = send.render(JOHN, other_links)
+    assert "Édito" in first.text
+    assert "https://example.org/p" in first.text
+    assert "Claire Dubois" in first.text
+    assert "Claire Dubois" not in second.text
+    assert "John Okafor" in second.text
+    assert "https://lists.example.org/u/OTHER" in second.text
+    assert LINKS.unsubscribe not in second.text
+    assert all(line == line.rstrip() for line in first.text.splitlines())
+
+
+def test_jinja_in_a_markdown_body_survives_links() -> None:
+    """Placeholders work in Markdown text and link targets; raw HTML in Markdown is escaped."""
+    body = (
+        "Bonjour {{ subscriber.name }} !\n\n"
+        "[Vos préférences]({{ links.preferences }})\n\n<script>alert(1)</script>"
+    )
+    out = compiled(body=body).render(CLAIRE, LINKS)
+    assert "Bonjour Claire Dubois !" in out.html
+    assert f'href="{LINKS.preferences}"' in out.html
+    assert "<script>" not in out.html
+    assert "&lt;script&gt;" in out.html
+
+
+class _Structure(HTMLParser):
+    """The tags and the text of an HTML document, as a browser would see them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.text: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _tags_and_text(html: str) -> tuple[list[str], str]:
+    parsed = _Structure(html)
+    return [tag for tag, _ in parsed.tags], "".join(parsed.text)
+
+
+@pytest.mark.parametrize(
+    "evil",
+    ["<script>alert(1)</script>", "{{ 7*7 }}", '"><img src=x onerror=alert(1)>', "{% raw %}"],
+)
+def test_subscriber_data_is_escaped_and_never_evaluated(evil: str) -> None:
+    """Names are data: shown as text in HTML (no new element), verbatim in text, never run."""
+    recipient = Recipient(id=4, email="e@example.org", name=evil, locale="fr")
+    out = compiled().render(recipient, LINKS)
+    baseline = compiled().render(Recipient(id=4, email="e@example.org", name="X"), LINKS)
+    tags, text = _tags_and_text(out.html)
+    assert tags == _tags_and_text(baseline.html)[0]
+    assert f"Bonjour {evil}," in text
+    assert f"Bonjour {evil}," in out.text
+    assert "49" not in out.text
+
+
+names = st.text(st.characters(blacklist_categories=["Cc", "Cs"]), min_size=1, max_size=60)
+
+
+@given(names)
+def test_any_name_is_text_in_the_html(name: str) -> None:
+    """Property: whatever the name, the HTML has the same elements and shows the name as text."""
+    recipient = Recipient(id=5, email="p@example.org", name=name, locale="fr")
+    tags, text = _tags_and_text(SEND.render(recipient, LINKS).html)
+    assert tags == BASELINE_TAGS
+    assert name.strip() in text
+
+
+SEND = compiled()
+BASELINE_TAGS = _tags_and_text(
+    SEND.render(Recipient(id=5, email="p@example.org", name="X"), LINKS).html
+)[0]
+
+
+def write_templates(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / "email" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_an_undefined_variable_names_template_and_line(tmp_path: Path) -> None:
+    """StrictUndefined: a misspelt variable is an error naming the file and the line."""
+    folder = write_templates(
+        tmp_path,
+        {
+            "note.fr.html": "{% block subject %}S{% endblock %}\n<p>ok</p>\n<p>{{ subscribr.name }}</p>\n"
+        },
+    )
+    send = compiled("note", templates=folder)
+    with pytest.raises(TemplateError, match=r"email/note\.fr\.html:3: 'subscribr' is undefined"):
+        send.render(CLAIRE, LINKS)
+
+
+def test_a_syntax_error_names_template_and_line(tmp_path: Path) -> None:
+    """A template that does not compile is refused when the send is compiled."""
+    folder = write_templates(tmp_path, {"note.fr.html": "line one\n{% if x %}\nno end\n"})
+    with pytest.raises(TemplateError, match=r"note\.fr\.html:\d: syntax error: Unexpected end"):
+        compiled("note", templates=folder)
+
+
+def test_missing_template_and_missing_subject_are_clear(tmp_path: Path) -> None:
+    """No template for a kind, or no subject anywhere, is said plainly."""
+    with pytest.raises(TemplateError, match=r"no template for 'poster'"):
+        compiled("poster")
+    folder = write_templates(tmp_path, {"note.fr.html": "<p>no subject block</p>\n"})
+    with pytest.raises(TemplateError, match=re.escape("has no {% block subject %}")):
+        compiled("note", templates=folder)
+
+
+def test_a_subject_with_a_line_break_is_refused() -> None:
+    """A newline in the campaign's subject would be a second header: refused up front."""
+    with pytest.raises(TemplateError, match="line break"):
+        compiled(subject="Bonjour\nBcc: everyone@example.org")
+
+
+def test_preflight_reports_how_many_failed_and_why() -> None:
+    """The check renders every recipient and keeps the first reasons, sending nothing."""
+    send = compiled(body="Votre organisation : {{ subscriber.attributes.organisation }}")
+    recipients = [
+        Recipient(
+            id=i, email=f"r{i}@example.org", attributes={"organisation": "AP-HP"} if i % 2 else {}
+        )
+        for i in range(10)
+    ]
+    report = preflight(send, ((r, LINKS) for r in recipients))
+    assert (report.total, report.failed) == (10, 5)
+    assert report.reasons[0][0] == "r0@example.org"
+    assert "has no attribute 'organisation'" in report.reasons[0][1]
+    assert not report.ok
