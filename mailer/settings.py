@@ -231,8 +231,9 @@ class Settings(BaseSettings):
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Comma-separated keys that sign links (unsubscribe, confirm), newest first; "
-            "keep old keys at the end to rotate without breaking links already sent."
+            "Comma-separated keys that sign links (unsubscribe, preferences), newest first; "
+            "keep old keys at the end to rotate without breaking links already sent. "
+            "Empty: a key is generated once in the data folder (secret.key)."
         ),
     )
 
@@ -359,14 +360,15 @@ SECTION_TITLES = {
 }
 
 
-# Sections validated at start-up but not read by any part yet; the note goes when one does.
+# Settings validated at start-up but not read by any part yet (prefix match on the
+# variable); .env.example says so, and the entry goes when a part reads them.
 PENDING = {
-    "smtp": "the delivery engine",
-    "sender": "the message builder",
-    "web": "the web pages",
-    "scheduler": "the scheduler",
-    "delivery": "the delivery engine",
-    "secret_keys": "the web pages",
+    "MAILER_SMTP__": "the delivery engine",
+    "MAILER_DELIVERY__": "the delivery engine",
+    "MAILER_SCHEDULER__": "the scheduler",
+    "MAILER_WEB__HOST": "the web pages",
+    "MAILER_WEB__PORT": "the web pages",
+    "MAILER_WEB__TRUSTED_PROXIES": "the web pages",
 }
 
 
@@ -382,10 +384,10 @@ def example_env() -> str:
         if path[0] != section:
             section = path[0]
             lines += ["", f"# --- {SECTION_TITLES[section]} ---"]
-            if section in PENDING:
-                lines.append(f"# (validated now; takes effect with {PENDING[section]})")
         default = info.get_default(call_default_factory=True)
-        lines += [f"# {info.description}", f"#{var}={_show(var, default)}"]
+        pending = next((part for prefix, part in PENDING.items() if var.startswith(prefix)), None)
+        note = f" (validated now; takes effect with {pending})" if pending else ""
+        lines += [f"# {info.description}{note}", f"#{var}={_show(var, default)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import email
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,45 @@ def test_schema_check_without_auto_upgrade(workdir: Path) -> None:
     result = mailer(workdir, "run", env=clean_env(MAILER_DATABASE__AUTO_UPGRADE="false"))
     assert result.returncode == 2
     assert "run `mailer db upgrade`" in result.stderr
+
+
+@pytest.fixture
+def project(workdir: Path) -> Path:
+    """The work folder with the shipped templates and example campaigns too."""
+    shutil.copytree(ROOT / "templates", workdir / "templates")
+    shutil.copytree(ROOT / "campaigns", workdir / "campaigns")
+    return workdir
+
+
+def test_preview_writes_the_message_one_subscriber_gets(project: Path) -> None:
+    """`preview` writes the .eml and .html for a member; --all checks every member."""
+    assert mailer(project, "init").returncode == 0
+    result = mailer(
+        project, "preview", "campaigns/journee-recherche-2024.toml",
+        "--subscriber", "john.okafor@example.org", "--action", "reminder", "--all",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "pre-flight: 6 members of researchers, 0 failed" in result.stdout
+    eml = project / "data/preview/journee-recherche-2024-reminder-john.okafor@example.org.eml"
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert message["Subject"].startswith("Reminder: 8e journée de recherche")
+    assert message["To"].addresses[0].display_name == "John Okafor"
+    assert [p.get_content_type() for p in message.walk()][-1] == "text/calendar"
+    assert (eml.parent / (eml.name.removesuffix(".eml") + ".html")).is_file()
+    assert (project / "data" / "secret.key").is_file()
+
+
+def test_preview_names_the_campaign_file_field_that_is_wrong(project: Path) -> None:
+    """A mistake in a campaign file is reported as file: field: what is expected."""
+    bad = project / "campaigns" / "bad.toml"
+    bad.write_text(
+        'name = "bad"\nkind = "event"\nlists = ["researchers"]\ntimezone = "Paris"\n',
+        encoding="utf-8",
+    )
+    result = mailer(project, "preview", "campaigns/bad.toml")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: campaigns/bad.toml: timezone: expected an IANA time zone such as Europe/Paris, "
+        "got 'Paris'"
+    ]
