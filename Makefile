@@ -28,6 +28,7 @@ test: $(STAMP)
 ## Benchmarks (figures printed, not asserted).
 bench: $(STAMP)
 	$(BIN)/python bench/list_import.py
+	$(BIN)/python bench/render_message.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis
