@@ -7,6 +7,8 @@ per problem on stderr and exits non-zero, without a traceback.
 from __future__ import annotations
 
 import asyncio
+import csv
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -24,13 +26,15 @@ from rich.table import Table
 from mailer import __version__, app, campaigns, lists
 from mailer.addresses import address_key, normalize
 from mailer.compose import EVENT_ACTIONS, make_composer
-from mailer.errors import ConfigError, MailerError, NotFoundError
+from mailer.dispatch import Engine, RunSummary
+from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
 from mailer.logs import configure
-from mailer.models import CampaignKind, Recipient, SendInfo, SuppressionReason
+from mailer.models import CampaignKind, Recipient, SendInfo, SendStatus, SuppressionReason
 from mailer.render import Renderer
 from mailer.settings import Settings, describe, example_env, load_settings
 from mailer.storage import Store, head_revision
 from mailer.tokens import Signer, load_keys
+from mailer.transport import open_transport
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -404,6 +408,198 @@ def _keys(settings: Settings) -> list[str]:
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+# --- sends --------------------------------------------------------------------------------
+
+
+@cli.group("send")
+def send_group() -> None:
+    """One mailing of a campaign: create, run, watch, report."""
+
+
+@send_group.command("create")
+@click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--action",
+    type=click.Choice(("announcement", "newsletter", *EVENT_ACTIONS)),
+    help="Default: the campaign's kind (invitation for an event).",
+)
+@click.option("--key", help="Stable name of the send in its campaign; default: the action.")
+@_async
+async def send_create(campaign_file: Path, action: str | None, key: str | None) -> None:
+    """Store the campaign (or update it) and a send of it due now."""
+    settings = _settings()
+    campaign = campaigns.load(campaign_file)
+    kind = campaign.data.kind
+    action = action or ("invitation" if kind == CampaignKind.EVENT else kind.value)
+    if (action in EVENT_ACTIONS) != (kind == CampaignKind.EVENT):
+        raise ConfigError(f"--action {action} does not fit a campaign of kind {kind.value}")
+    now = _now()
+    async with _store() as store:
+        campaign_id = await store.sending.save_campaign(
+            campaign.content,
+            list_slugs=campaign.data.lists,
+            sender_name=campaign.data.sender.name,
+            sender_address=campaign.data.sender.address,
+            event=campaign.event(domain=settings.sender.domain),
+            now=now,
+        )
+        send_id, created = await store.sending.create_send(
+            campaign_id, key=key or action, action=action, due_at=now, now=now
+        )
+    state = "created" if created else "already exists"
+    out.print(f"send {send_id} ({campaign.name}, {key or action}) {state}", markup=False)
+
+
+@send_group.command("list")
+@_async
+async def send_list() -> None:
+    """Every send, by due time."""
+    async with _store() as store:
+        rows = await store.sending.list_sends()
+    table = Table("send", "campaign", "key", "status", "due (UTC)", "reason")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["name"], r["key"], r["status"],
+            f"{r['due_at']:%Y-%m-%d %H:%M}", r["reason"] or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@send_group.command("run")
+@click.argument("send_id", type=int)
+@click.option("--wait", is_flag=True, help="Stay until deferred messages are retried too.")
+@_async
+async def send_run(send_id: int, wait: bool) -> int:
+    """Run a send in the foreground, with a progress bar (Ctrl-C stops cleanly)."""
+    settings = _settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with _store() as store, open_transport(settings) as transport:
+        sending = store.sending
+        spec = await sending.spec(send_id)
+        if spec.status == SendStatus.PAUSED:
+            await sending.set_status(send_id, SendStatus.RUNNING, now=_now())
+        start = await sending.counts(send_id)
+        due = start["queued"] + start["deferred"] or None
+        engine = Engine(settings, store, transport, worker=app.worker_name())
+        with Progress(
+            TextColumn("send {task.fields[send]}"), BarColumn(), TextColumn("{task.completed}"),
+            TextColumn("sent {task.fields[sent]} deferred {task.fields[deferred]} "
+                       "failed {task.fields[failed]} skipped {task.fields[skipped]}"),
+            TimeRemainingColumn(), console=err, disable=not err.is_terminal,
+        ) as progress:  # fmt: skip
+            task = progress.add_task(
+                "send", total=due, send=send_id, sent=0, deferred=0, failed=0, skipped=0
+            )
+
+            def show(tally: dict[str, int]) -> None:
+                fields: dict[str, Any] = dict(tally)
+                progress.update(task, completed=sum(tally.values()), **fields)
+
+            summary = await engine.run_send(
+                send_id, stop=stop, wait_for_retries=wait, on_progress=show
+            )
+    _print_summary(summary)
+    return 0 if summary.status in (SendStatus.DONE, SendStatus.RUNNING) else EXIT_REJECTED
+
+
+def _print_summary(summary: RunSummary) -> None:
+    c = summary.counts
+    line = (
+        f"send {summary.send_id}: {summary.status}; sent {c.get('sent', 0)}, "
+        f"deferred {c.get('deferred', 0)}, failed {c.get('failed', 0)}, "
+        f"skipped {c.get('skipped', 0)}, queued {c.get('queued', 0)}"
+    )
+    if summary.next_retry:
+        line += f"; next retry {summary.next_retry:%Y-%m-%d %H:%M:%S} UTC"
+    if summary.reason:
+        line += f"; {summary.reason}"
+    if not summary.claimed:
+        line += " (claimed by another run)"
+    out.print(line, markup=False)
+
+
+@send_group.command("status")
+@click.argument("send_id", type=int)
+@_async
+async def send_status(send_id: int) -> None:
+    """Where a send stands: its status and its deliveries by status."""
+    async with _store() as store:
+        spec = await store.sending.spec(send_id)
+        counts = await store.sending.counts(send_id)
+        next_retry = await store.sending.next_retry(send_id)
+    _print_summary(RunSummary(send_id, spec.status, counts, spec.reason, next_retry))
+
+
+@send_group.command("retry-failed")
+@click.argument("send_id", type=int)
+@_async
+async def send_retry_failed(send_id: int) -> None:
+    """Queue the failed deliveries again (suppressed addresses stay skipped)."""
+    async with _store() as store:
+        count = await store.sending.retry_failed(send_id, now=_now())
+    out.print(f"send {send_id}: {count} failed deliveries queued again", markup=False)
+
+
+@send_group.command("pause")
+@click.argument("send_id", type=int)
+@_async
+async def send_pause(send_id: int) -> None:
+    """Stop a send after the messages in flight; `send run` resumes it."""
+    async with _store() as store:
+        done = await store.sending.set_status(
+            send_id, SendStatus.PAUSED, now=_now(), reason="paused by staff",
+            only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING],
+        )  # fmt: skip
+    if not done:
+        raise StateError(f"send {send_id} is not scheduled or running")
+    out.print(f"send {send_id} paused", markup=False)
+
+
+@send_group.command("cancel")
+@click.argument("send_id", type=int)
+@_async
+async def send_cancel(send_id: int) -> None:
+    """Cancel a send that has not finished; what was sent stays recorded."""
+    async with _store() as store:
+        done = await store.sending.set_status(
+            send_id, SendStatus.CANCELLED, now=_now(), reason="cancelled by staff",
+            only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING, SendStatus.PAUSED],
+        )  # fmt: skip
+    if not done:
+        raise StateError(f"send {send_id} has already ended")
+    out.print(f"send {send_id} cancelled", markup=False)
+
+
+@send_group.command("report")
+@click.argument("send_id", type=int)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
+@_async
+async def send_report(send_id: int, as_csv: bool, output: Path | None) -> None:
+    """Who got it, who did not, and why."""
+    columns = ["email", "list", "status", "attempts", "smtp_code", "smtp_reply", "reason",
+               "message_id", "sent_at"]  # fmt: skip
+    async with _store() as store:
+        await store.sending.spec(send_id)
+        rows = [r async for r in store.sending.report(send_id)]
+    if as_csv or output:
+        handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([lists.neutralise("" if r[c] is None else str(r[c])) for c in columns])
+        if output:
+            handle.close()
+        return
+    table = Table(*columns[:7])
+    for r in rows:
+        table.add_row(*("" if r[c] is None else str(r[c]) for c in columns[:7]))
+    out.print(table)
 
 
 # --- subscribers --------------------------------------------------------------------------

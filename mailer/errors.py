@@ -11,6 +11,7 @@ Classified by what the caller should do about them::
     ├── AddressError (ValueError)         an e-mail address is invalid (reason)
     ├── TemplateError (ValueError)        a template cannot render (template, line, cause)
     ├── MessageError (ValueError)         a header value or address cannot go on the wire
+    ├── transport.TransportFatal (ConnectionError)  login, TLS or relay set-up refused: pause
     └── StateError (ValueError)           an illegal transition (subscribing a suppressed address)
 """
 

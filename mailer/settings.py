@@ -70,10 +70,22 @@ class SMTPSettings(_Section):
         default=None, description="PEM file of CAs to trust instead of the system store."
     )
     pool_size: int = Field(default=4, ge=1, le=64, description="Long-lived SMTP connections.")
+    recycle_after: int = Field(
+        default=1000, ge=1, description="Messages sent on one connection before it is renewed."
+    )
+    connect_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to open a connection and get the greeting."
+    )
     timeout: float = Field(
-        default=300.0,
+        default=600.0,
         gt=0,
-        description="Seconds to wait for a reply; RFC 5321 asks for minutes after DATA.",
+        description=(
+            "Seconds to wait for a reply; RFC 5321 asks for 10 minutes after the final dot, "
+            "since giving up there is how people get mailed twice."
+        ),
+    )
+    local_hostname: str | None = Field(
+        default=None, description="Name sent in EHLO; empty: the machine's name."
     )
 
 
@@ -180,10 +192,35 @@ class DeliverySettings(_Section):
     rate_per_second: float = Field(
         default=0.0, ge=0, description="Global cap in messages per second; 0: no cap."
     )
+    rate_per_hour: int = Field(
+        default=0, ge=0, description="Global cap in messages per rolling hour; 0: no cap."
+    )
     retry_lifetime: float = Field(
         default=172_800.0,
         gt=0,
         description="Seconds a deferred delivery is retried before it is marked failed.",
+    )
+    retry_base: float = Field(
+        default=60.0, gt=0, description="First retry delay in seconds; doubles each attempt."
+    )
+    record_batch: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description=(
+            "Results recorded per commit. With the pool size it bounds the duplicates "
+            "a crash can cause: at most pool size + record batch."
+        ),
+    )
+    error_threshold: int = Field(
+        default=50,
+        ge=1,
+        description="Consecutive failed or deferred messages that pause a send.",
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds SIGTERM waits for messages in flight before cutting them off.",
     )
 
 
@@ -363,9 +400,7 @@ SECTION_TITLES = {
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
 PENDING = {
-    "MAILER_SMTP__": "the delivery engine",
-    "MAILER_DELIVERY__": "the delivery engine",
-    "MAILER_SCHEDULER__": "the scheduler",
+    "MAILER_SCHEDULER__TIMEZONE": "the scheduler",
     "MAILER_WEB__HOST": "the web pages",
     "MAILER_WEB__PORT": "the web pages",
     "MAILER_WEB__TRUSTED_PROXIES": "the web pages",

@@ -26,9 +26,12 @@ from hypothesis import HealthCheck, settings
 from mailer.settings import Settings
 from mailer.storage import Store
 
+pytest_plugins = ["tests.smtpd"]
+
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
@@ -132,7 +135,7 @@ def make_settings(tmp_path: Path, **sections: Any) -> Settings:
         },
     }
     for name, section in sections.items():
-        values[name] = {**values.get(name, {}), **section}
+        values[name] = {**values.get(name, {}), **section} if isinstance(section, dict) else section
     return Settings.model_validate(values)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import email
+import io
+import mailbox
 import os
 import shutil
 import signal
@@ -248,3 +251,55 @@ def test_preview_names_the_campaign_file_field_that_is_wrong(project: Path) -> N
         "error: campaigns/bad.toml: timezone: expected an IANA time zone such as Europe/Paris, "
         "got 'Paris'"
     ]
+
+
+def test_send_end_to_end_into_the_capture_maildir(project: Path) -> None:
+    """With no SMTP host: create a send, run it, read the Maildir, report who got it."""
+    assert mailer(project, "init").returncode == 0
+    created = mailer(project, "send", "create", "campaigns/actualites-car-t.toml")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip() == "send 1 (actualites-car-t, announcement) created"
+    ran = mailer(project, "send", "run", "1")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("send 1: done; sent 14, deferred 0, failed 0, skipped 0")
+    box = mailbox.Maildir(project / "data" / "outbox", create=False)
+    recipients = sorted(str(message["To"]) for message in box)
+    assert len(recipients) == 14  # 15 memberships, Claire is on two lists: one mail
+    assert any(r == "Claire Dubois <claire.dubois@example.org>" for r in recipients)
+    report = mailer(project, "send", "report", "1", "--csv")
+    rows = list(csv.DictReader(io.StringIO(report.stdout)))
+    assert len(rows) == 14
+    assert {r["status"] for r in rows} == {"sent"}
+    assert all(r["message_id"].endswith("@example.org>") for r in rows)
+    again = mailer(project, "send", "run", "1")
+    assert again.stdout.startswith("send 1: done; sent 14")
+    assert len(mailbox.Maildir(project / "data" / "outbox", create=False)) == 14
+
+
+def test_daemon_sends_what_is_due_and_stops_cleanly(project: Path) -> None:
+    """`mailer run` picks up a send due now, delivers it to the capture, and exits 0 on SIGTERM."""
+    assert mailer(project, "init").returncode == 0
+    assert (
+        mailer(project, "send", "create", "campaigns/journee-recherche-2024.toml").returncode == 0
+    )
+    env = clean_env(MAILER_SCHEDULER__SYNC_INTERVAL="0.2")
+    process = subprocess.Popen(
+        [*MAILER, "run"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        outbox = project / "data" / "outbox" / "new"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(outbox.glob("*"))) < 14:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, logs = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, logs
+    assert "mailer stopped cleanly" in logs
+    status = mailer(project, "send", "status", "1")
+    assert status.stdout.startswith("send 1: done; sent 14"), status.stdout
+    first = next(iter(mailbox.Maildir(project / "data" / "outbox", create=False)))
+    assert [p.get_content_type() for p in first.walk()][-1] == "text/calendar"

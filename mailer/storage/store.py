@@ -28,6 +28,7 @@ from mailer.models import (
 )
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
+from mailer.storage.sending import Sending
 from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
 
 IMPORT_SOURCE_PREFIX = "import:"
@@ -109,6 +110,7 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.sending = Sending(self)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

@@ -142,7 +142,8 @@ campaigns = Table(
     Column("subject", Text, nullable=False, default=""),
     Column("body", Text, nullable=False, default=""),
     Column("body_format", String(16), nullable=False, default="markdown"),
-    Column("sender", String(320), nullable=True),
+    Column("sender_name", String(200), nullable=True),
+    Column("sender_address", String(320), nullable=True),
     Column("timezone", String(64), nullable=False),
     Column("options", JSON, nullable=False, default=dict),
     _created(),
@@ -193,6 +194,8 @@ sends = Table(
     Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
     # Stable key within the campaign: "announce", "reminder:P7D", "issue:2026-12-01"...
     Column("key", String(100), nullable=False),
+    # What the mail is: announcement, newsletter, invitation, reminder, update, cancellation.
+    Column("action", String(32), nullable=False),
     Column("due_at", UTCDateTime(), nullable=False),
     Column("status", String(16), nullable=False),
     Column("claimed_by", String(200), nullable=True),
@@ -217,6 +220,8 @@ deliveries = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("send_id", Id, ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
     Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    # The list the subscriber gets this send through (its List-Id and unsubscribe link).
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime(), nullable=True),
@@ -227,6 +232,7 @@ deliveries = Table(
     Column("reason", Text, nullable=True),
     Column("message_id", String(255), nullable=True),
     Column("sent_at", UTCDateTime(), nullable=True),
+    _created(),
     _updated(),
     UniqueConstraint("send_id", "subscriber_id"),
     Index(None, "send_id", "status", "id"),

@@ -33,7 +33,8 @@ def upgrade() -> None:
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("body_format", sa.String(length=16), nullable=False),
-        sa.Column("sender", sa.String(length=320), nullable=True),
+        sa.Column("sender_name", sa.String(length=200), nullable=True),
+        sa.Column("sender_address", sa.String(length=320), nullable=True),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -160,6 +161,7 @@ def upgrade() -> None:
             "campaign_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("claimed_by", sa.String(length=200), nullable=True),
@@ -243,6 +245,7 @@ def upgrade() -> None:
         sa.Column(
             "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
+        sa.Column("list_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
@@ -253,7 +256,11 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("message_id", sa.String(length=255), nullable=True),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["list_id"], ["lists.id"], name=op.f("fk_deliveries_list_id_lists"), ondelete="CASCADE"
+        ),
         sa.ForeignKeyConstraint(
             ["send_id"], ["sends.id"], name=op.f("fk_deliveries_send_id_sends"), ondelete="CASCADE"
         ),

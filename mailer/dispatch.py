@@ -1,0 +1,394 @@
+"""Dispatch: run one send from claim to last result. Orchestration only: SQL lives in
+``storage``, SMTP in ``transport``, rendering and MIME in ``compose``.
+
+The path of a send::
+
+    claim (scheduled -> running, once) -> materialise deliveries (INSERT ... SELECT, repeat-safe)
+    -> pre-flight (render and build every recipient; any failure pauses the send untouched)
+    -> producer: due deliveries by keyset batches, rendered and built one by one
+    -> pool_size workers: transport.send, one message each at a time
+    -> recorder: results written in group commits of ``record_batch``
+
+**The duplicate window.** A message is recorded ``sent`` only after the relay accepted it,
+and results are committed in groups. A crash (kill -9) between the relay's 250 and the commit
+leaves those deliveries ``queued``, and they go again when the send resumes. At most
+``pool_size`` messages are in the workers and at most ``record_batch`` results wait in the
+recorder, so a crash doubles at most ``pool_size + record_batch`` messages; nothing else is
+ever sent twice, and nothing is ever lost: every delivery ends sent, failed or skipped.
+
+An unsubscribe or suppression that lands mid-send is seen when the delivery's batch is
+fetched, and the delivery is skipped. A run of ``error_threshold`` consecutive failures
+pauses the send with the last reply as reason; an authentication or TLS failure pauses it at
+once, with the recipient in hand left queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from mailer.addresses import address_key
+from mailer.compose import Composer, make_composer
+from mailer.errors import MailerError, MessageError, TemplateError
+from mailer.message import Built
+from mailer.models import DeliveryStatus, SendInfo, SendStatus
+from mailer.render import Renderer
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.storage.sending import Due, Outcome, SendSpec
+from mailer.tokens import Signer, load_keys
+from mailer.transport import Outcome as SmtpOutcome
+from mailer.transport import Result, Transport, TransportFatal
+
+log = logging.getLogger("mailer.dispatch")
+
+MAX_BACKOFF = timedelta(hours=6)
+_DONE = None  # end-of-queue marker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    send_id: int
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    next_retry: datetime | None = None
+    claimed: bool = True
+
+
+class _Paused(MailerError):
+    pass
+
+
+class Engine:
+    """Runs sends with one transport; make one per daemon or CLI command."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        transport: Transport,
+        *,
+        worker: str,
+        renderer: Renderer | None = None,
+        signer: Signer | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.worker = worker
+        self.renderer = renderer or Renderer(settings.paths.templates_dir)
+        self.signer = signer or Signer(
+            load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
+        )
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    # --- the whole send -------------------------------------------------------------------
+
+    async def run_send(
+        self,
+        send_id: int,
+        *,
+        stop: asyncio.Event | None = None,
+        wait_for_retries: bool = False,
+        on_progress: Callable[[dict[str, int]], None] | None = None,
+    ) -> RunSummary:
+        """Claim (or resume) a send and attempt every due delivery; return where it stands."""
+        stop = stop or asyncio.Event()
+        sending = self.store.sending
+        spec = await sending.spec(send_id)
+        if spec.status == SendStatus.SCHEDULED:
+            if not await sending.claim(send_id, worker=self.worker, now=self.clock()):
+                fresh = await sending.spec(send_id)
+                return RunSummary(send_id, fresh.status, claimed=False, reason=fresh.reason)
+        elif spec.status != SendStatus.RUNNING:
+            return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
+        await sending.materialise(spec, now=self.clock())
+        try:
+            composers = self._composers(spec)
+            await self._preflight(spec, composers)
+            while True:
+                await self._pass(spec, composers, stop, on_progress)
+                if stop.is_set() or not wait_for_retries:
+                    break
+                next_retry = await sending.next_retry(send_id)
+                if next_retry is None:
+                    break
+                delay = max(0.0, (next_retry - self.clock()).total_seconds())
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    continue
+                break
+        except _Paused as paused:
+            await sending.set_status(
+                send_id, SendStatus.PAUSED, now=self.clock(), reason=str(paused),
+                only_from=[SendStatus.RUNNING],
+            )  # fmt: skip
+            log.warning("send %s paused: %s", send_id, paused)
+        counts = await sending.finish(send_id, now=self.clock())
+        final = await sending.spec(send_id)
+        return RunSummary(
+            send_id, final.status, counts, final.reason, await sending.next_retry(send_id)
+        )
+
+    def _composers(self, spec: SendSpec) -> dict[int, Composer]:
+        """One compiled send per list (its title and List-Id); a template error pauses."""
+        now = self.clock()
+        composers = {}
+        try:
+            for list_info in spec.lists:
+                send = SendInfo(
+                    content=spec.content,
+                    list=list_info,
+                    sender_name=spec.sender_name or self.settings.sender.from_name,
+                    sender_address=spec.sender_address or self.settings.sender.from_address,
+                    action=spec.action,
+                    now=now,
+                    event=spec.event,
+                )
+                composers[list_info.id] = make_composer(
+                    self.settings,
+                    renderer=self.renderer,
+                    signer=self.signer,
+                    send=send,
+                    send_id=spec.id,
+                    trace=f"c{spec.campaign_id}/{spec.key}",
+                    eight_bit=self.transport.eight_bit,
+                )
+        except (TemplateError, MessageError) as exc:
+            raise _Paused(f"cannot prepare the messages: {exc}") from None
+        return composers
+
+    async def _preflight(self, spec: SendSpec, composers: dict[int, Composer]) -> None:
+        """Render and build every due recipient before the first message leaves."""
+        after, total, failed = 0, 0, 0
+        reasons: list[str] = []
+        now = self.clock()
+        while True:
+            batch = await self.store.sending.due(
+                spec.id, after=after, limit=self.settings.delivery.batch_size, now=now
+            )
+            if not batch:
+                break
+            for due in batch:
+                after = due.id
+                if due.skip_reason:
+                    continue
+                total += 1
+                try:
+                    composers[due.list_id].compose(due.recipient, date=now)
+                except (TemplateError, MessageError) as exc:
+                    failed += 1
+                    if len(reasons) < 3:
+                        reasons.append(f"{due.recipient.email}: {exc}")
+        if failed:
+            raise _Paused(
+                f"pre-flight check: {failed} of {total} recipients cannot be rendered; "
+                + "; ".join(reasons)
+            )
+
+    # --- one pass over the due deliveries ---------------------------------------------------
+
+    async def _pass(
+        self,
+        spec: SendSpec,
+        composers: dict[int, Composer],
+        stop: asyncio.Event,
+        on_progress: Callable[[dict[str, int]], None] | None,
+    ) -> None:
+        pool = self.settings.smtp.pool_size
+        outbox: asyncio.Queue[tuple[Due, Built] | None] = asyncio.Queue(maxsize=pool * 2)
+        results: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        halt: list[str] = []  # a reason to pause, set by a worker
+        streak = _Streak(self.settings.delivery.error_threshold)
+
+        async def produce() -> None:
+            after = 0
+            try:
+                while not stop.is_set() and not halt:
+                    batch = await self.store.sending.due(
+                        spec.id, after=after, limit=self.settings.delivery.batch_size,
+                        now=self.clock(),
+                    )  # fmt: skip
+                    if not batch:
+                        break
+                    for due in batch:
+                        if stop.is_set() or halt:
+                            break
+                        after = due.id
+                        if due.skip_reason:
+                            await results.put(
+                                Outcome(due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason)
+                            )
+                            continue
+                        try:
+                            composed = composers[due.list_id].compose(
+                                due.recipient, date=self.clock()
+                            )
+                        except (TemplateError, MessageError) as exc:
+                            await results.put(
+                                Outcome(due.id, DeliveryStatus.FAILED, reason=f"not built: {exc}")
+                            )
+                            continue
+                        await outbox.put((due, composed.message))
+            finally:
+                for _ in range(pool):
+                    await outbox.put(_DONE)
+
+        async def work() -> None:
+            while (item := await outbox.get()) is not _DONE:
+                if halt or stop.is_set():
+                    continue  # not sent, not recorded: stays queued for the next run
+                due, built = item
+                try:
+                    result = await self.transport.send(built)
+                except TransportFatal as exc:
+                    halt.append(str(exc))
+                    continue
+                outcome = self._outcome(due, built, result)
+                await results.put(outcome)
+                problem = streak.add(outcome)
+                if problem and not halt:
+                    halt.append(problem)
+
+        async def record() -> None:
+            buffer: list[Outcome] = []
+            tally: dict[str, int] = {}
+
+            async def flush() -> None:
+                nonlocal buffer
+                if not buffer:
+                    return
+                try:
+                    await self.store.sending.record(buffer, now=self.clock())
+                except BaseException:
+                    # Never send without a record: stop the workers, leave the rest queued.
+                    halt.append("results cannot be recorded")
+                    raise
+                buffer = []
+                if on_progress is not None:
+                    on_progress(dict(tally))
+
+            while True:
+                try:
+                    item = await asyncio.wait_for(results.get(), timeout=0.25)
+                except TimeoutError:
+                    await flush()
+                    continue
+                if item is None:
+                    await flush()
+                    return
+                buffer.append(item)
+                tally[item.status.value] = tally.get(item.status.value, 0) + 1
+                if len(buffer) >= self.settings.delivery.record_batch:
+                    await flush()
+
+        recorder = asyncio.create_task(record())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(produce())
+                for _ in range(pool):
+                    group.create_task(work())
+        finally:
+            await results.put(None)
+            await recorder
+        if halt:
+            raise _Paused(halt[0])
+
+    def _outcome(self, due: Due, built: Built, result: Result) -> Outcome:
+        now = self.clock()
+        if result.outcome == SmtpOutcome.SENT:
+            return Outcome(
+                due.id, DeliveryStatus.SENT, code=result.code, reply=result.reply,
+                message_id=built.message_id,
+            )  # fmt: skip
+        if result.outcome == SmtpOutcome.FAILED:
+            return Outcome(
+                due.id, DeliveryStatus.FAILED, code=result.code, reply=result.reply,
+                message_id=built.message_id,
+                suppress_key=address_key(due.recipient.email) if result.suppress else None,
+            )  # fmt: skip
+        attempts = due.attempts + 1
+        lifetime = timedelta(seconds=self.settings.delivery.retry_lifetime)
+        if now - due.created_at >= lifetime:
+            return Outcome(
+                due.id, DeliveryStatus.FAILED, code=result.code, reply=result.reply,
+                reason=f"gave up after {attempts} attempts over {lifetime}",
+                message_id=built.message_id,
+            )  # fmt: skip
+        delay = min(
+            timedelta(seconds=self.settings.delivery.retry_base * 2 ** (attempts - 1)), MAX_BACKOFF
+        ) * self.rng.uniform(0.8, 1.2)
+        return Outcome(
+            due.id, DeliveryStatus.DEFERRED, code=result.code, reply=result.reply,
+            message_id=built.message_id, next_attempt_at=now + delay,
+        )  # fmt: skip
+
+    # --- the daemon's side ----------------------------------------------------------------
+
+    async def work_once(self, stop: asyncio.Event) -> int:
+        """Run what is due now: running sends with due deliveries, then scheduled sends whose
+        time has come (or mark them missed past the grace period). Returns sends touched."""
+        sending = self.store.sending
+        touched = 0
+        for send_id in await sending.running_sends():
+            if stop.is_set():
+                return touched
+            summary = await self.run_send(send_id, stop=stop)
+            touched += 1
+            log.info("send %s: %s %s", send_id, summary.status, summary.counts)
+        now = self.clock()
+        grace = timedelta(seconds=self.settings.scheduler.misfire_grace)
+        for send_id in await sending.due_sends(now):
+            if stop.is_set():
+                break
+            spec = await sending.spec(send_id)
+            if now - spec.due_at > grace:
+                await sending.set_status(
+                    send_id, SendStatus.MISSED, now=now,
+                    reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {grace}",
+                    only_from=[SendStatus.SCHEDULED],
+                )  # fmt: skip
+                log.warning("send %s missed: due at %s", send_id, spec.due_at)
+                continue
+            summary = await self.run_send(send_id, stop=stop)
+            touched += 1
+            log.info("send %s: %s %s", send_id, summary.status, summary.counts)
+        return touched
+
+
+class _Streak:
+    """Consecutive failures; the threshold pauses the send instead of burning the list."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.count = 0
+
+    def add(self, outcome: Outcome) -> str | None:
+        if outcome.status == DeliveryStatus.SENT:
+            self.count = 0
+            return None
+        if outcome.status not in (DeliveryStatus.FAILED, DeliveryStatus.DEFERRED):
+            return None
+        self.count += 1
+        if self.count >= self.threshold:
+            return (
+                f"{self.count} messages in a row were not accepted; last reply: "
+                f"{outcome.code or ''} {outcome.reply or outcome.reason or ''}".strip()
+            )
+        return None
+
+
+__all__ = ["Engine", "RunSummary", "utcnow"]

@@ -1,0 +1,638 @@
+"""The SQL of sending: campaigns, sends, deliveries and their results.
+
+Every state change that matters for "never lose, never double" is a conditional statement
+here: a send is claimed with ``UPDATE ... WHERE status = 'scheduled'``; deliveries are
+materialised with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on the unique
+(send, subscriber) key; results are written in small batches, each its own commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, delete, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailer.errors import NotFoundError, StateError
+from mailer.models import (
+    CampaignStatus,
+    Content,
+    DeliveryStatus,
+    EventInfo,
+    EventStatus,
+    ListInfo,
+    Recipient,
+    SendStatus,
+    SubscriberStatus,
+    SubscriptionStatus,
+)
+from mailer.storage.tables import (
+    campaign_lists,
+    campaigns,
+    deliveries,
+    events,
+    lists,
+    sends,
+    subscribers,
+    subscriptions,
+    suppressions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendSpec:
+    """Everything dispatch needs to know about a send, read once when it starts."""
+
+    id: int
+    campaign_id: int
+    key: str
+    action: str
+    status: str
+    due_at: datetime
+    content: Content
+    lists: list[ListInfo]
+    event: EventInfo | None
+    sender_name: str | None
+    sender_address: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A delivery to attempt now, with its recipient as the database has them now."""
+
+    id: int
+    attempts: int
+    list_id: int
+    created_at: datetime
+    recipient: Recipient
+    skip_reason: str | None  # unsubscribed or suppressed since the send started
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The recorded result of one attempt."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    code: int | None = None
+    reply: str | None = None
+    reason: str | None = None
+    message_id: str | None = None
+    next_attempt_at: datetime | None = None
+    suppress_key: str | None = None  # add this address to the suppressions (5.1.x)
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+class Sending:
+    """Queries for sends; one per Store (``store.sending``)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    # --- campaigns and sends ------------------------------------------------------------
+
+    async def save_campaign(
+        self,
+        content: Content,
+        *,
+        list_slugs: Sequence[str],
+        sender_name: str | None,
+        sender_address: str | None,
+        event: EventInfo | None,
+        now: datetime,
+    ) -> int:
+        """Create or update a campaign by name; return its id."""
+        async with self._store._begin() as conn:
+            list_ids = []
+            for slug in list_slugs:
+                found = (
+                    await conn.execute(select(lists.c.id).where(lists.c.slug == slug))
+                ).scalar()
+                if found is None:
+                    raise NotFoundError(f"unknown list {slug!r} in campaign {content.name!r}")
+                list_ids.append(int(found))
+            values = {
+                "kind": content.kind,
+                "template": content.template_name,
+                "subject": content.subject,
+                "body": content.body,
+                "body_format": content.body_format,
+                "timezone": content.timezone,
+                "sender_name": sender_name,
+                "sender_address": sender_address,
+                "updated_at": now,
+            }
+            existing = (
+                await conn.execute(select(campaigns.c.id).where(campaigns.c.name == content.name))
+            ).scalar()
+            if existing is None:
+                result = await conn.execute(
+                    campaigns.insert().values(
+                        name=content.name,
+                        status=CampaignStatus.SCHEDULED.value,
+                        options={},
+                        created_at=now,
+                        **values,
+                    )
+                )
+                campaign_id = int(result.inserted_primary_key[0])
+            else:
+                campaign_id = int(existing)
+                await conn.execute(
+                    update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+                )
+            await conn.execute(
+                delete(campaign_lists).where(campaign_lists.c.campaign_id == campaign_id)
+            )
+            await conn.execute(
+                campaign_lists.insert(),
+                [{"campaign_id": campaign_id, "list_id": list_id} for list_id in list_ids],
+            )
+            if event is not None:
+                event_values = {
+                    "uid": event.uid,
+                    "title": event.title,
+                    "starts_at": event.start,
+                    "ends_at": event.end,
+                    "timezone": event.timezone,
+                    "place": event.place,
+                    "link": event.link,
+                    "description": event.description,
+                    "updated_at": now,
+                }
+                found_event = (
+                    await conn.execute(
+                        select(events.c.id).where(events.c.campaign_id == campaign_id)
+                    )
+                ).scalar()
+                if found_event is None:
+                    await conn.execute(
+                        events.insert().values(
+                            campaign_id=campaign_id,
+                            sequence=event.sequence,
+                            status=EventStatus.CONFIRMED.value,
+                            created_at=now,
+                            **event_values,
+                        )
+                    )
+            return campaign_id
+
+    async def create_send(
+        self, campaign_id: int, *, key: str, action: str, due_at: datetime, now: datetime
+    ) -> tuple[int, bool]:
+        """The send with this key, created if new; returns (id, created)."""
+        async with self._store._begin() as conn:
+            found = (
+                await conn.execute(
+                    select(sends.c.id).where(sends.c.campaign_id == campaign_id, sends.c.key == key)
+                )
+            ).scalar()
+            if found is not None:
+                return int(found), False
+            result = await conn.execute(
+                sends.insert().values(
+                    campaign_id=campaign_id,
+                    key=key,
+                    action=action,
+                    due_at=due_at,
+                    status=SendStatus.SCHEDULED.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return int(result.inserted_primary_key[0]), True
+
+    async def spec(self, send_id: int) -> SendSpec:
+        async with self._store._begin() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(sends, campaigns.c.name.label("campaign_name"), campaigns)
+                        .join(campaigns, campaigns.c.id == sends.c.campaign_id)
+                        .where(sends.c.id == send_id)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFoundError(f"no send {send_id}; `mailer send list` shows them")
+            list_rows = (
+                await conn.execute(
+                    select(lists)
+                    .join(campaign_lists, campaign_lists.c.list_id == lists.c.id)
+                    .where(campaign_lists.c.campaign_id == row["campaign_id"])
+                    .order_by(lists.c.slug)
+                )
+            ).all()
+            event_row = (
+                await conn.execute(select(events).where(events.c.campaign_id == row["campaign_id"]))
+            ).one_or_none()
+        content = Content(
+            name=row["campaign_name"],
+            kind=row["kind"],
+            subject=row["subject"],
+            body=row["body"],
+            body_format=row["body_format"],
+            timezone=row["timezone"],
+            template=row["template"] if row["template"] != row["kind"] else None,
+        )
+        event = None
+        if event_row is not None:
+            event = EventInfo(
+                uid=event_row.uid,
+                title=event_row.title,
+                start=event_row.starts_at,
+                end=event_row.ends_at,
+                timezone=event_row.timezone,
+                place=event_row.place,
+                link=event_row.link,
+                description=event_row.description,
+                sequence=event_row.sequence,
+                status=event_row.status,
+            )
+        return SendSpec(
+            id=send_id,
+            campaign_id=row["campaign_id"],
+            key=row["key"],
+            action=row["action"],
+            status=row["status"],
+            due_at=row["due_at"],
+            content=content,
+            lists=[
+                ListInfo(id=r.id, slug=r.slug, title=r.title, default_locale=r.default_locale)
+                for r in list_rows
+            ],
+            event=event,
+            sender_name=row["sender_name"],
+            sender_address=row["sender_address"],
+            reason=row["reason"],
+        )
+
+    async def list_sends(self) -> list[dict[str, Any]]:
+        async with self._store._begin() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(
+                            sends.c.id,
+                            campaigns.c.name,
+                            sends.c.key,
+                            sends.c.action,
+                            sends.c.status,
+                            sends.c.due_at,
+                            sends.c.reason,
+                        )
+                        .join(campaigns, campaigns.c.id == sends.c.campaign_id)
+                        .order_by(sends.c.due_at, sends.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    # --- state transitions ----------------------------------------------------------------
+
+    async def claim(self, send_id: int, *, worker: str, now: datetime) -> bool:
+        """scheduled -> running, once: a second claimer (or a repeat) gets False."""
+        async with self._store._begin() as conn:
+            result = await conn.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status == SendStatus.SCHEDULED)
+                .values(
+                    status=SendStatus.RUNNING.value,
+                    claimed_by=worker,
+                    started_at=func.coalesce(sends.c.started_at, now),
+                    reason=None,
+                    updated_at=now,
+                )
+            )
+            return bool(result.rowcount)
+
+    async def set_status(
+        self,
+        send_id: int,
+        status: SendStatus,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        only_from: Sequence[SendStatus] | None = None,
+    ) -> bool:
+        async with self._store._begin() as conn:
+            query = update(sends).where(sends.c.id == send_id)
+            if only_from is not None:
+                query = query.where(sends.c.status.in_([s.value for s in only_from]))
+            values: dict[str, Any] = {"status": status.value, "reason": reason, "updated_at": now}
+            if status in (SendStatus.DONE, SendStatus.CANCELLED):
+                values["finished_at"] = now
+            result = await conn.execute(query.values(**values))
+            return bool(result.rowcount)
+
+    async def due_sends(self, now: datetime) -> list[int]:
+        """Scheduled sends whose time has come, oldest first."""
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(sends.c.id)
+                .where(sends.c.status == SendStatus.SCHEDULED, sends.c.due_at <= now)
+                .order_by(sends.c.due_at, sends.c.id)
+            )
+            return [int(r) for r in rows.scalars()]
+
+    async def running_sends(self) -> list[int]:
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(sends.c.id).where(sends.c.status == SendStatus.RUNNING).order_by(sends.c.id)
+            )
+            return [int(r) for r in rows.scalars()]
+
+    # --- deliveries -----------------------------------------------------------------------
+
+    async def materialise(self, spec: SendSpec, *, now: datetime) -> int:
+        """One delivery per subscriber of the send's lists; repeat-safe. Returns rows added.
+
+        Unsubscribed, suppressed and inactive subscribers get a ``skipped`` delivery with the
+        reason, so the record says who did not get the send and why.
+        """
+        list_ids = [li.id for li in spec.lists]
+        subscribed = func.max(
+            case((subscriptions.c.status == SubscriptionStatus.SUBSCRIBED, 1), else_=0)
+        )
+        chosen_list = func.coalesce(
+            func.min(
+                case(
+                    (
+                        subscriptions.c.status == SubscriptionStatus.SUBSCRIBED,
+                        subscriptions.c.list_id,
+                    ),
+                    else_=None,
+                )
+            ),
+            func.min(subscriptions.c.list_id),
+        )
+        reason = case(
+            (func.max(suppressions.c.reason).is_not(None),
+             literal("suppressed: ") + func.max(suppressions.c.reason)),
+            (subscribed == 0, literal("unsubscribed")),
+            (func.max(subscribers.c.status) != SubscriberStatus.ACTIVE,
+             literal("subscriber ") + func.max(subscribers.c.status)),
+            else_=None,
+        )  # fmt: skip
+        status = case(
+            (reason.is_(None), literal(DeliveryStatus.QUEUED.value)),
+            else_=literal(DeliveryStatus.SKIPPED.value),
+        )
+        query = (
+            select(
+                literal(spec.id),
+                subscriptions.c.subscriber_id,
+                chosen_list,
+                status,
+                reason,
+                literal(0),
+                literal(now, type_=deliveries.c.created_at.type),
+                literal(now, type_=deliveries.c.updated_at.type),
+            )
+            .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
+            .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+            .where(
+                subscriptions.c.list_id.in_(list_ids),
+                subscriptions.c.status.in_(
+                    [SubscriptionStatus.SUBSCRIBED.value, SubscriptionStatus.UNSUBSCRIBED.value]
+                ),
+            )
+            .group_by(subscriptions.c.subscriber_id)
+        )
+        statement = (
+            _insert(self._store.dialect, deliveries)
+            .from_select(
+                ["send_id", "subscriber_id", "list_id", "status", "reason", "attempts",
+                 "created_at", "updated_at"],
+                query,
+            )
+            .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
+        )  # fmt: skip
+        async with self._store._begin() as conn:
+            result = await conn.execute(statement)
+            return int(result.rowcount or 0)
+
+    async def due(self, send_id: int, *, after: int, limit: int, now: datetime) -> list[Due]:
+        """The next deliveries to attempt (queued, or deferred and due), by id after ``after``."""
+        query = (
+            select(
+                deliveries.c.id,
+                deliveries.c.attempts,
+                deliveries.c.list_id,
+                deliveries.c.created_at,
+                deliveries.c.subscriber_id,
+                subscribers.c.email,
+                subscribers.c.name,
+                subscribers.c.locale,
+                subscribers.c.timezone,
+                subscribers.c.attributes,
+                subscribers.c.smtputf8,
+                subscribers.c.status.label("subscriber_status"),
+                subscriptions.c.status.label("subscription_status"),
+                suppressions.c.reason.label("suppressed"),
+            )
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .outerjoin(
+                subscriptions,
+                (subscriptions.c.subscriber_id == deliveries.c.subscriber_id)
+                & (subscriptions.c.list_id == deliveries.c.list_id),
+            )
+            .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+            .where(
+                deliveries.c.send_id == send_id,
+                deliveries.c.id > after,
+                (deliveries.c.status == DeliveryStatus.QUEUED)
+                | (
+                    (deliveries.c.status == DeliveryStatus.DEFERRED)
+                    & (deliveries.c.next_attempt_at <= now)
+                ),
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        async with self._store._begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        out = []
+        for row in rows:
+            skip = None
+            if row["suppressed"] is not None:
+                skip = f"suppressed: {row['suppressed']}"
+            elif row["subscription_status"] != SubscriptionStatus.SUBSCRIBED:
+                skip = "unsubscribed"
+            elif row["subscriber_status"] != SubscriberStatus.ACTIVE:
+                skip = f"subscriber {row['subscriber_status']}"
+            out.append(
+                Due(
+                    id=row["id"],
+                    attempts=row["attempts"],
+                    list_id=row["list_id"],
+                    created_at=row["created_at"],
+                    recipient=Recipient(
+                        id=row["subscriber_id"],
+                        email=row["email"],
+                        name=row["name"],
+                        locale=row["locale"],
+                        timezone=row["timezone"],
+                        attributes=dict(row["attributes"] or {}),
+                        smtputf8=row["smtputf8"],
+                    ),
+                    skip_reason=skip,
+                )
+            )
+        return out
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+        """Write a batch of results in one commit (the group commit of dispatch)."""
+        if not outcomes:
+            return
+        async with self._store._begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == _bind("d_id"))
+                .values(
+                    status=_bind("d_status"),
+                    attempts=deliveries.c.attempts + _bind("d_tried"),
+                    smtp_code=_bind("d_code"),
+                    smtp_reply=_bind("d_reply"),
+                    reason=_bind("d_reason"),
+                    message_id=func.coalesce(_bind("d_message_id"), deliveries.c.message_id),
+                    next_attempt_at=_bind("d_next", deliveries.c.next_attempt_at.type),
+                    sent_at=_bind("d_sent_at", deliveries.c.sent_at.type),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "d_id": o.delivery_id,
+                        "d_status": o.status.value,
+                        "d_tried": 0 if o.status == DeliveryStatus.SKIPPED else 1,
+                        "d_code": o.code,
+                        "d_reply": o.reply,
+                        "d_reason": o.reason,
+                        "d_message_id": o.message_id,
+                        "d_next": o.next_attempt_at,
+                        "d_sent_at": now if o.status == DeliveryStatus.SENT else None,
+                    }
+                    for o in outcomes
+                ],
+            )
+            keys = sorted({o.suppress_key for o in outcomes if o.suppress_key})
+            if keys:
+                await conn.execute(
+                    _insert(self._store.dialect, suppressions)
+                    .values(
+                        [
+                            {"email_key": k, "reason": "hard_bounce", "detail": "5.1.x reply",
+                             "created_at": now}
+                            for k in keys
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["email_key"])
+                )  # fmt: skip
+
+    async def counts(self, send_id: int) -> dict[str, int]:
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.send_id == send_id)
+                .group_by(deliveries.c.status)
+            )
+            found = {status: int(n) for status, n in rows.all()}
+        return {s.value: found.get(s.value, 0) for s in DeliveryStatus}
+
+    async def next_retry(self, send_id: int) -> datetime | None:
+        async with self._store._begin() as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(deliveries.c.next_attempt_at)).where(
+                        deliveries.c.send_id == send_id,
+                        deliveries.c.status == DeliveryStatus.DEFERRED,
+                    )
+                )
+            ).scalar()
+        return value  # type: ignore[no-any-return]
+
+    async def finish(self, send_id: int, *, now: datetime) -> dict[str, int]:
+        """Store the counters; mark the send done when nothing is left to attempt."""
+        counts = await self.counts(send_id)
+        async with self._store._begin() as conn:
+            values: dict[str, Any] = {
+                "total": sum(counts.values()),
+                "sent": counts["sent"],
+                "failed": counts["failed"],
+                "skipped": counts["skipped"],
+                "deferred": counts["deferred"],
+                "updated_at": now,
+            }
+            if counts["queued"] == 0 and counts["deferred"] == 0:
+                values.update(status=SendStatus.DONE.value, finished_at=now, reason=None)
+                await conn.execute(
+                    update(sends)
+                    .where(sends.c.id == send_id, sends.c.status == SendStatus.RUNNING)
+                    .values(**values)
+                )
+            else:
+                await conn.execute(update(sends).where(sends.c.id == send_id).values(**values))
+        return counts
+
+    async def retry_failed(self, send_id: int, *, now: datetime) -> int:
+        """Queue the failed deliveries of a send again; the send runs again."""
+        async with self._store._begin() as conn:
+            status = (
+                await conn.execute(select(sends.c.status).where(sends.c.id == send_id))
+            ).scalar()
+            if status is None:
+                raise NotFoundError(f"no send {send_id}")
+            if status in (SendStatus.CANCELLED, SendStatus.MISSED):
+                raise StateError(f"send {send_id} is {status}; it cannot be retried")
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.send_id == send_id, deliveries.c.status == DeliveryStatus.FAILED
+                )
+                .values(status=DeliveryStatus.QUEUED.value, next_attempt_at=None, updated_at=now)
+            )
+            if result.rowcount and status == SendStatus.DONE:
+                await conn.execute(
+                    update(sends)
+                    .where(sends.c.id == send_id)
+                    .values(status=SendStatus.RUNNING.value, finished_at=None, updated_at=now)
+                )
+            return int(result.rowcount or 0)
+
+    async def report(self, send_id: int) -> AsyncIterator[dict[str, Any]]:
+        """Every recipient of a send with what happened, by address."""
+        query = (
+            select(
+                subscribers.c.email,
+                lists.c.slug.label("list"),
+                deliveries.c.status,
+                deliveries.c.attempts,
+                deliveries.c.smtp_code,
+                deliveries.c.smtp_reply,
+                deliveries.c.reason,
+                deliveries.c.message_id,
+                deliveries.c.sent_at,
+            )
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .join(lists, lists.c.id == deliveries.c.list_id)
+            .where(deliveries.c.send_id == send_id)
+            .order_by(subscribers.c.email_key)
+        )
+        async with self._store._begin() as conn:
+            async for row in await conn.stream(query):
+                yield dict(row._mapping)
+
+
+def _bind(name: str, type_: Any = None) -> Any:
+    return bindparam(name, type_=type_)

@@ -1,0 +1,298 @@
+"""Dispatch end to end: a real database (SQLite and PostgreSQL), a real SMTP server with a
+fault plan, the shipped templates. After each scenario the invariants are checked:
+lost = eligible - sent - failed - skipped = 0, duplicates within the documented window, and
+the database agrees with what the server received."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.dispatch import Engine
+from mailer.lists import import_file
+from mailer.models import Content, SendStatus, SuppressionReason
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.transport import SmtpTransport, TransportFatal
+from tests.conftest import make_settings
+from tests.smtpd import PASSWORD, USER, SmtpFactory, SmtpServer
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def settings_for(
+    tmp_path: Path, database_url: str, server: SmtpServer, **delivery: Any
+) -> Settings:
+    return make_settings(
+        tmp_path,
+        database={"url": database_url},
+        smtp=server.settings().model_dump(),
+        delivery={"retry_base": 0.05, "record_batch": 10, "error_threshold": 1000, **delivery},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys="test-key",
+    )
+
+
+async def prepare(
+    store: Store, tmp_path: Path, count: int, *, body: str = "Des nouvelles du réseau."
+) -> int:
+    """A list of ``count`` subscribers, a campaign to it and a send due now; the send's id."""
+    path = tmp_path / "researchers.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email,name,locale,organisation\n")
+        for i in range(count):
+            organisation = "AP-HP" if i % 7 else ""
+            handle.write(
+                f"person{i}@example.org,Personne {i},{'fr' if i % 3 else 'en'},{organisation}\n"
+            )
+    report = await import_file(store, path, now=NOW)
+    assert report.ok
+    content = Content(name="actualites", kind="announcement", subject="Nouvelles", body=body)
+    campaign = await store.sending.save_campaign(
+        content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
+        now=NOW,
+    )  # fmt: skip
+    send_id, created = await store.sending.create_send(
+        campaign, key="announce", action="announcement", due_at=NOW, now=NOW
+    )
+    assert created
+    return send_id
+
+
+async def check_invariants(
+    store: Store, send_id: int, server: SmtpServer, *, window: int = 0
+) -> dict[str, int]:
+    """Nothing lost, the database agrees with the server, duplicates within ``window``."""
+    counts = await store.sending.counts(send_id)
+    rows = [r async for r in store.sending.report(send_id)]
+    eligible = len(rows)
+    assert counts["queued"] == counts["deferred"] == 0, counts
+    lost = eligible - counts["sent"] - counts["failed"] - counts["skipped"]
+    assert lost == 0
+    received = Counter(server.recipients())
+    sent = {r["email"] for r in rows if r["status"] == "sent"}
+    not_sent = {r["email"] for r in rows if r["status"] != "sent"}
+    assert sent <= set(received), sent - set(received)
+    assert all(r["message_id"] for r in rows if r["status"] == "sent")
+    assert sum(n - 1 for n in received.values()) <= window, server.duplicates()
+    return {**counts, "received_not_recorded_sent": len(set(received) & not_sent)}
+
+
+@pytest.fixture
+async def engine_parts(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> tuple[Store, SmtpServer, Settings]:
+    return store, smtp_server, settings_for(tmp_path, database_url, smtp_server)
+
+
+async def run(settings: Settings, store: Store, send_id: int, **options: Any) -> Any:
+    async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
+        engine = Engine(settings, store, transport, worker="test", clock=lambda: datetime.now(UTC))
+        return await engine.run_send(send_id, **options)
+
+
+async def test_every_subscriber_gets_the_send_once(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """200 subscribers, 3 unsubscribed and 2 suppressed: 195 messages, 5 skipped with reasons."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 200)
+    for i in (5, 6, 7):
+        await store.unsubscribe(f"person{i}@example.org", slug=None, source="web", now=NOW)
+    for i in (8, 9):
+        await store.suppress(
+            f"person{i}@example.org", reason=SuppressionReason.COMPLAINT, detail="", now=NOW
+        )
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE
+    assert summary.counts == {"queued": 0, "sent": 195, "deferred": 0, "failed": 0, "skipped": 5}
+    await check_invariants(store, send_id, server)
+    assert sorted(server.recipients()) == sorted(
+        f"person{i}@example.org" for i in range(200) if i not in (5, 6, 7, 8, 9)
+    )
+    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    assert reasons["person5@example.org"] == "unsubscribed"
+    assert reasons["person8@example.org"] == "suppressed: complaint"
+    assert server.connections <= settings.smtp.pool_size
+
+
+async def test_a_send_is_claimed_once_and_not_sent_again(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """Two claimers race: one wins. Running a finished send again sends nothing."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 20)
+    claims = await asyncio.gather(
+        *(store.sending.claim(send_id, worker=f"w{i}", now=NOW) for i in range(5))
+    )
+    assert sorted(claims) == [False, False, False, False, True]
+    first = await run(settings, store, send_id)
+    again = await run(settings, store, send_id)
+    assert (first.status, again.status) == ("done", "done")
+    assert len(server.received) == 20
+    spec = await store.sending.spec(send_id)
+    assert await store.sending.materialise(spec, now=NOW) == 0  # a repeat adds nothing
+
+
+async def test_faults_at_scale_lose_nothing(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """451 on RCPT for 10%, 550 5.1.1 for 2%, 421 mid-session, drops after DATA: every
+    recipient ends sent or failed, throttled ones are retried, no user-unknown is retried."""
+    server = smtp_server
+    settings = settings_for(tmp_path, database_url, server)
+    send_id = await prepare(store, tmp_path, 300)
+    server.plan.reply("RCPT", "550 5.1.1 No such user", fraction=0.02, seed=3)
+    server.plan.reply("RCPT", "451 4.3.0 Busy, try later", fraction=0.10, seed=5, times=40)
+    server.plan.reply("DATA", "421 4.7.0 Too fast, slow down", times=3)
+    server.plan.drop("DATA", times=2)
+    summary = await run(settings, store, send_id, wait_for_retries=True)
+    assert summary.status == SendStatus.DONE, summary
+    window = settings.smtp.pool_size + settings.delivery.record_batch
+    await check_invariants(store, send_id, server, window=window)
+    rows = [r async for r in store.sending.report(send_id)]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed
+    assert all(r["smtp_code"] == 550 and r["attempts"] == 1 for r in failed)
+    for r in failed:  # "no such user" is suppressed for every future send
+        view = await store.show_subscriber(r["email"])
+        assert view.suppression == "hard_bounce"
+    retried = [r for r in rows if r["status"] == "sent" and r["attempts"] > 1]
+    assert len(retried) >= 3
+
+
+async def test_unsubscribe_mid_send_skips_the_rest(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """An unsubscribe recorded while a send runs skips that subscriber if not yet sent."""
+    settings = settings_for(tmp_path, database_url, smtp_server, batch_size=5)
+    send_id = await prepare(store, tmp_path, 60)
+    smtp_server.plan.delay("DATA", 0.05)
+    task = asyncio.create_task(run(settings, store, send_id))
+    await smtp_server.wait_received(1)
+    await store.unsubscribe("person59@example.org", slug="researchers", source="web", now=NOW)
+    await store.suppress(
+        "person58@example.org", reason=SuppressionReason.MANUAL, detail="", now=NOW
+    )
+    summary = await task
+    assert summary.status == SendStatus.DONE
+    assert "person59@example.org" not in smtp_server.recipients()
+    assert "person58@example.org" not in smtp_server.recipients()
+    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    assert reasons["person59@example.org"] == "unsubscribed"
+    assert reasons["person58@example.org"] == "suppressed: manual"
+    await check_invariants(store, send_id, smtp_server)
+
+
+async def test_consecutive_failures_pause_the_send(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """A relay refusing everything pauses the send after the threshold, not after the list."""
+    settings = settings_for(tmp_path, database_url, smtp_server, error_threshold=10)
+    send_id = await prepare(store, tmp_path, 100)
+    smtp_server.plan.reply("MAIL", "550 5.7.1 Sender rejected")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED
+    assert "10 messages in a row were not accepted; last reply: 550 5.7.1 Sender rejected" in (
+        summary.reason or ""
+    )
+    touched = summary.counts["failed"]
+    assert 10 <= touched <= 10 + settings.smtp.pool_size
+    assert summary.counts["queued"] == 100 - touched
+
+
+async def test_authentication_failure_pauses_and_touches_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_factory: SmtpFactory
+) -> None:
+    """Wrong credentials stop everything: refused at once when the transport opens, and a
+    send running when the relay starts refusing the login is paused, the rest left queued."""
+    server = await smtp_factory(auth=True)
+    send_id = await prepare(store, tmp_path, 30)
+    wrong = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        smtp=server.settings(username="mailer", password="wrong").model_dump(),
+    )
+    with pytest.raises(TransportFatal, match="refused the login of 'mailer': 535"):
+        async with SmtpTransport(wrong.smtp):
+            pass
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        smtp=server.settings(
+            username=USER, password=PASSWORD, recycle_after=5, pool_size=1
+        ).model_dump(),
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys="test-key",
+    )
+    async with SmtpTransport(settings.smtp) as transport:
+        server.plan.reply("AUTH", "535 5.7.8 Password expired")  # from the next login on
+        engine = Engine(settings, store, transport, worker="test")
+        summary = await engine.run_send(send_id)
+    assert summary.status == SendStatus.PAUSED
+    assert "535 5.7.8 Password expired" in (summary.reason or "")
+    assert summary.counts["sent"] == 5
+    assert summary.counts["queued"] == 25
+    assert len(server.received) == 5
+
+
+async def test_a_template_error_stops_the_send_before_any_message(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """The pre-flight check finds the subscriber the body cannot render, and nobody gets mail."""
+    store, server, settings = engine_parts
+    send_id = await prepare(
+        store, tmp_path, 30, body="Organisation : {{ subscriber.attributes.organisation }}"
+    )
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED
+    assert summary.reason is not None
+    assert summary.reason.startswith("pre-flight check: 5 of 30 recipients cannot be rendered")
+    assert "person0@example.org" in summary.reason
+    assert server.received == []
+
+
+async def test_stop_finishes_in_flight_and_resume_completes(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """A stop (SIGTERM) mid-send records what was in flight; resuming sends the rest, once."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 120)
+    server.plan.delay("DATA", 0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(settings, store, send_id, stop=stop))
+    await server.wait_received(20)
+    stop.set()
+    first = await task
+    assert first.status == SendStatus.RUNNING
+    assert first.counts["sent"] == len(server.received)
+    assert first.counts["queued"] > 0
+    server.plan.clear()
+    second = await run(settings, store, send_id)
+    assert second.status == SendStatus.DONE
+    await check_invariants(store, send_id, server, window=0)
+    assert len(server.received) == 120
+
+
+async def test_relay_down_then_back(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """With the relay down every message is deferred, not failed; when it is back they go."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 10)
+    await server.stop()
+    first = await run(settings, store, send_id)
+    assert first.status == SendStatus.RUNNING
+    assert first.counts["deferred"] == 10
+    await server.start()
+    second = await run(settings, store, send_id, wait_for_retries=True)
+    assert second.status == SendStatus.DONE
+    await check_invariants(store, send_id, server)
