@@ -17,7 +17,8 @@ import socket
 from contextlib import AsyncExitStack
 
 from mailer.dispatch import Engine
-from mailer.errors import MailerError, StorageError
+from mailer.errors import StorageError
+from mailer.scheduler import Scheduler
 from mailer.settings import Settings, mask_url
 from mailer.storage import Store, ensure_data_dir, head_revision
 from mailer.transport import open_transport
@@ -49,7 +50,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     async with AsyncExitStack() as stack:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-            stack.callback(loop.remove_signal_handler, signum)
+        stack.callback(_restore_signals, loop)
         store = await stack.enter_async_context(Store.open(settings))
         revision = await prepare(settings, store)
         transport = (
@@ -59,36 +60,63 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         )
         sender = await stack.enter_async_context(open_transport(settings))
         engine = Engine(settings, store, sender, worker=worker_name())
+        scheduler = await stack.enter_async_context(
+            Scheduler(
+                engine,
+                sync_interval=settings.scheduler.sync_interval,
+                grace=settings.scheduler.misfire_grace,
+            )
+        )
         log.info(
             "mailer started: database %s (schema %s), transport %s; waiting for work",
             mask_url(settings.database_url),
             revision,
             transport,
         )
-        work = asyncio.create_task(_dispatch_loop(engine, stop, settings.scheduler.sync_interval))
+        notify("READY=1")
         await stop.wait()
+        notify("STOPPING=1")
         log.info("stop requested: no new work; finishing the messages in flight")
-        try:
-            await asyncio.wait_for(asyncio.shield(work), timeout=settings.delivery.shutdown_grace)
-        except TimeoutError:
+        scheduler.stop.set()
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+        second = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, second.set)
+        waiter = asyncio.create_task(scheduler.wait_idle(settings.delivery.shutdown_grace))
+        interrupt = asyncio.create_task(second.wait())
+        done, _ = await asyncio.wait({waiter, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+        interrupt.cancel()
+        if waiter not in done or not waiter.result():
+            waiter.cancel()
             log.warning(
-                "messages still in flight after %.0f s; cutting them off (they stay queued)",
-                settings.delivery.shutdown_grace,
-            )
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+                "messages still in flight%s; cutting them off (they stay queued and go "
+                "again at the next start)",
+                " after a second signal" if second.is_set() else
+                f" after {settings.delivery.shutdown_grace:.0f} s",
+            )  # fmt: skip
+            scheduler.cancel_dispatch()
     log.info("mailer stopped cleanly")
 
 
-async def _dispatch_loop(engine: Engine, stop: asyncio.Event, interval: float) -> None:
-    while not stop.is_set():
-        try:
-            await engine.work_once(stop)
-        except MailerError as exc:
-            log.error("dispatch: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+def notify(state: str) -> None:
+    """sd_notify for systemd's Type=notify, in a few lines of stdlib (no-op elsewhere).
+
+    NOTIFY_SOCKET is systemd's protocol, not a setting, so it is read here.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
 
 
 def worker_name() -> str:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailer import schedule
 from mailer.errors import MailerError
 from mailer.models import CampaignKind, Content, EventInfo
 
@@ -66,6 +67,12 @@ class EventSection(BaseModel):
         return self
 
 
+class NewsletterSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str = Field(min_length=9, description="minute hour day month weekday, local time")
+    until: datetime | None = None
+
+
 class CampaignFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME.pattern)
@@ -77,10 +84,11 @@ class CampaignFile(BaseModel):
     body_file: str | None = None
     body_format: str = Field(default="markdown", pattern="^(markdown|html|text)$")
     timezone: str = "Europe/Paris"
+    ambiguous: Literal["first", "second"] = "first"  # for a local time the autumn fold repeats
     sender: SenderOverride = SenderOverride()
     send_at: str | datetime | None = None  # announcements: local time, or "now"
     event: EventSection | None = None
-    newsletter: dict[str, Any] | None = None  # cron and end, read by the scheduler
+    newsletter: NewsletterSection | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -104,6 +112,10 @@ class CampaignFile(BaseModel):
     def _kind_sections(self) -> CampaignFile:
         if self.kind == CampaignKind.EVENT and self.event is None:
             raise ValueError("an event campaign needs an [event] section (title, start...)")
+        if self.kind == CampaignKind.NEWSLETTER and self.newsletter is None:
+            raise ValueError('a newsletter needs a [newsletter] section with cron = "0 9 1 * *"')
+        if self.kind != CampaignKind.NEWSLETTER and self.newsletter is not None:
+            raise ValueError('a [newsletter] section only goes with kind = "newsletter"')
         if self.kind != CampaignKind.EVENT and self.event is not None:
             raise ValueError(
                 f'an [event] section only goes with kind = "event", not {self.kind.value!r}'
@@ -134,17 +146,33 @@ class Campaign:
     def name(self) -> str:
         return self.data.name
 
+    def local(self, value: datetime, what: str) -> tuple[datetime, str]:
+        """A time from the file as UTC (naive means the campaign's zone); DST-checked."""
+        try:
+            return schedule.resolve(value, self.zone, ambiguous=self.data.ambiguous, what=what)
+        except schedule.ScheduleError as exc:
+            raise CampaignFileError(f"{self.path}: {exc}") from None
+
     def event(
-        self, *, domain: str, sequence: int = 0, status: str = "confirmed"
+        self,
+        *,
+        domain: str,
+        sequence: int = 0,
+        status: str = "confirmed",
+        shift: timedelta | None = None,
     ) -> EventInfo | None:
         section = self.data.event
         if section is None:
             return None
+        start, _ = self.local(section.start, "event.start")
+        end = self.local(section.end, "event.end")[0] if section.end else None
+        if shift is not None:
+            start, end = start + shift, (end + shift if end else None)
         return EventInfo(
             uid=f"{self.data.name}@{domain}",
             title=section.title,
-            start=_aware(section.start, self.zone),
-            end=_aware(section.end, self.zone) if section.end else None,
+            start=start,
+            end=end,
             timezone=self.data.timezone,
             place=section.place,
             link=section.link,
@@ -154,8 +182,71 @@ class Campaign:
         )
 
 
-def _aware(value: datetime, zone: ZoneInfo) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+def plan(
+    campaign: Campaign, *, now: datetime, domain: str, demo: bool = False, horizon: int = 3
+) -> tuple[list[schedule.Planned], list[str]]:
+    """The sends of a campaign with their due times (UTC), and notes on choices made.
+
+    With ``demo`` an event starts three minutes from now and a day of reminder offset lasts
+    twenty seconds, so a newcomer sees the invitation and the reminders go out.
+    """
+    data = campaign.data
+    notes: list[str] = []
+    path = campaign.path
+    if data.kind == CampaignKind.ANNOUNCEMENT:
+        if data.send_at in (None, "now"):
+            return [schedule.Planned("announce", "announcement", now)], notes
+        if isinstance(data.send_at, str):
+            raise CampaignFileError(f'{path}: send_at: expected a local time or "now"')
+        due, note = campaign.local(data.send_at, "send_at")
+        return [schedule.Planned("announce", "announcement", due, note)], [n for n in [note] if n]
+    if data.kind == CampaignKind.NEWSLETTER:
+        assert data.newsletter is not None
+        until = (
+            campaign.local(data.newsletter.until, "newsletter.until")[0]
+            if data.newsletter.until
+            else None
+        )
+        try:
+            issues = schedule.newsletter_issues(
+                data.newsletter.cron, campaign.zone, after=now, until=until, count=horizon
+            )
+        except schedule.ScheduleError as exc:
+            raise CampaignFileError(f"{path}: newsletter.{exc}") from None
+        return issues, notes
+    section = data.event
+    assert section is not None
+    shift = None
+    if demo:
+        real = campaign.event(domain=domain)
+        assert real is not None
+        shift = now.replace(second=0, microsecond=0) + timedelta(minutes=3) - real.start
+    event = campaign.event(domain=domain, shift=shift)
+    assert event is not None
+    if event.start <= now:
+        raise CampaignFileError(
+            f"{path}: event.start: {event.start.astimezone(campaign.zone):%Y-%m-%d %H:%M} has "
+            "passed; an event campaign is for an event ahead (try --demo to rehearse it)"
+        )
+    if section.announce == "now" or demo:
+        invitation = schedule.Planned("invitation", "invitation", now)
+    elif isinstance(section.announce, str):
+        raise CampaignFileError(f'{path}: event.announce: expected a local time or "now"')
+    else:
+        due, note = campaign.local(section.announce, "event.announce")
+        if due >= event.start:
+            raise CampaignFileError(
+                f"{path}: event.announce: the invitation must go before the start"
+            )
+        invitation = schedule.Planned("invitation", "invitation", due, note)
+        notes += [note] if note else []
+    try:
+        reminders, skipped = schedule.reminders(
+            event.start, section.reminders, now=now, scale=20 / 86400 if demo else 1.0
+        )
+    except schedule.ScheduleError as exc:
+        raise CampaignFileError(f"{path}: event.{exc}") from None
+    return [invitation, *reminders], notes + skipped
 
 
 def load(path: Path) -> Campaign:

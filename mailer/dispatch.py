@@ -68,6 +68,10 @@ class _Paused(MailerError):
     pass
 
 
+class _Missed(MailerError):
+    pass
+
+
 class Engine:
     """Runs sends with one transport; make one per daemon or CLI command."""
 
@@ -108,6 +112,13 @@ class Engine:
         stop = stop or asyncio.Event()
         sending = self.store.sending
         spec = await sending.spec(send_id)
+        if spec.status in (SendStatus.SCHEDULED, SendStatus.RUNNING) and self._too_late(spec):
+            await sending.set_status(
+                send_id, SendStatus.MISSED, now=self.clock(), reason="the event has started",
+                only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING],
+            )  # fmt: skip
+            spec = await sending.spec(send_id)
+            return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
         if spec.status == SendStatus.SCHEDULED:
             if not await sending.claim(send_id, worker=self.worker, now=self.clock()):
                 fresh = await sending.spec(send_id)
@@ -131,6 +142,12 @@ class Engine:
                 except TimeoutError:
                     continue
                 break
+        except _Missed as missed:
+            await sending.set_status(
+                send_id, SendStatus.MISSED, now=self.clock(), reason=str(missed),
+                only_from=[SendStatus.RUNNING],
+            )  # fmt: skip
+            log.warning("send %s stopped: %s", send_id, missed)
         except _Paused as paused:
             await sending.set_status(
                 send_id, SendStatus.PAUSED, now=self.clock(), reason=str(paused),
@@ -141,6 +158,14 @@ class Engine:
         final = await sending.spec(send_id)
         return RunSummary(
             send_id, final.status, counts, final.reason, await sending.next_retry(send_id)
+        )
+
+    def _too_late(self, spec: SendSpec) -> bool:
+        """A reminder is never sent once its event has started."""
+        return (
+            spec.action == "reminder"
+            and spec.event is not None
+            and self.clock() >= spec.event.start
         )
 
     def _composers(self, spec: SendSpec) -> dict[int, Composer]:
@@ -212,6 +237,7 @@ class Engine:
         outbox: asyncio.Queue[tuple[Due, Built] | None] = asyncio.Queue(maxsize=pool * 2)
         results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         halt: list[str] = []  # a reason to pause, set by a worker
+        late: list[str] = []  # a reminder whose event started: the rest is missed
         streak = _Streak(self.settings.delivery.error_threshold)
 
         async def produce() -> None:
@@ -223,6 +249,9 @@ class Engine:
                         now=self.clock(),
                     )  # fmt: skip
                     if not batch:
+                        break
+                    if self._too_late(spec):
+                        late.append("the event started during the send")
                         break
                     for due in batch:
                         if stop.is_set() or halt:
@@ -306,6 +335,8 @@ class Engine:
             await recorder
         if halt:
             raise _Paused(halt[0])
+        if late:
+            raise _Missed(late[0])
 
     def _outcome(self, due: Due, built: Built, result: Result) -> Outcome:
         now = self.clock()
@@ -335,38 +366,6 @@ class Engine:
             due.id, DeliveryStatus.DEFERRED, code=result.code, reply=result.reply,
             message_id=built.message_id, next_attempt_at=now + delay,
         )  # fmt: skip
-
-    # --- the daemon's side ----------------------------------------------------------------
-
-    async def work_once(self, stop: asyncio.Event) -> int:
-        """Run what is due now: running sends with due deliveries, then scheduled sends whose
-        time has come (or mark them missed past the grace period). Returns sends touched."""
-        sending = self.store.sending
-        touched = 0
-        for send_id in await sending.running_sends():
-            if stop.is_set():
-                return touched
-            summary = await self.run_send(send_id, stop=stop)
-            touched += 1
-            log.info("send %s: %s %s", send_id, summary.status, summary.counts)
-        now = self.clock()
-        grace = timedelta(seconds=self.settings.scheduler.misfire_grace)
-        for send_id in await sending.due_sends(now):
-            if stop.is_set():
-                break
-            spec = await sending.spec(send_id)
-            if now - spec.due_at > grace:
-                await sending.set_status(
-                    send_id, SendStatus.MISSED, now=now,
-                    reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {grace}",
-                    only_from=[SendStatus.SCHEDULED],
-                )  # fmt: skip
-                log.warning("send %s missed: due at %s", send_id, spec.due_at)
-                continue
-            summary = await self.run_send(send_id, stop=stop)
-            touched += 1
-            log.info("send %s: %s %s", send_id, summary.status, summary.counts)
-        return touched
 
 
 class _Streak:

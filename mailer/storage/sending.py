@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,6 +59,7 @@ class SendSpec:
     sender_name: str | None
     sender_address: str | None
     reason: str | None
+    audience_send_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ class Sending:
         sender_address: str | None,
         event: EventInfo | None,
         now: datetime,
+        options: dict[str, Any] | None = None,
     ) -> int:
         """Create or update a campaign by name; return its id."""
         async with self._store._begin() as conn:
@@ -127,6 +130,7 @@ class Sending:
                 "timezone": content.timezone,
                 "sender_name": sender_name,
                 "sender_address": sender_address,
+                "options": options or {},
                 "updated_at": now,
             }
             existing = (
@@ -137,7 +141,6 @@ class Sending:
                     campaigns.insert().values(
                         name=content.name,
                         status=CampaignStatus.SCHEDULED.value,
-                        options={},
                         created_at=now,
                         **values,
                     )
@@ -185,7 +188,14 @@ class Sending:
             return campaign_id
 
     async def create_send(
-        self, campaign_id: int, *, key: str, action: str, due_at: datetime, now: datetime
+        self,
+        campaign_id: int,
+        *,
+        key: str,
+        action: str,
+        due_at: datetime,
+        now: datetime,
+        audience_send_id: int | None = None,
     ) -> tuple[int, bool]:
         """The send with this key, created if new; returns (id, created)."""
         async with self._store._begin() as conn:
@@ -201,6 +211,7 @@ class Sending:
                     campaign_id=campaign_id,
                     key=key,
                     action=action,
+                    audience_send_id=audience_send_id,
                     due_at=due_at,
                     status=SendStatus.SCHEDULED.value,
                     created_at=now,
@@ -274,6 +285,7 @@ class Sending:
             sender_name=row["sender_name"],
             sender_address=row["sender_address"],
             reason=row["reason"],
+            audience_send_id=row["audience_send_id"],
         )
 
     async def list_sends(self) -> list[dict[str, Any]]:
@@ -361,6 +373,8 @@ class Sending:
         Unsubscribed, suppressed and inactive subscribers get a ``skipped`` delivery with the
         reason, so the record says who did not get the send and why.
         """
+        if spec.audience_send_id is not None:
+            return await self._materialise_audience(spec, now=now)
         list_ids = [li.id for li in spec.lists]
         subscribed = func.max(
             case((subscriptions.c.status == SubscriptionStatus.SUBSCRIBED, 1), else_=0)
@@ -422,6 +436,214 @@ class Sending:
         async with self._store._begin() as conn:
             result = await conn.execute(statement)
             return int(result.rowcount or 0)
+
+    async def _materialise_audience(self, spec: SendSpec, *, now: datetime) -> int:
+        """Deliveries for those another send reached (an event's update or cancellation)."""
+        query = select(
+            literal(spec.id),
+            deliveries.c.subscriber_id,
+            deliveries.c.list_id,
+            literal(DeliveryStatus.QUEUED.value),
+            literal(0),
+            literal(now, type_=deliveries.c.created_at.type),
+            literal(now, type_=deliveries.c.updated_at.type),
+        ).where(
+            deliveries.c.send_id == spec.audience_send_id,
+            deliveries.c.status == DeliveryStatus.SENT,
+        )
+        statement = (
+            _insert(self._store.dialect, deliveries)
+            .from_select(
+                ["send_id", "subscriber_id", "list_id", "status", "attempts", "created_at",
+                 "updated_at"],
+                query,
+            )
+            .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
+        )  # fmt: skip
+        async with self._store._begin() as conn:
+            result = await conn.execute(statement)
+            return int(result.rowcount or 0)
+
+    # --- campaigns as staff see them --------------------------------------------------------
+
+    async def campaign(self, name: str) -> dict[str, Any]:
+        async with self._store._begin() as conn:
+            row = (
+                (await conn.execute(select(campaigns).where(campaigns.c.name == name)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                known = (
+                    (await conn.execute(select(campaigns.c.name).order_by(campaigns.c.name)))
+                    .scalars()
+                    .all()
+                )
+                hint = f"; known: {', '.join(known)}" if known else "; none is stored yet"
+                raise NotFoundError(f"no campaign named {name!r}{hint}")
+            return dict(row)
+
+    async def campaigns(self) -> list[dict[str, Any]]:
+        async with self._store._begin() as conn:
+            next_due = (
+                select(sends.c.campaign_id, func.min(sends.c.due_at).label("next_due"))
+                .where(sends.c.status == SendStatus.SCHEDULED)
+                .group_by(sends.c.campaign_id)
+                .subquery()
+            )
+            rows = await conn.execute(
+                select(campaigns.c.name, campaigns.c.kind, campaigns.c.status, next_due.c.next_due)
+                .outerjoin(next_due, next_due.c.campaign_id == campaigns.c.id)
+                .order_by(campaigns.c.name)
+            )
+            return [dict(r) for r in rows.mappings().all()]
+
+    async def sends_of(self, campaign_id: int) -> list[dict[str, Any]]:
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(sends)
+                .where(sends.c.campaign_id == campaign_id)
+                .order_by(sends.c.due_at, sends.c.id)
+            )
+            return [dict(r) for r in rows.mappings().all()]
+
+    async def pause_campaign(self, campaign_id: int, *, now: datetime) -> int:
+        """Pause every send that has not ended; return how many."""
+        async with self._store._begin() as conn:
+            result = await conn.execute(
+                update(sends)
+                .where(
+                    sends.c.campaign_id == campaign_id,
+                    sends.c.status.in_([SendStatus.SCHEDULED, SendStatus.RUNNING]),
+                )
+                .values(status=SendStatus.PAUSED.value, reason="campaign paused", updated_at=now)
+            )
+            await conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(status=CampaignStatus.PAUSED.value, updated_at=now)
+            )
+            return int(result.rowcount or 0)
+
+    async def resume_campaign(self, campaign_id: int, *, now: datetime) -> int:
+        """Paused sends go back: scheduled if they never started, running if they had."""
+        async with self._store._begin() as conn:
+            resumed = 0
+            for started, status in ((True, SendStatus.RUNNING), (False, SendStatus.SCHEDULED)):
+                started_clause = (
+                    sends.c.started_at.is_not(None) if started else sends.c.started_at.is_(None)
+                )
+                result = await conn.execute(
+                    update(sends)
+                    .where(
+                        sends.c.campaign_id == campaign_id,
+                        sends.c.status == SendStatus.PAUSED,
+                        started_clause,
+                    )
+                    .values(status=status.value, reason=None, updated_at=now)
+                )
+                resumed += int(result.rowcount or 0)
+            await conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(status=CampaignStatus.SCHEDULED.value, updated_at=now)
+            )
+            return resumed
+
+    async def cancel_sends(
+        self, campaign_id: int, *, now: datetime, reason: str, action: str | None = None
+    ) -> int:
+        """Cancel the sends that have not ended (only reminders, say, with ``action``)."""
+        async with self._store._begin() as conn:
+            query = update(sends).where(
+                sends.c.campaign_id == campaign_id,
+                sends.c.status.in_([SendStatus.SCHEDULED, SendStatus.RUNNING, SendStatus.PAUSED]),
+            )
+            if action is not None:
+                query = query.where(sends.c.action == action)
+            result = await conn.execute(
+                query.values(
+                    status=SendStatus.CANCELLED.value, reason=reason, finished_at=now,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+            if action is None:
+                await conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(status=CampaignStatus.CANCELLED.value, updated_at=now)
+                )
+            return int(result.rowcount or 0)
+
+    async def reschedule(self, send_id: int, due_at: datetime, *, now: datetime) -> bool:
+        async with self._store._begin() as conn:
+            result = await conn.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status == SendStatus.SCHEDULED)
+                .values(due_at=due_at, updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    async def update_event(
+        self, campaign_id: int, event: EventInfo, *, status: EventStatus, now: datetime
+    ) -> int:
+        """New details for an event; SEQUENCE grows by one. Returns the new sequence."""
+        async with self._store._begin() as conn:
+            current = (
+                await conn.execute(
+                    select(events.c.sequence).where(events.c.campaign_id == campaign_id)
+                )
+            ).scalar()
+            if current is None:
+                raise NotFoundError("this campaign has no event")
+            sequence = int(current) + 1
+            await conn.execute(
+                update(events)
+                .where(events.c.campaign_id == campaign_id)
+                .values(
+                    title=event.title, starts_at=event.start, ends_at=event.end,
+                    timezone=event.timezone, place=event.place, link=event.link,
+                    description=event.description, sequence=sequence, status=status.value,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+            return sequence
+
+    async def newsletter_campaigns(self) -> list[dict[str, Any]]:
+        """Active recurring newsletters with their cron, zone and end."""
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(
+                    campaigns.c.id, campaigns.c.name, campaigns.c.timezone, campaigns.c.options
+                ).where(
+                    campaigns.c.kind == "newsletter",
+                    campaigns.c.status == CampaignStatus.SCHEDULED,
+                )
+            )
+            out = []
+            for row in rows.all():
+                options = row.options or {}
+                if "cron" not in options:
+                    continue
+                until = options.get("until")
+                out.append(
+                    {
+                        "id": row.id,
+                        "name": row.name,
+                        "cron": options["cron"],
+                        "zone": ZoneInfo(row.timezone),
+                        "until": datetime.fromisoformat(until) if until else None,
+                    }
+                )
+            return out
+
+    async def scheduled(self) -> list[tuple[int, datetime]]:
+        """Every scheduled send with its due time: what the scheduler's jobs are built from."""
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(sends.c.id, sends.c.due_at).where(sends.c.status == SendStatus.SCHEDULED)
+            )
+            return [(int(i), due) for i, due in rows.all()]
 
     async def due(self, send_id: int, *, after: int, limit: int, now: datetime) -> list[Due]:
         """The next deliveries to attempt (queued, or deferred and due), by id after ``after``."""

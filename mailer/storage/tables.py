@@ -196,6 +196,9 @@ sends = Table(
     Column("key", String(100), nullable=False),
     # What the mail is: announcement, newsletter, invitation, reminder, update, cancellation.
     Column("action", String(32), nullable=False),
+    # Who gets it: the campaign's lists, or (for an event update or cancellation) the
+    # recipients this other send reached.
+    Column("audience_send_id", Id, ForeignKey("sends.id", ondelete="SET NULL"), nullable=True),
     Column("due_at", UTCDateTime(), nullable=False),
     Column("status", String(16), nullable=False),
     Column("claimed_by", String(200), nullable=True),

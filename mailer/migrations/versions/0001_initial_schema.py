@@ -162,6 +162,9 @@ def upgrade() -> None:
         ),
         sa.Column("key", sa.String(length=100), nullable=False),
         sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column(
+            "audience_send_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("claimed_by", sa.String(length=200), nullable=True),
@@ -176,6 +179,12 @@ def upgrade() -> None:
         sa.Column("deferred", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["audience_send_id"],
+            ["sends.id"],
+            name=op.f("fk_sends_audience_send_id_sends"),
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
             ["campaigns.id"],

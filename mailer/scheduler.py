@@ -1,0 +1,192 @@
+"""The daemon's clock: APScheduler jobs rebuilt from the sends in storage.
+
+Storage is the truth. At start and every ``MAILER_SCHEDULER__SYNC_INTERVAL`` seconds, the
+jobs of an in-memory APScheduler 3.11 ``AsyncIOScheduler`` are rebuilt from the scheduled
+sends (job id = send id, a date trigger at the due time): a campaign created, moved or paused
+from the CLI while the daemon runs is picked up within one interval. A job only puts its send
+on the dispatch queue; the sending runs in our own task, never inside the job (APScheduler's
+shutdown cancels running jobs). The same sync also queues every send that is already due, so
+a job that did not fire (the wall clock jumped, the daemon was down) is not lost, and a send
+claimed twice is harmless: the claim is conditional.
+
+Missed sends: one due longer ago than ``MAILER_SCHEDULER__MISFIRE_GRACE`` is marked ``missed``
+instead of sent late; a reminder's grace ends when its event starts. Recurring newsletters
+get their next issues created ahead as time goes by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from mailer import schedule
+from mailer.dispatch import Engine
+from mailer.errors import MailerError
+from mailer.models import SendStatus
+
+log = logging.getLogger("mailer.scheduler")
+
+
+class Scheduler:
+    """Jobs from storage, a queue of due sends, and the one task that runs them."""
+
+    def __init__(self, engine: Engine, *, sync_interval: float, grace: float) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.sync_interval = sync_interval
+        self.grace = timedelta(seconds=grace)
+        self.stop = asyncio.Event()
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self._queued: set[int] = set()
+        self._jobs = AsyncIOScheduler(timezone=UTC)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_sync: datetime | None = None
+        self.current: int | None = None
+
+    async def __aenter__(self) -> Self:
+        self._jobs.start()
+        await self.sync()
+        for running in await self.store.sending.running_sends():
+            self._enqueue(running)  # resume what a crash or a stop left running
+        self._tasks = [
+            asyncio.create_task(self._sync_loop(), name="mailer-sync"),
+            asyncio.create_task(self._dispatch_loop(), name="mailer-dispatch"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop.set()
+        self._jobs.shutdown(wait=False)  # our jobs only enqueue: nothing to cancel there
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait for the dispatch task to finish what it holds (after stop is set)."""
+        dispatch = [t for t in self._tasks if t.get_name() == "mailer-dispatch"]
+        if not dispatch:
+            return True
+        done, _ = await asyncio.wait(dispatch, timeout=seconds)
+        return bool(done)
+
+    def cancel_dispatch(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    # --- rebuilding jobs from storage ---------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Make the jobs match the scheduled sends; queue those already due."""
+        now = self.engine.clock()
+        await self._extend_newsletters(now)
+        scheduled = dict(await self.store.sending.scheduled())
+        for job in self._jobs.get_jobs():
+            if int(job.id) not in scheduled:
+                job.remove()
+        for send_id, due in scheduled.items():
+            if due <= now:
+                self._enqueue(send_id)
+                with contextlib.suppress(Exception):
+                    self._jobs.remove_job(str(send_id))
+                continue
+            job = self._jobs.get_job(str(send_id))
+            if job is None or job.next_run_time != due:
+                self._jobs.add_job(
+                    self._fire, "date", run_date=due, id=str(send_id), args=[send_id],
+                    replace_existing=True, misfire_grace_time=None, coalesce=True,
+                )  # fmt: skip
+        for running in await self.store.sending.running_sends():
+            retry = await self.store.sending.next_retry(running)
+            if retry is not None and retry <= now:
+                self._enqueue(running)
+        self.last_sync = now
+
+    async def _fire(self, send_id: int) -> None:
+        self._enqueue(send_id)
+
+    def _enqueue(self, send_id: int) -> None:
+        if send_id not in self._queued and send_id != self.current:
+            self._queued.add(send_id)
+            self.queue.put_nowait(send_id)
+
+    async def _extend_newsletters(self, now: datetime) -> None:
+        """Keep the next three issues of every recurring newsletter created."""
+        for campaign in await self.store.sending.newsletter_campaigns():
+            try:
+                issues = schedule.newsletter_issues(
+                    campaign["cron"], campaign["zone"], after=now, until=campaign["until"], count=3
+                )
+            except schedule.ScheduleError as exc:
+                log.error("newsletter %s: %s", campaign["name"], exc)
+                continue
+            for issue in issues:
+                await self.store.sending.create_send(
+                    campaign["id"], key=issue.key, action=issue.action, due_at=issue.due, now=now
+                )
+
+    async def _sync_loop(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.sync_interval)
+            if self.stop.is_set():
+                return
+            try:
+                await self.sync()
+            except MailerError as exc:
+                log.error("sync with storage failed: %s", exc)
+
+    # --- running sends --------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self.stop.is_set():
+            getter = asyncio.ensure_future(self.queue.get())
+            stopper = asyncio.ensure_future(self.stop.wait())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return
+            stopper.cancel()
+            send_id = getter.result()
+            self._queued.discard(send_id)
+            self.current = send_id
+            try:
+                await self._run(send_id)
+            except MailerError as exc:
+                log.error("send %s: %s", send_id, exc)
+            finally:
+                self.current = None
+
+    async def _run(self, send_id: int) -> None:
+        sending = self.store.sending
+        spec = await sending.spec(send_id)
+        now = self.engine.clock()
+        if spec.status == SendStatus.SCHEDULED and now - spec.due_at > self.grace:
+            await sending.set_status(
+                send_id, SendStatus.MISSED, now=now,
+                reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {self.grace}",
+                only_from=[SendStatus.SCHEDULED],
+            )  # fmt: skip
+            log.warning(
+                "send %s (%s, %s) missed: it was due at %s UTC",
+                send_id, spec.content.name, spec.key, f"{spec.due_at:%Y-%m-%d %H:%M}",
+            )  # fmt: skip
+            return
+        summary = await self.engine.run_send(send_id, stop=self.stop)
+        c = summary.counts
+        log.info(
+            "send %s (%s, %s): %s; sent %s, deferred %s, failed %s, skipped %s%s",
+            send_id, spec.content.name, spec.key, summary.status, c.get("sent", 0),
+            c.get("deferred", 0), c.get("failed", 0), c.get("skipped", 0),
+            f"; {summary.reason}" if summary.reason else "",
+        )  # fmt: skip
