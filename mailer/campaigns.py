@@ -242,7 +242,11 @@ def plan(
         notes += [note] if note else []
     try:
         reminders, skipped = schedule.reminders(
-            event.start, section.reminders, now=now, scale=20 / 86400 if demo else 1.0
+            event.start,
+            section.reminders,
+            now=now,
+            zone=campaign.zone,
+            scale=20 / 86400 if demo else 1.0,
         )
     except schedule.ScheduleError as exc:
         raise CampaignFileError(f"{path}: event.{exc}") from None

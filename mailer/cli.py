@@ -10,21 +10,19 @@ import asyncio
 import csv
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from functools import wraps
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailer import __version__, app, campaigns, lists
 from mailer.addresses import address_key, normalize
+from mailer.cli_campaigns import campaign_group, event_group, status_command
+from mailer.cli_support import EXIT_ERROR, EXIT_REJECTED, _async, _now, _settings, _store, err, out
 from mailer.compose import EVENT_ACTIONS, make_composer
 from mailer.dispatch import Engine, RunSummary
 from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
@@ -35,43 +33,6 @@ from mailer.settings import Settings, describe, example_env, load_settings
 from mailer.storage import Store, head_revision
 from mailer.tokens import Signer, load_keys
 from mailer.transport import open_transport
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-# Rich falls back to 80 columns when stdout is a pipe; tables of addresses need more.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_REJECTED = 1  # the command ran but some input was refused
-EXIT_ERROR = 2  # the command could not run (settings, storage, unreadable file)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        return asyncio.run(func(*args, **kwargs))
-
-    return wrapper
-
-
-@asynccontextmanager
-async def _store() -> AsyncIterator[Store]:
-    """The store, with the data folder checked and the schema brought up to date."""
-    settings = _settings()
-    async with Store.open(settings) as store:
-        await app.prepare(settings, store)
-        yield store
-
-
-def _settings() -> Settings:
-    settings = click.get_current_context().find_object(Settings)
-    assert settings is not None
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -699,6 +660,11 @@ async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
             key, reason=SuppressionReason(reason), detail=detail, now=_now()
         )
     out.print(f"{email}: " + ("suppressed" if added else "was already suppressed"), markup=False)
+
+
+cli.add_command(campaign_group)
+cli.add_command(event_group)
+cli.add_command(status_command)
 
 
 # --- entry point --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ the bytes for the transport. Dispatch, preview and test sends all go through it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -75,6 +75,26 @@ class Composer:
             ),
             unsubscribe_url=links.unsubscribe,
             date=date,
+        )
+        return Composed(rendered, built)
+
+    def compose_test(self, recipient: Recipient, *, to: str, date: datetime) -> Composed:
+        """What ``recipient`` would get, addressed to ``to`` and marked as a test."""
+        links = links_for(
+            self.signer,
+            self.base_url,
+            subscriber_id=recipient.id,
+            list_id=self.compiled.send.list.id,
+        )
+        rendered = self.compiled.render(recipient, links)
+        rendered = replace(rendered, subject=f"[TEST] {rendered.subject}")
+        staff = Recipient(id=recipient.id, email=to, name="", smtputf8=not to.isascii())
+        built = self.builder.build(
+            recipient=staff,
+            rendered=rendered,
+            message_id=make_message_id(send_id=self.send_id, subscriber_id=0, domain=self.domain),
+            unsubscribe_url=links.unsubscribe,
+            date=date.astimezone(self.compiled.zone),
         )
         return Composed(rendered, built)
 

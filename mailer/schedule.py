@@ -97,9 +97,18 @@ def parse_offset(text: str) -> tuple[timedelta, str]:
 
 
 def reminders(
-    start: datetime, offsets: list[str], *, now: datetime, scale: float = 1.0
+    start: datetime,
+    offsets: list[str],
+    *,
+    now: datetime,
+    zone: ZoneInfo,
+    scale: float = 1.0,
 ) -> tuple[list[Planned], list[str]]:
-    """Reminder sends before ``start``; those already past are left out and reported."""
+    """Reminder sends before ``start``; those already past are left out and reported.
+
+    Day offsets count calendar days in the event's zone (D-1 of 09:00 is 09:00 the day
+    before, even across a DST change); hours and minutes are elapsed time.
+    """
     planned, notes = [], []
     seen: set[str] = set()
     for text in offsets:
@@ -107,7 +116,11 @@ def reminders(
         if iso in seen:
             raise ScheduleError(f"reminder {text!r} is given twice")
         seen.add(iso)
-        due = start - offset * scale
+        if iso.endswith("D") and scale == 1.0:
+            wall = start.astimezone(zone).replace(tzinfo=None) - offset
+            due, _ = resolve(wall, zone, what=f"reminder {text}")
+        else:
+            due = start - offset * scale
         if due <= now:
             notes.append(
                 f"reminder {text}: its time ({due:%Y-%m-%d %H:%M} UTC) has passed; skipped"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -301,6 +301,7 @@ class Sending:
                             sends.c.status,
                             sends.c.due_at,
                             sends.c.reason,
+                            campaigns.c.timezone,
                         )
                         .join(campaigns, campaigns.c.id == sends.c.campaign_id)
                         .order_by(sends.c.due_at, sends.c.id)
@@ -771,6 +772,20 @@ class Sending:
             )
             found = {status: int(n) for status, n in rows.all()}
         return {s.value: found.get(s.value, 0) for s in DeliveryStatus}
+
+    async def rate(self, send_id: int, *, now: datetime) -> float:
+        """Messages sent per second over the last minute."""
+        async with self._store._begin() as conn:
+            count = (
+                await conn.execute(
+                    select(func.count()).where(
+                        deliveries.c.send_id == send_id,
+                        deliveries.c.status == DeliveryStatus.SENT,
+                        deliveries.c.sent_at >= now - timedelta(minutes=1),
+                    )
+                )
+            ).scalar()
+        return float(count or 0) / 60.0
 
     async def next_retry(self, send_id: int) -> datetime | None:
         async with self._store._begin() as conn:
