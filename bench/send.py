@@ -452,7 +452,9 @@ async def child_setup(work: Path, count: int, seed: int) -> dict[str, Any]:
         "message_bytes": len(data),
         "html_chars": len(composed.rendered.html),
         "text_chars": len(composed.rendered.text),
-        "encodings": sorted(set(re.findall(rb"Content-Transfer-Encoding: (\S+)", data))),
+        "encodings": sorted(
+            {m.decode() for m in re.findall(rb"Content-Transfer-Encoding: (\S+)", data)}
+        ),
         "message_id": composed.message.message_id,
         "body_bytes": len(body.encode()),
         "batch_size": settings.delivery.batch_size,

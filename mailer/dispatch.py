@@ -133,6 +133,8 @@ class Engine:
                 await self._pass(spec, composers, stop, on_progress)
                 if stop.is_set() or not wait_for_retries:
                     break
+                if await sending.status(send_id) != SendStatus.RUNNING:
+                    break
                 next_retry = await sending.next_retry(send_id)
                 if next_retry is None:
                     break
@@ -238,12 +240,27 @@ class Engine:
         results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         halt: list[str] = []  # a reason to pause, set by a worker
         late: list[str] = []  # a reminder whose event started: the rest is missed
+        halted_by_staff: list[bool] = []  # paused or cancelled from the CLI meanwhile
         streak = _Streak(self.settings.delivery.error_threshold)
+
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+
+        async def still_running() -> bool:
+            """Staff may pause or cancel a send while it runs: look twice a second."""
+            nonlocal checked
+            if loop.time() - checked < 0.5:
+                return True
+            checked = loop.time()
+            if await self.store.sending.status(spec.id) == SendStatus.RUNNING:
+                return True
+            halted_by_staff.append(True)
+            return False
 
         async def produce() -> None:
             after = 0
             try:
-                while not stop.is_set() and not halt:
+                while not stop.is_set() and not halt and await still_running():
                     batch = await self.store.sending.due(
                         spec.id, after=after, limit=self.settings.delivery.batch_size,
                         now=self.clock(),
@@ -254,7 +271,7 @@ class Engine:
                         late.append("the event started during the send")
                         break
                     for due in batch:
-                        if stop.is_set() or halt:
+                        if stop.is_set() or halt or not await still_running():
                             break
                         after = due.id
                         if due.skip_reason:
@@ -278,7 +295,7 @@ class Engine:
 
         async def work() -> None:
             while (item := await outbox.get()) is not _DONE:
-                if halt or stop.is_set():
+                if halt or stop.is_set() or halted_by_staff:
                     continue  # not sent, not recorded: stays queued for the next run
                 due, built = item
                 try:

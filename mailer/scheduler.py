@@ -107,8 +107,8 @@ class Scheduler:
                     replace_existing=True, misfire_grace_time=None, coalesce=True,
                 )  # fmt: skip
         for running in await self.store.sending.running_sends():
-            retry = await self.store.sending.next_retry(running)
-            if retry is not None and retry <= now:
+            # resumed by staff, or with retries now due
+            if await self.store.sending.has_due(running, now=now):
                 self._enqueue(running)
         self.last_sync = now
 

@@ -288,6 +288,15 @@ class Sending:
             audience_send_id=row["audience_send_id"],
         )
 
+    async def status(self, send_id: int) -> str:
+        async with self._store._begin() as conn:
+            found = (
+                await conn.execute(select(sends.c.status).where(sends.c.id == send_id))
+            ).scalar()
+        if found is None:
+            raise NotFoundError(f"no send {send_id}")
+        return str(found)
+
     async def list_sends(self) -> list[dict[str, Any]]:
         async with self._store._begin() as conn:
             rows = (
@@ -786,6 +795,25 @@ class Sending:
                 )
             ).scalar()
         return float(count or 0) / 60.0
+
+    async def has_due(self, send_id: int, *, now: datetime) -> bool:
+        """Whether a running send has a delivery to attempt now."""
+        async with self._store._begin() as conn:
+            found = (
+                await conn.execute(
+                    select(deliveries.c.id)
+                    .where(
+                        deliveries.c.send_id == send_id,
+                        (deliveries.c.status == DeliveryStatus.QUEUED)
+                        | (
+                            (deliveries.c.status == DeliveryStatus.DEFERRED)
+                            & (deliveries.c.next_attempt_at <= now)
+                        ),
+                    )
+                    .limit(1)
+                )
+            ).scalar()
+        return found is not None
 
     async def next_retry(self, send_id: int) -> datetime | None:
         async with self._store._begin() as conn:
