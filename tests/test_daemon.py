@@ -75,7 +75,7 @@ async def daemon(
 
 async def wait_for(condition: Any, seconds: float = 20) -> None:
     async with asyncio.timeout(seconds):
-        while not await condition():
+        while not await condition():  # noqa: ASYNC110 - polls the database: no event to await
             await asyncio.sleep(0.05)
 
 
@@ -252,7 +252,7 @@ async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
         *command, env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
     )
     async with asyncio.timeout(60):
-        while len(smtp_server.received) < 600:
+        while len(smtp_server.received) < 600:  # noqa: ASYNC110 - wait_received caps at 10 s
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     again.send_signal(signal.SIGTERM)

@@ -162,6 +162,7 @@ def test_every_mistake_names_the_file_and_the_field(
     old, new = change
     assert old in EVENT
     path = write(tmp_path, EVENT.replace(old, new))
+
     def load_and_plan() -> None:
         campaigns.plan(campaigns.load(path), now=NOW, domain="example.org")
 
