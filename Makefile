@@ -13,9 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Set up, create the database, import lists/*.csv and run the daemon (Ctrl-C stops it).
+## Set up, create the database, import lists/*.csv, create the example campaigns (the research
+## day rehearsed a few minutes from now) and run the daemon (Ctrl-C stops it).
 run: $(STAMP)
 	$(BIN)/mailer init
+	$(BIN)/mailer campaign create campaigns/actualites-car-t.toml
+	$(BIN)/mailer campaign create campaigns/journee-recherche-2024.toml --demo
+	@echo "Sent mail goes to the Maildir data/outbox/ (mutt -f data/outbox); Ctrl-C stops."
 	$(BIN)/mailer run
 
 ## Set up, then lint, type-check and run the whole test suite.

@@ -44,11 +44,19 @@ from mailer.transport import open_transport
     show_default=True,
     help="File of MAILER_* settings read after the environment.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text or JSON (default: MAILER_LOG__JSON_LINES).",
+)
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path) -> None:
+def cli(ctx: click.Context, env_file: Path, log_format: str | None) -> None:
     """Newsletter and announcement mailer."""
     settings = load_settings(env_file=env_file)
-    configure(settings.log)
+    log = settings.log
+    if log_format is not None:
+        log = log.model_copy(update={"json_lines": log_format == "json"})
+    configure(log)
     ctx.obj = settings
 
 
