@@ -182,12 +182,17 @@ class Campaign:
         )
 
 
+def demo_start(now: datetime) -> datetime:
+    """Where --demo puts an event: three to four minutes from now, on a whole minute."""
+    return now.replace(second=0, microsecond=0) + timedelta(minutes=4)
+
+
 def plan(
     campaign: Campaign, *, now: datetime, domain: str, demo: bool = False, horizon: int = 3
 ) -> tuple[list[schedule.Planned], list[str]]:
     """The sends of a campaign with their due times (UTC), and notes on choices made.
 
-    With ``demo`` an event starts three minutes from now and a day of reminder offset lasts
+    With ``demo`` an event starts three to four minutes from now and a day of reminder offset lasts
     twenty seconds, so a newcomer sees the invitation and the reminders go out.
     """
     data = campaign.data
@@ -220,7 +225,7 @@ def plan(
     if demo:
         real = campaign.event(domain=domain)
         assert real is not None
-        shift = now.replace(second=0, microsecond=0) + timedelta(minutes=3) - real.start
+        shift = demo_start(now) - real.start
     event = campaign.event(domain=domain, shift=shift)
     assert event is not None
     if event.start <= now:

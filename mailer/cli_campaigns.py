@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from mailer import campaigns
+from mailer.campaigns import demo_start
 from mailer.addresses import address_key, normalize
 from mailer.cli_support import _async, _now, _settings, _store, err, out
 from mailer.compose import make_composer
@@ -57,7 +58,7 @@ def campaign_check(path: Path, demo: bool) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--demo", is_flag=True,
-    help="Rehearse an event: it starts in 3 minutes and a day of reminder offset lasts 20 s.",
+    help="Rehearse an event: it starts in 3-4 minutes; a day of reminder offset lasts 20 s.",
 )  # fmt: skip
 @_async
 async def campaign_create(path: Path, demo: bool) -> None:
@@ -72,7 +73,7 @@ async def campaign_create(path: Path, demo: bool) -> None:
         assert real is not None
         shift = None
         if demo:
-            shift = now.replace(second=0, microsecond=0) + timedelta(minutes=3) - real.start
+            shift = demo_start(now) - real.start
         event = campaign.event(domain=settings.sender.domain, shift=shift)
     options: dict[str, str] = {}
     if campaign.data.newsletter is not None:

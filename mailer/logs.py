@@ -32,6 +32,7 @@ def configure(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
-    for noisy, level in (("aiosmtplib", "WARNING"), ("apscheduler", "INFO")):
+    # APScheduler logs every job it adds and runs; our own lines say what matters.
+    for noisy, level in (("aiosmtplib", "WARNING"), ("apscheduler", "WARNING")):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
