@@ -6,7 +6,7 @@ picked up by a running daemon at its next sync, without a restart.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,8 +14,8 @@ import click
 from rich.table import Table
 
 from mailer import campaigns
-from mailer.campaigns import demo_start
 from mailer.addresses import address_key, normalize
+from mailer.campaigns import demo_start
 from mailer.cli_support import _async, _now, _settings, _store, err, out
 from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
