@@ -216,17 +216,17 @@ async def test_event_update_and_cancellation_reach_those_invited(
 
 
 async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
-    store: Store, tmp_path: Path, smtp_server: SmtpServer, backend: str
+    tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
-    """A real `mailer run`: SIGTERM mid-send exits 0 after the messages in flight; the next
-    start resumes the send; every member gets exactly one message."""
-    if backend != "sqlite":
-        pytest.skip("the subprocess uses the default SQLite file")
-    await members(store, tmp_path, 600)
-    campaign_id = await campaign(store, "sigterm")
-    await store.sending.create_send(
-        campaign_id, key="announce", action="announcement", due_at=now(), now=now()
-    )
+    """A real `mailer run` (default SQLite file): SIGTERM mid-send exits 0 after the messages in
+    flight; the next start resumes the send; every member gets exactly one message."""
+    async with Store.open(make_settings(tmp_path)) as store:
+        await store.upgrade()
+        await members(store, tmp_path, 600)
+        campaign_id = await campaign(store, "sigterm")
+        await store.sending.create_send(
+            campaign_id, key="announce", action="announcement", due_at=now(), now=now()
+        )
     smtp_server.plan.delay("DATA", 0.01)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(
