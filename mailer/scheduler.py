@@ -36,18 +36,21 @@ log = logging.getLogger("mailer.scheduler")
 class Scheduler:
     """Jobs from storage, a queue of due sends, and the one task that runs them."""
 
-    def __init__(self, engine: Engine, *, sync_interval: float, grace: float) -> None:
+    def __init__(
+        self, engine: Engine, *, sync_interval: float, grace: float, concurrent: int = 4
+    ) -> None:
         self.engine = engine
         self.store = engine.store
         self.sync_interval = sync_interval
         self.grace = timedelta(seconds=grace)
+        self.concurrent = concurrent
         self.stop = asyncio.Event()
         self.queue: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
         self._jobs = AsyncIOScheduler(timezone=UTC)
         self._tasks: list[asyncio.Task[None]] = []
         self.last_sync: datetime | None = None
-        self.current: int | None = None
+        self.current: set[int] = set()  # sends being run now
 
     async def __aenter__(self) -> Self:
         self._jobs.start()
@@ -116,7 +119,7 @@ class Scheduler:
         self._enqueue(send_id)
 
     def _enqueue(self, send_id: int) -> None:
-        if send_id not in self._queued and send_id != self.current:
+        if send_id not in self._queued and send_id not in self.current:
             self._queued.add(send_id)
             self.queue.put_nowait(send_id)
 
@@ -149,23 +152,38 @@ class Scheduler:
     # --- running sends --------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
-        while not self.stop.is_set():
-            getter = asyncio.ensure_future(self.queue.get())
-            stopper = asyncio.ensure_future(self.stop.wait())
-            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                return
-            stopper.cancel()
-            send_id = getter.result()
-            self._queued.discard(send_id)
-            self.current = send_id
-            try:
-                await self._run(send_id)
-            except MailerError as exc:
-                log.error("send %s: %s", send_id, exc)
-            finally:
-                self.current = None
+        """Run queued sends, up to ``concurrent`` at once, so a long send does not hold up
+        a short one that falls due meanwhile; they share the transport's connections."""
+        slots = asyncio.Semaphore(self.concurrent)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stop.is_set():
+                getter = asyncio.ensure_future(self.queue.get())
+                stopper = asyncio.ensure_future(self.stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    break
+                send_id = getter.result()
+                self._queued.discard(send_id)
+                await slots.acquire()
+                self.current.add(send_id)
+                task = asyncio.create_task(self._guarded(send_id, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _guarded(self, send_id: int, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._run(send_id)
+        except MailerError as exc:
+            log.error("send %s: %s", send_id, exc)
+        finally:
+            self.current.discard(send_id)
+            slots.release()
 
     async def _run(self, send_id: int) -> None:
         sending = self.store.sending

@@ -172,6 +172,12 @@ class SchedulerSettings(_Section):
         ge=0,
         description="Seconds a send missed while the daemon was down may still go out.",
     )
+    concurrent_sends: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Sends run at once (they share the SMTP connections).",
+    )
 
     @field_validator("timezone")
     @classmethod
