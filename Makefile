@@ -33,6 +33,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/list_import.py
 	$(BIN)/python bench/render_message.py
+	$(BIN)/python bench/send.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis

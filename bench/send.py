@@ -201,7 +201,7 @@ def _extract(cache: Path, say: Callable[[str], None]) -> Tools:
         note = f"Postfix {version}: smtp-sink and smtp-source unpacked from {deb.name}"
         missing = _missing_libraries(_tools_in(staging, note))
         if missing:
-            libraries = [p for p in _depends(deb) if p.startswith("lib")]
+            libraries = [p for p in _depends(deb) if p.startswith("lib") and p != "libc6"]
             say(
                 f"  missing libraries {', '.join(missing)}: unpacking postfix's library "
                 f"dependencies too ({', '.join(libraries)})"
@@ -248,6 +248,8 @@ def find_tools(given: str | None, say: Callable[[str], None]) -> Tools:
     """smtp-sink and smtp-source: given, cached, installed, unpacked now, or installed now."""
     if given:
         folder = Path(given)
+        if not (folder / "smtp-sink").is_file() or not (folder / "smtp-source").is_file():
+            raise ToolError(f"--tools {folder}: no smtp-sink and smtp-source there")
         tools = Tools(
             folder / "smtp-sink", folder / "smtp-source", dict(os.environ), f"--tools {folder}"
         )

@@ -214,6 +214,8 @@ class Engine:
                 if due.skip_reason:
                     continue
                 total += 1
+                if total % 16 == 0:
+                    await asyncio.sleep(0)  # rendering is CPU work: let other sends breathe
                 try:
                     composers[due.list_id].compose(due.recipient, date=now)
                 except (TemplateError, MessageError) as exc:
@@ -279,6 +281,7 @@ class Engine:
                                 Outcome(due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason)
                             )
                             continue
+                        await asyncio.sleep(0)  # one render at a time, then others' turn
                         try:
                             composed = composers[due.list_id].compose(
                                 due.recipient, date=self.clock()
