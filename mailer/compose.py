@@ -22,9 +22,11 @@ from mailer.message import (
     DkimSigner,
     Identity,
     MessageBuilder,
+    check,
+    check_address,
     make_message_id,
 )
-from mailer.models import Recipient, Rendered, SendInfo
+from mailer.models import Links, Recipient, Rendered, SendInfo
 from mailer.render import CheckReport, CompiledSend, Renderer, preflight
 from mailer.settings import Settings
 from mailer.tokens import Signer, links_for
@@ -55,6 +57,7 @@ class Composer:
         self.base_url = base_url
         self.domain = domain
         self.send_id = send_id
+        self._sample_links: Links | None = None
 
     def compose(
         self, recipient: Recipient, *, date: datetime, message_id: str | None = None
@@ -77,6 +80,21 @@ class Composer:
             date=date,
         )
         return Composed(rendered, built)
+
+    def check_one(self, recipient: Recipient) -> None:
+        """What can fail for one recipient, cheaply: the templates and the header values.
+
+        The pre-flight check runs this for every recipient before the first message leaves;
+        CSS inlining, text derivation and MIME assembly cannot fail for one recipient alone.
+        """
+        if self._sample_links is None:
+            self._sample_links = links_for(
+                self.signer, self.base_url, subscriber_id=0, list_id=self.compiled.send.list.id
+            )
+        subject = self.compiled.check(recipient, self._sample_links)
+        check(subject, "the subject")
+        check_address(recipient.email, "the recipient address")
+        check(recipient.name, "the recipient name")
 
     def compose_test(self, recipient: Recipient, *, to: str, date: datetime) -> Composed:
         """What ``recipient`` would get, addressed to ``to`` and marked as a test."""

@@ -91,7 +91,7 @@ class Engine:
         self.store = store
         self.transport = transport
         self.worker = worker
-        self.renderer = renderer or Renderer(settings.paths.templates_dir)
+        self.renderer = renderer  # None: a fresh one per send, so template edits are seen
         self.signer = signer or Signer(
             load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
         )
@@ -174,6 +174,7 @@ class Engine:
         """One compiled send per list (its title and List-Id); a template error pauses."""
         now = self.clock()
         composers = {}
+        renderer = self.renderer or Renderer(self.settings.paths.templates_dir)
         try:
             for list_info in spec.lists:
                 send = SendInfo(
@@ -187,7 +188,7 @@ class Engine:
                 )
                 composers[list_info.id] = make_composer(
                     self.settings,
-                    renderer=self.renderer,
+                    renderer=renderer,
                     signer=self.signer,
                     send=send,
                     send_id=spec.id,
@@ -217,7 +218,7 @@ class Engine:
                 if total % 16 == 0:
                     await asyncio.sleep(0)  # rendering is CPU work: let other sends breathe
                 try:
-                    composers[due.list_id].compose(due.recipient, date=now)
+                    composers[due.list_id].check_one(due.recipient)
                 except (TemplateError, MessageError) as exc:
                     failed += 1
                     if len(reasons) < 3:

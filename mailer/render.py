@@ -56,8 +56,8 @@ from mailer.models import (
 )
 
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
-_TEXT_CACHE_SIZE = 64
-_PRIVATE = "\ue000"  # marks recipient values while text is derived once for many recipients
+_CACHE_SIZE = 64
+_PRIVATE = "\ue000"  # marks recipient values while HTML is finished once for many recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,7 @@ class Renderer:
             loader=FileSystemLoader(str(templates_dir)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+            auto_reload=False,  # one Renderer per send: edits are seen by the next send
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
@@ -190,7 +191,7 @@ class CompiledSend:
         self._variants = variants
         self._body_html = body_html
         self._body_text = body_text
-        self._text_cache: OrderedDict[str, str] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.zone = ZoneInfo(send.content.timezone)
         self._shared = {
             "list": {"slug": send.list.slug, "title": send.list.title},
@@ -211,6 +212,16 @@ class CompiledSend:
         return next(iter(self._variants))
 
     def render(self, recipient: Recipient, links: Links) -> Rendered:
+        locale, subject, html, text = self._jinja(recipient, links)
+        html, derived = self._finish(html, recipient, links, need_text=text is None)
+        return Rendered(locale=locale, subject=subject, html=html, text=text or derived or "")
+
+    def check(self, recipient: Recipient, links: Links) -> str:
+        """Render the templates for ``recipient`` without the finishing (CSS, derived text):
+        what can fail for one recipient, for the pre-flight check. Returns the subject."""
+        return self._jinja(recipient, links)[1]
+
+    def _jinja(self, recipient: Recipient, links: Links) -> tuple[str, str, str, str | None]:
         locale = self.locale_for(recipient)
         variant = self._variants[locale]
         context: dict[str, Any] = {
@@ -244,37 +255,50 @@ class CompiledSend:
             raise
         except (JinjaTemplateError, TypeError, ValueError, ArithmeticError) as exc:
             raise _template_error(exc, where) from None
-        html = self._renderer._inliner.inline(html)
-        if text is None:
-            text = self._derive_text(html, recipient, links)
-        return Rendered(locale=locale, subject=subject, html=html, text=text)
+        return locale, subject, html, text
 
-    def _derive_text(self, html: str, recipient: Recipient, links: Links) -> str:
-        """The text part from the HTML (inscriptis, links shown).
+    def _finish(
+        self, html: str, recipient: Recipient, links: Links, *, need_text: bool
+    ) -> tuple[str, str | None]:
+        """Inline the CSS and, when asked, derive the text part from the HTML.
 
-        Deriving costs milliseconds, so it is done once for all recipients whose HTML differs
-        only by their own values: those are swapped for markers, the marked HTML is derived
-        (or found in a small cache), and the values are put back in the text.
+        Both cost hundreds of microseconds, and the HTML of most recipients differs only by
+        their own values (links, address, full name). Those are swapped for markers, the
+        marked HTML is finished once (or found in a small cache), and the values put back.
+        Only values that cannot be mistaken for HTML syntax are marked: links, the address
+        (it has an @), a name with a space in it; anything else stays and is part of the key.
         """
-        values = [v for v in (links.unsubscribe, links.preferences, links.web_version,
-                              recipient.email, recipient.name) if v]  # fmt: skip
+        values = [
+            v
+            for v in (links.unsubscribe, links.preferences, links.web_version, recipient.email)
+            if v
+        ]
+        if " " in recipient.name.strip():
+            values.append(recipient.name)
         if _PRIVATE in html or any(_PRIVATE in v for v in values):
-            return _tidy(get_text(html, self._renderer._text_config))
+            inlined = self._renderer._inliner.inline(html)
+            text = _tidy(get_text(inlined, self._renderer._text_config)) if need_text else None
+            return inlined, text
         marked = html
         for i, value in enumerate(values):
-            marker = f"{_PRIVATE}{chr(0xE001 + i)}"
-            marked = marked.replace(str(escape(value)), marker).replace(value, marker)
-        text = self._text_cache.get(marked)
-        if text is None:
-            text = _tidy(get_text(marked, self._renderer._text_config))
-            self._text_cache[marked] = text
-            if len(self._text_cache) > _TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
+            marked = marked.replace(str(escape(value)), f"{_PRIVATE}{chr(0xE001 + i)}")
+        cached = self._cache.get(marked)
+        if cached is None or (need_text and cached[1] is None):
+            inlined = self._renderer._inliner.inline(marked)
+            derived = _tidy(get_text(inlined, self._renderer._text_config)) if need_text else None
+            cached = (inlined, derived)
+            self._cache[marked] = cached
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
         else:
-            self._text_cache.move_to_end(marked)
+            self._cache.move_to_end(marked)
+        html_out, text_out = cached
         for i, value in enumerate(values):
-            text = text.replace(f"{_PRIVATE}{chr(0xE001 + i)}", value)
-        return text
+            marker = f"{_PRIVATE}{chr(0xE001 + i)}"
+            html_out = html_out.replace(marker, str(escape(value)))
+            if text_out is not None:
+                text_out = text_out.replace(marker, value)
+        return html_out, text_out
 
 
 @dataclass(slots=True)
@@ -302,9 +326,10 @@ def preflight(
     for recipient, links in recipients:
         report.total += 1
         try:
-            rendered = compiled.render(recipient, links)
-            if build is not None:
-                build(recipient, rendered)
+            if build is None:
+                compiled.check(recipient, links)
+            else:
+                build(recipient, compiled.render(recipient, links))
         except (TemplateError, ValueError) as exc:
             report.failed += 1
             if len(report.reasons) < keep:

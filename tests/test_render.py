@@ -271,3 +271,26 @@ def test_preflight_reports_how_many_failed_and_why() -> None:
     assert report.reasons[0][0] == "r0@example.org"
     assert "has no attribute 'organisation'" in report.reasons[0][1]
     assert not report.ok
+
+
+def test_finishing_once_for_many_recipients_keeps_each_ones_values() -> None:
+    """HTML finished once (CSS inlined, text derived) and reused must still carry each
+    recipient's own name, address and links, whatever the name looks like."""
+    send = compiled("newsletter", body="Texte.")
+    people = [
+        Recipient(id=10, email="a@example.org", name="Claire Dubois", locale="fr"),
+        Recipient(id=11, email="b@example.org", name="Marc Petit", locale="fr"),
+        Recipient(id=12, email="c@example.org", name="table", locale="fr"),
+        Recipient(id=13, email="d@example.org", name="", locale="fr"),
+    ]
+    for person in people:
+        links = Links(
+            unsubscribe=f"https://lists.example.org/u/{person.id}",
+            preferences=f"https://lists.example.org/p/{person.id}",
+        )
+        fresh = Renderer(TEMPLATES).compile(send.send).render(person, links)
+        reused = send.render(person, links)
+        assert reused == fresh
+        assert f'href="https://lists.example.org/u/{person.id}"' in reused.html
+        assert f"https://lists.example.org/u/{person.id}" in reused.text
+        assert 'style="' in reused.html
