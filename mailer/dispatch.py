@@ -91,7 +91,8 @@ class Engine:
         self.store = store
         self.transport = transport
         self.worker = worker
-        self.renderer = renderer  # None: a fresh one per send, so template edits are seen
+        self.renderer = renderer  # None: one per version of the template files
+        self._renderers: tuple[int, Renderer] | None = None
         self.signer = signer or Signer(
             load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
         )
@@ -162,6 +163,14 @@ class Engine:
             send_id, final.status, counts, final.reason, await sending.next_retry(send_id)
         )
 
+    def _current_renderer(self) -> Renderer:
+        """One Renderer (compiled templates) for as long as the template files do not change."""
+        folder = self.settings.paths.templates_dir
+        stamp = max((p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()), default=0)
+        if self._renderers is None or self._renderers[0] != stamp:
+            self._renderers = (stamp, Renderer(folder))
+        return self._renderers[1]
+
     def _too_late(self, spec: SendSpec) -> bool:
         """A reminder is never sent once its event has started."""
         return (
@@ -174,7 +183,7 @@ class Engine:
         """One compiled send per list (its title and List-Id); a template error pauses."""
         now = self.clock()
         composers = {}
-        renderer = self.renderer or Renderer(self.settings.paths.templates_dir)
+        renderer = self.renderer or self._current_renderer()
         try:
             for list_info in spec.lists:
                 send = SendInfo(

@@ -76,7 +76,7 @@ class Renderer:
             loader=FileSystemLoader(str(templates_dir)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            auto_reload=False,  # one Renderer per send: edits are seen by the next send
+            auto_reload=False,  # dispatch makes a new Renderer when the template files change
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
