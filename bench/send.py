@@ -1123,7 +1123,7 @@ def main() -> None:
     if phases:
         say(
             f"  run_send phases (median of the runs): pre-flight {phases['preflight'] * per:,.0f} "
-            f"({walls['preflight']:.1f} s: every recipient rendered and built, nothing sent), "
+            f"({walls['preflight']:.1f} s: every recipient's templates rendered, nothing sent), "
             f"sending pass {phases['pass'] * per:,.0f} ({walls['pass']:.1f} s), claim + "
             f"materialise + finish {rest * per:,.0f}; total {total * per:,.0f}"
         )

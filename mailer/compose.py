@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from mailer import ics
 from mailer.errors import ConfigError
 from mailer.message import (
     Built,
@@ -161,6 +160,8 @@ def make_composer(
     )
     calendar = None
     if send.event is not None:
+        from mailer import ics  # icalendar weighs 4 MiB: loaded only for event sends
+
         cancel = send.action == "cancellation"
         calendar = CalendarPart(
             ics=ics.build(

@@ -29,8 +29,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
 
-import dkim
-
 from mailer.errors import MessageError
 from mailer.models import Recipient, Rendered
 
@@ -343,6 +341,8 @@ class DkimSigner:
         self(b"From: a@example.org\r\nSubject: probe\r\n\r\nprobe\r\n")  # fail early on a bad key
 
     def __call__(self, data: bytes) -> bytes:
+        import dkim  # imported on first use: most installations sign at the relay
+
         try:
             signature = dkim.sign(
                 data,

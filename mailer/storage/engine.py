@@ -9,12 +9,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -22,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailer.errors import ConfigError, StorageUnavailable
 from mailer.settings import Settings, mask_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def ensure_data_dir(path: Path) -> Path:
@@ -85,7 +84,13 @@ def describe_failure(engine: AsyncEngine, exc: BaseException) -> str:
     return f"cannot use the database {url}: {reason}; check MAILER_DATABASE__URL"
 
 
+# Alembic (11 MiB) is imported where it is used, so that a process that only sends does
+# not carry it.
+
+
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     location = resources.files("mailer") / "migrations"
     config.set_main_option("script_location", str(location))
@@ -93,10 +98,14 @@ def _alembic_config() -> Config:
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     def _read(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -109,6 +118,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str | None]:
     """Apply pending migrations; return (revision before, revision after). Idempotent."""
+    from alembic import command
+
     before = await current_revision(engine)
     config = _alembic_config()
 
