@@ -26,13 +26,14 @@ import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailer import schedule
 from mailer.errors import MailerError
 from mailer.models import CampaignKind, Content, EventInfo
+from mailer.settings import zone_name
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
@@ -93,13 +94,7 @@ class CampaignFile(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"expected an IANA time zone such as Europe/Paris, got {value!r}"
-            ) from None
-        return value
+        return zone_name(value)
 
     @field_validator("subject")
     @classmethod

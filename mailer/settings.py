@@ -33,6 +33,17 @@ ENV_PREFIX = "MAILER_"
 NESTED_DELIMITER = "__"
 
 
+def zone_name(value: str) -> str:
+    """``value`` if it names an IANA time zone; a ValueError saying what is expected if not."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"expected an IANA time zone such as Europe/Paris, got {value!r}"
+        ) from None
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -182,13 +193,7 @@ class SchedulerSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"expected an IANA time zone such as Europe/Paris, got {value!r}"
-            ) from None
-        return value
+        return zone_name(value)
 
 
 class DeliverySettings(_Section):

@@ -358,16 +358,6 @@ class Sending:
             result = await conn.execute(query.values(**values))
             return bool(result.rowcount)
 
-    async def due_sends(self, now: datetime) -> list[int]:
-        """Scheduled sends whose time has come, oldest first."""
-        async with self._store._begin() as conn:
-            rows = await conn.execute(
-                select(sends.c.id)
-                .where(sends.c.status == SendStatus.SCHEDULED, sends.c.due_at <= now)
-                .order_by(sends.c.due_at, sends.c.id)
-            )
-            return [int(r) for r in rows.scalars()]
-
     async def running_sends(self) -> list[int]:
         async with self._store._begin() as conn:
             rows = await conn.execute(
