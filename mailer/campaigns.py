@@ -84,7 +84,7 @@ class CampaignFile(BaseModel):
     body: str = ""
     body_file: str | None = None
     body_format: str = Field(default="markdown", pattern="^(markdown|html|text)$")
-    timezone: str = "Europe/Paris"
+    timezone: str | None = None  # None: MAILER_SCHEDULER__TIMEZONE
     ambiguous: Literal["first", "second"] = "first"  # for a local time the autumn fold repeats
     sender: SenderOverride = SenderOverride()
     send_at: str | datetime | None = None  # announcements: local time, or "now"
@@ -93,8 +93,8 @@ class CampaignFile(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _zone(cls, value: str) -> str:
-        return zone_name(value)
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else zone_name(value)
 
     @field_validator("subject")
     @classmethod
@@ -123,17 +123,17 @@ class CampaignFile(BaseModel):
 class Campaign:
     """A validated campaign file, with its body loaded and its times made aware."""
 
-    def __init__(self, path: Path, data: CampaignFile, body: str) -> None:
+    def __init__(self, path: Path, data: CampaignFile, body: str, *, zone: str) -> None:
         self.path = path
         self.data = data
-        self.zone = ZoneInfo(data.timezone)
+        self.zone = ZoneInfo(data.timezone or zone)
         self.content = Content(
             name=data.name,
             kind=data.kind.value,
             subject=data.subject,
             body=body,
             body_format=data.body_format,
-            timezone=data.timezone,
+            timezone=self.zone.key,
             template=data.template,
         )
 
@@ -168,7 +168,7 @@ class Campaign:
             title=section.title,
             start=start,
             end=end,
-            timezone=self.data.timezone,
+            timezone=self.zone.key,
             place=section.place,
             link=section.link,
             description=section.description,
@@ -253,8 +253,10 @@ def plan(
     return [invitation, *reminders], notes + skipped
 
 
-def load(path: Path) -> Campaign:
-    """Read and validate a campaign file; :class:`CampaignFileError` names file and field."""
+def load(path: Path, *, default_zone: str = "Europe/Paris") -> Campaign:
+    """Read and validate a campaign file; :class:`CampaignFileError` names file and field.
+
+    A file without ``timezone`` is in ``default_zone`` (MAILER_SCHEDULER__TIMEZONE)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -277,4 +279,4 @@ def load(path: Path) -> Campaign:
             body = body_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CampaignFileError(f"{path}: body_file: cannot read {body_path} ({exc})") from None
-    return Campaign(path, data, body)
+    return Campaign(path, data, body, zone=default_zone)

@@ -325,7 +325,7 @@ async def preview(
 ) -> int:
     """Write the .eml and .html one subscriber would get; --all checks every member."""
     settings = _settings()
-    campaign = campaigns.load(campaign_file)
+    campaign = campaigns.load(campaign_file, default_zone=_settings().scheduler.timezone)
     slug = slug or campaign.data.lists[0]
     now = _now()
     async with _store() as store:
@@ -399,7 +399,7 @@ def send_group() -> None:
 async def send_create(campaign_file: Path, action: str | None, key: str | None) -> None:
     """Store the campaign (or update it) and a send of it due now."""
     settings = _settings()
-    campaign = campaigns.load(campaign_file)
+    campaign = campaigns.load(campaign_file, default_zone=_settings().scheduler.timezone)
     kind = campaign.data.kind
     action = action or ("invitation" if kind == CampaignKind.EVENT else kind.value)
     if (action in EVENT_ACTIONS) != (kind == CampaignKind.EVENT):

@@ -48,7 +48,7 @@ def campaign_group() -> None:
 def campaign_check(path: Path, demo: bool) -> None:
     """Validate a campaign file and print its schedule; store nothing."""
     settings = _settings()
-    campaign = campaigns.load(path)
+    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
     planned, notes = campaigns.plan(campaign, now=_now(), domain=settings.sender.domain, demo=demo)
     out.print(f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})")
     _print_plan(planned, campaign.zone, notes)
@@ -64,7 +64,7 @@ def campaign_check(path: Path, demo: bool) -> None:
 async def campaign_create(path: Path, demo: bool) -> None:
     """Validate, store, compute the sends, and print the schedule (local time and UTC)."""
     settings = _settings()
-    campaign = campaigns.load(path)
+    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
     now = _now()
     planned, notes = campaigns.plan(campaign, now=now, domain=settings.sender.domain, demo=demo)
     event = None
@@ -234,7 +234,7 @@ def event_group() -> None:
 async def event_update(name: str, path: Path) -> None:
     """New time or place: reminders move, SEQUENCE grows, those invited get the update."""
     settings = _settings()
-    campaign = campaigns.load(path)
+    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
     if campaign.name != name:
         raise ConfigError(f"{path}: name is {campaign.name!r}, not {name!r}")
     now = _now()

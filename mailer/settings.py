@@ -411,7 +411,6 @@ SECTION_TITLES = {
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
 PENDING = {
-    "MAILER_SCHEDULER__TIMEZONE": "the scheduler",
     "MAILER_WEB__HOST": "the web pages",
     "MAILER_WEB__PORT": "the web pages",
     "MAILER_WEB__TRUSTED_PROXIES": "the web pages",

@@ -195,3 +195,15 @@ def test_newsletter_and_announcement_files(tmp_path: Path) -> None:
     assert [(p.key, p.due) for p in planned] == [
         ("announce", datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
     ]
+
+
+def test_a_file_without_timezone_uses_the_configured_default(tmp_path: Path) -> None:
+    """MAILER_SCHEDULER__TIMEZONE is the zone of campaign files that name none."""
+    path = write(
+        tmp_path,
+        'name = "a"\nkind = "announcement"\nlists = ["l"]\nsend_at = 2026-12-01T10:00:00\n',
+    )
+    montreal = campaigns.load(path, default_zone="America/Montreal")
+    planned, _ = campaigns.plan(montreal, now=NOW, domain="example.org")
+    assert planned[0].due == datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    assert montreal.content.timezone == "America/Montreal"
