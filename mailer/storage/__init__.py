@@ -2,7 +2,8 @@
 
 - ``tables``: the schema; ``mailer/migrations``: the Alembic revisions that build it;
 - ``engine``: engines, SQLite pragmas, data folder, migrations;
-- ``store``: the ``Store`` and its queries.
+- ``store``: the ``Store`` and its queries about lists and subscribers;
+- ``sending``: the queries of campaigns, sends and deliveries (``store.sending``).
 """
 
 from mailer.storage.engine import ensure_data_dir, head_revision
