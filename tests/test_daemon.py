@@ -260,3 +260,28 @@ async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
     _, logs = await again.communicate()
     assert again.returncode == 0, logs.decode()
     assert Counter(smtp_server.recipients()) == Counter(f"m{i}@example.org" for i in range(600))
+
+
+async def test_cancel_mid_send_leaves_every_recipient_accounted_for(
+    daemon: tuple[Store, SmtpServer, Scheduler, Settings],
+) -> None:
+    """Cancelling mid-send stops it; those not yet sent end skipped with the reason."""
+    store, server, _, _ = daemon
+    server.plan.delay("DATA", 0.2)
+    campaign_id = await campaign(store, "cancelled")
+    send_id, _ = await store.sending.create_send(
+        campaign_id, key="announce", action="announcement", due_at=now(), now=now()
+    )
+    await server.wait_received(5)
+    assert (
+        await store.sending.cancel_sends(campaign_id, now=now(), reason="campaign cancelled") == 1
+    )
+    await asyncio.sleep(1.0)  # the running pass notices within half a second
+    counts = await store.sending.counts(send_id)
+    rows = [r async for r in store.sending.report(send_id)]
+    assert counts["queued"] == counts["deferred"] == 0, counts
+    assert counts["sent"] + counts["skipped"] == 40
+    assert counts["skipped"] > 0
+    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"campaign cancelled"}
+    assert counts["sent"] == len(server.received)
+    assert await status_of(store, send_id) == SendStatus.CANCELLED

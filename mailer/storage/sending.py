@@ -356,6 +356,8 @@ class Sending:
             if status in (SendStatus.DONE, SendStatus.CANCELLED):
                 values["finished_at"] = now
             result = await conn.execute(query.values(**values))
+            if result.rowcount and status in (SendStatus.CANCELLED, SendStatus.MISSED):
+                await _skip_rest(conn, [send_id], reason or status.value, now)
             return bool(result.rowcount)
 
     async def running_sends(self) -> list[int]:
@@ -561,12 +563,19 @@ class Sending:
             )
             if action is not None:
                 query = query.where(sends.c.action == action)
+            ids = [
+                int(i)
+                for i in (
+                    await conn.execute(select(sends.c.id).where(query.whereclause))  # type: ignore[arg-type]
+                ).scalars()
+            ]
             result = await conn.execute(
                 query.values(
                     status=SendStatus.CANCELLED.value, reason=reason, finished_at=now,
                     updated_at=now,
                 )
             )  # fmt: skip
+            await _skip_rest(conn, ids, reason, now)
             if action is None:
                 await conn.execute(
                     update(campaigns)
@@ -887,6 +896,21 @@ class Sending:
         async with self._store._begin() as conn:
             async for row in await conn.stream(query):
                 yield dict(row._mapping)
+
+
+async def _skip_rest(conn: Any, send_ids: list[int], reason: str, now: datetime) -> None:
+    """A cancelled or missed send's deliveries not yet attempted end skipped, with the reason:
+    every recipient of a send ends sent, failed or skipped."""
+    if not send_ids:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.send_id.in_(send_ids),
+            deliveries.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED]),
+        )
+        .values(status=DeliveryStatus.SKIPPED.value, reason=reason, updated_at=now)
+    )
 
 
 def _bind(name: str, type_: Any = None) -> Any:
