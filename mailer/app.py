@@ -65,6 +65,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 engine,
                 sync_interval=settings.scheduler.sync_interval,
                 grace=settings.scheduler.misfire_grace,
+                newsletter_grace=settings.scheduler.newsletter_grace,
                 concurrent=settings.scheduler.concurrent_sends,
             )
         )

@@ -9,8 +9,9 @@ shutdown cancels running jobs). The same sync also queues every send that is alr
 a job that did not fire (the wall clock jumped, the daemon was down) is not lost, and a send
 claimed twice is harmless: the claim is conditional.
 
-Missed sends: one due longer ago than ``MAILER_SCHEDULER__MISFIRE_GRACE`` is marked ``missed``
-instead of sent late; a reminder's grace ends when its event starts. Recurring newsletters
+Missed sends: one due longer ago than its grace (``MAILER_SCHEDULER__MISFIRE_GRACE``, or
+``MAILER_SCHEDULER__NEWSLETTER_GRACE`` for a newsletter issue) is marked ``missed`` instead of
+sent late; a reminder's grace ends when its event starts. Recurring newsletters
 get their next issues created ahead as time goes by.
 """
 
@@ -37,12 +38,21 @@ class Scheduler:
     """Jobs from storage, a queue of due sends, and the one task that runs them."""
 
     def __init__(
-        self, engine: Engine, *, sync_interval: float, grace: float, concurrent: int = 4
+        self,
+        engine: Engine,
+        *,
+        sync_interval: float,
+        grace: float,
+        newsletter_grace: float | None = None,
+        concurrent: int = 4,
     ) -> None:
         self.engine = engine
         self.store = engine.store
         self.sync_interval = sync_interval
         self.grace = timedelta(seconds=grace)
+        self.newsletter_grace = timedelta(
+            seconds=grace if newsletter_grace is None else newsletter_grace
+        )
         self.concurrent = concurrent
         self.stop = asyncio.Event()
         self.queue: asyncio.Queue[int] = asyncio.Queue()
@@ -189,10 +199,11 @@ class Scheduler:
         sending = self.store.sending
         spec = await sending.spec(send_id)
         now = self.engine.clock()
-        if spec.status == SendStatus.SCHEDULED and now - spec.due_at > self.grace:
+        grace = self.newsletter_grace if spec.action == "newsletter" else self.grace
+        if spec.status == SendStatus.SCHEDULED and now - spec.due_at > grace:
             await sending.set_status(
                 send_id, SendStatus.MISSED, now=now,
-                reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {self.grace}",
+                reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {grace}",
                 only_from=[SendStatus.SCHEDULED],
             )  # fmt: skip
             log.warning(

@@ -181,7 +181,15 @@ class SchedulerSettings(_Section):
     misfire_grace: float = Field(
         default=3600.0,
         ge=0,
-        description="Seconds a send missed while the daemon was down may still go out.",
+        description=(
+            "Seconds an announcement or event mail missed while the daemon was down may still "
+            "go out (a reminder never goes once its event has started)."
+        ),
+    )
+    newsletter_grace: float = Field(
+        default=21600.0,
+        ge=0,
+        description="The same for a newsletter issue: it is still worth sending later that day.",
     )
     concurrent_sends: int = Field(
         default=4,

@@ -112,7 +112,8 @@ async def _is(store: Store, send_id: int, status: str) -> bool:
 async def test_missed_sends_past_their_grace_are_marked_not_sent(
     store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
 ) -> None:
-    """Restarting 2 h late: a send due 2 h ago (grace 1 h) is missed; one due 30 min ago goes."""
+    """Restarting 2 h late: an announcement due 2 h ago (grace 1 h) is missed; one due 30 min
+    ago goes, and so does a newsletter issue due 2 h ago (its grace is 6 h)."""
     await members(store, tmp_path, 5)
     old = await store.sending.create_send(
         await campaign(store, "old"), key="announce", action="announcement",
@@ -122,19 +123,24 @@ async def test_missed_sends_past_their_grace_are_marked_not_sent(
         await campaign(store, "recent"), key="announce", action="announcement",
         due_at=now() - timedelta(minutes=30), now=now(),
     )  # fmt: skip
+    newsletter = await store.sending.create_send(
+        await campaign(store, "lettre", kind="newsletter"), key="issue:2026-11-25",
+        action="newsletter", due_at=now() - timedelta(hours=2), now=now(),
+    )  # fmt: skip
     settings = make_settings(
         tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
         paths={"templates_dir": ROOT / "templates"}, secret_keys="k",
     )  # fmt: skip
     async with SmtpTransport(settings.smtp) as transport:
         engine = Engine(settings, store, transport, worker="test")
-        async with Scheduler(engine, sync_interval=0.1, grace=3600):
+        async with Scheduler(engine, sync_interval=0.1, grace=3600, newsletter_grace=6 * 3600):
             await wait_for(lambda: _is(store, recent[0], SendStatus.DONE))
+            await wait_for(lambda: _is(store, newsletter[0], SendStatus.DONE))
             await wait_for(lambda: _is(store, old[0], SendStatus.MISSED))
     spec = await store.sending.spec(old[0])
     assert spec.reason is not None
     assert "past the grace of 1:00:00" in spec.reason
-    assert len(smtp_server.received) == 5
+    assert len(smtp_server.received) == 10  # the recent announcement and the newsletter
 
 
 async def test_pause_and_resume_mid_send_neither_doubles_nor_loses(
