@@ -69,7 +69,7 @@ Window = tuple[float, float] | None
 
 
 async def scenario(
-    folder: Path, *, sends: int, large: int
+    folder: Path, *, sends: int, large: int, concurrent: int = 4
 ) -> tuple[dict[int, float], dict[int, float], list[tuple[float, float]], Window]:
     settings = Settings.model_validate(
         {
@@ -121,7 +121,7 @@ async def scenario(
         stop = asyncio.Event()
         async with transport:
             engine = Engine(settings, store, transport, worker="bench")
-            async with Scheduler(engine, sync_interval=5.0, grace=3600):
+            async with Scheduler(engine, sync_interval=5.0, grace=3600, concurrent=concurrent):
                 lagger = asyncio.create_task(loop_lag(stop, lags))
                 deadline = time.time() + 15 + 60 + 60
                 while time.time() < deadline and not set(due) <= set(transport.first):  # noqa: ASYNC110 - polls a dict the transport fills
@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=1000)
     parser.add_argument("--large", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="200 small sends, 5,000 large")
+    parser.add_argument("--concurrent", type=int, default=4, help="sends run at once (default 4)")
+    parser.add_argument("--only-large", action="store_true", help="skip the first scenario")
     args = parser.parse_args()
     if args.quick:
         args.sends, args.large = 200, 5000
@@ -185,7 +187,11 @@ def main() -> None:
             asyncio.run(scenario(Path(folder) / "a", sends=args.sends, large=0)),
         )
     with tempfile.TemporaryDirectory() as folder:
-        found = asyncio.run(scenario(Path(folder) / "b", sends=args.sends, large=args.large))
+        found = asyncio.run(
+            scenario(
+                Path(folder) / "b", sends=args.sends, large=args.large, concurrent=args.concurrent
+            )
+        )
         report(f"2. small sends while a {args.large:,}-recipient send runs", found)
 
 
