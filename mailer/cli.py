@@ -355,19 +355,21 @@ async def preview(
             trace=f"preview/{campaign.name}",
         )
         composed = composer.compose(recipient, date=now)
+        failed = 0
         if check_all:
             members = [r async for r in store.recipients(slug)]
             report = composer.check(members, date=now)
             for address, reason in report.reasons:
                 err.print(f"{address}: {reason}", markup=False)
             out.print(f"pre-flight: {report.total} members of {slug}, {report.failed} failed")
+            failed = report.failed
     stem = f"{campaign.name}-{kind_action}-{recipient.email}"
     eml, html = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
     _write(eml, composed.message.data)
     _write(html, composed.rendered.html.encode("utf-8"))
     out.print(f"subject: {composed.rendered.subject}", markup=False)
     out.print(f"wrote {eml} and {html}", markup=False)
-    return EXIT_REJECTED if check_all and not report.ok else 0
+    return EXIT_REJECTED if failed else 0
 
 
 def _keys(settings: Settings) -> list[str]:
