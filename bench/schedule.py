@@ -179,13 +179,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sends, args.large = 200, 5000
-    print(f"mailer scheduling accuracy: {args.sends} small sends due within one minute; "
-          f"Python {sys.version.split()[0]}")  # fmt: skip
-    with tempfile.TemporaryDirectory() as folder:
-        report(
-            "1. small sends alone",
-            asyncio.run(scenario(Path(folder) / "a", sends=args.sends, large=0)),
-        )
+    print(f"mailer scheduling accuracy: {args.sends} small sends due within one minute, "
+          f"{args.concurrent} sends at once; Python {sys.version.split()[0]}")  # fmt: skip
+    if not args.only_large:
+        with tempfile.TemporaryDirectory() as folder:
+            found = asyncio.run(
+                scenario(Path(folder) / "a", sends=args.sends, large=0, concurrent=args.concurrent)
+            )
+            report("1. small sends alone", found)
     with tempfile.TemporaryDirectory() as folder:
         found = asyncio.run(
             scenario(
