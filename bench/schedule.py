@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=1000)
     parser.add_argument("--large", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="200 small sends, 5,000 large")
-    parser.add_argument("--concurrent", type=int, default=4, help="sends run at once (default 4)")
+    parser.add_argument("--concurrent", type=int, default=12, help="sends run at once (default 12)")
     parser.add_argument("--only-large", action="store_true", help="skip the first scenario")
     args = parser.parse_args()
     if args.quick:

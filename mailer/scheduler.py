@@ -44,7 +44,7 @@ class Scheduler:
         sync_interval: float,
         grace: float,
         newsletter_grace: float | None = None,
-        concurrent: int = 4,
+        concurrent: int = 12,
     ) -> None:
         self.engine = engine
         self.store = engine.store

@@ -192,7 +192,7 @@ class SchedulerSettings(_Section):
         description="The same for a newsletter issue: it is still worth sending later that day.",
     )
     concurrent_sends: int = Field(
-        default=4,
+        default=12,
         ge=1,
         le=64,
         description="Sends run at once (they share the SMTP connections).",
