@@ -232,6 +232,8 @@ class Engine:
                     failed += 1
                     if len(reasons) < 3:
                         reasons.append(f"{due.recipient.email}: {exc}")
+            if len(batch) < self.settings.delivery.batch_size:
+                break  # a short batch is the last: no query for an empty one
         if failed:
             raise _Paused(
                 f"pre-flight check: {failed} of {total} recipients cannot be rendered; "
@@ -302,6 +304,8 @@ class Engine:
                             )
                             continue
                         await outbox.put((due, composed.message))
+                    if len(batch) < self.settings.delivery.batch_size:
+                        break  # a short batch is the last
             finally:
                 for _ in range(pool):
                     await outbox.put(_DONE)
