@@ -124,9 +124,14 @@ class Engine:
             if not await sending.claim(send_id, worker=self.worker, now=self.clock()):
                 fresh = await sending.spec(send_id)
                 return RunSummary(send_id, fresh.status, claimed=False, reason=fresh.reason)
+            await sending.materialise(spec, now=self.clock())
         elif spec.status != SendStatus.RUNNING:
             return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
-        await sending.materialise(spec, now=self.clock())
+        elif not await sending.has_deliveries(send_id):
+            # A crash between the claim and the materialise: its transaction left nothing.
+            # Otherwise the audience was fixed when the send started; a resume or a retry pass
+            # neither scans the lists again nor adds those who joined since.
+            await sending.materialise(spec, now=self.clock())
         try:
             composers = self._composers(spec)
             await self._preflight(spec, composers)

@@ -17,7 +17,7 @@ from mailer.dispatch import Engine
 from mailer.lists import import_file
 from mailer.models import Content, SendStatus, SuppressionReason
 from mailer.settings import Settings
-from mailer.storage import Store
+from mailer.storage import Store, SubscriberRow
 from mailer.transport import SmtpTransport, TransportFatal
 from tests.conftest import make_settings
 from tests.smtpd import PASSWORD, USER, SmtpFactory, SmtpServer
@@ -276,10 +276,13 @@ async def test_stop_finishes_in_flight_and_resume_completes(
     assert first.counts["sent"] == len(server.received)
     assert first.counts["queued"] > 0
     server.plan.clear()
+    late = SubscriberRow(line=0, email="late@example.org", key="late@example.org", smtputf8=False)
+    await store.add_subscriber(late, slug="researchers", source="cli", now=NOW)
     second = await run(settings, store, send_id)
     assert second.status == SendStatus.DONE
     await check_invariants(store, send_id, server, window=0)
-    assert len(server.received) == 120
+    assert len(server.received) == 120  # the audience was fixed when the send started
+    assert "late@example.org" not in server.recipients()
 
 
 async def test_relay_down_then_back(

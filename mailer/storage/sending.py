@@ -795,6 +795,15 @@ class Sending:
             ).scalar()
         return float(count or 0) / 60.0
 
+    async def has_deliveries(self, send_id: int) -> bool:
+        async with self._store._begin() as conn:
+            found = (
+                await conn.execute(
+                    select(deliveries.c.id).where(deliveries.c.send_id == send_id).limit(1)
+                )
+            ).scalar()
+        return found is not None
+
     async def has_due(self, send_id: int, *, now: datetime) -> bool:
         """Whether a running send has a delivery to attempt now."""
         async with self._store._begin() as conn:
