@@ -1,4 +1,5 @@
-"""The daemon (``mailer run``): storage, transport and the dispatch loop, until SIGTERM.
+"""The daemon (``mailer run``): storage, transport, the dispatch loop and the web pages,
+until SIGTERM.
 
 It owns the process's signals. On start it resumes every ``running`` send; then, every
 ``MAILER_SCHEDULER__SYNC_INTERVAL`` seconds, it runs the sends whose time has come and the
@@ -21,7 +22,9 @@ from mailer.errors import StorageError
 from mailer.scheduler import Scheduler
 from mailer.settings import Settings, mask_url
 from mailer.storage import Store, ensure_data_dir, head_revision
+from mailer.tokens import Signer, load_keys
 from mailer.transport import open_transport
+from mailer.web import WebServer, create_app
 
 log = logging.getLogger("mailer.daemon")
 
@@ -69,11 +72,23 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 concurrent=settings.scheduler.concurrent_sends,
             )
         )
+        pages = "off (MAILER_WEB__ENABLED=false)"
+        if settings.web.enabled:
+            server = WebServer(
+                create_app(
+                    settings, store, signer=engine.signer, scheduler=scheduler,
+                    on_send=scheduler.enqueue,
+                ),
+                settings,
+            )  # fmt: skip
+            pages = await server.start()
+            stack.push_async_callback(server.stop)  # after the sends have drained
         log.info(
-            "mailer started: database %s (schema %s), transport %s; waiting for work",
+            "mailer started: database %s (schema %s), transport %s, web pages %s; waiting for work",
             mask_url(settings.database_url),
             revision,
             transport,
+            pages,
         )
         notify("READY=1")
         await stop.wait()
@@ -99,6 +114,33 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             )  # fmt: skip
             scheduler.cancel_dispatch()
     log.info("mailer stopped cleanly")
+
+
+async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """``mailer web``: the subscriber pages alone (no sending), until SIGTERM/SIGINT.
+
+    Sign-ups are stored with their confirmation send; a daemon on the same database
+    (``mailer run``) delivers it at its next sync.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with AsyncExitStack() as stack:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        stack.callback(_restore_signals, loop)
+        store = await stack.enter_async_context(Store.open(settings))
+        await prepare(settings, store)
+        signer = Signer(
+            load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
+        )
+        server = WebServer(create_app(settings, store, signer=signer), settings)
+        url = await server.start()
+        stack.push_async_callback(server.stop)
+        log.info("web pages on %s (links use %s)", url, settings.web.base_url)
+        notify("READY=1")
+        await stop.wait()
+        notify("STOPPING=1")
+    log.info("web pages stopped")
 
 
 def notify(state: str) -> None:

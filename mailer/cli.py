@@ -128,6 +128,12 @@ def run() -> None:
     asyncio.run(app.run(_settings()))
 
 
+@cli.command("web")
+def web() -> None:
+    """Serve only the subscriber pages, /healthz and /metrics (`mailer run` serves them too)."""
+    asyncio.run(app.serve_web(_settings()))
+
+
 # --- lists --------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from mailer.message import (
     check_address,
     make_message_id,
 )
-from mailer.models import Links, Recipient, Rendered, SendInfo
+from mailer.models import CONFIRM_ACTION, Links, Recipient, Rendered, SendInfo
 from mailer.render import CheckReport, CompiledSend, Renderer, preflight
 from mailer.settings import Settings
 from mailer.tokens import Signer, links_for
@@ -66,6 +66,7 @@ class Composer:
             self.base_url,
             subscriber_id=recipient.id,
             list_id=self.compiled.send.list.id,
+            confirm=self.compiled.send.action == CONFIRM_ACTION,
         )
         rendered = self.compiled.render(recipient, links)
         built = self.builder.build(
@@ -88,7 +89,11 @@ class Composer:
         """
         if self._sample_links is None:
             self._sample_links = links_for(
-                self.signer, self.base_url, subscriber_id=0, list_id=self.compiled.send.list.id
+                self.signer,
+                self.base_url,
+                subscriber_id=0,
+                list_id=self.compiled.send.list.id,
+                confirm=self.compiled.send.action == CONFIRM_ACTION,
             )
         subject = self.compiled.check(recipient, self._sample_links)
         check(subject, "the subject")

@@ -35,7 +35,7 @@ from mailer.addresses import address_key
 from mailer.compose import Composer, make_composer
 from mailer.errors import MailerError, MessageError, TemplateError
 from mailer.message import Built
-from mailer.models import DeliveryStatus, SendInfo, SendStatus
+from mailer.models import CONFIRM_ACTION, DeliveryStatus, SendInfo, SendStatus
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
@@ -220,8 +220,9 @@ class Engine:
         now = self.clock()
         while True:
             batch = await self.store.sending.due(
-                spec.id, after=after, limit=self.settings.delivery.batch_size, now=now
-            )
+                spec.id, after=after, limit=self.settings.delivery.batch_size, now=now,
+                pending_ok=spec.action == CONFIRM_ACTION,
+            )  # fmt: skip
             if not batch:
                 break
             for due in batch:
@@ -282,7 +283,7 @@ class Engine:
                 while not stop.is_set() and not halt and await still_running():
                     batch = await self.store.sending.due(
                         spec.id, after=after, limit=self.settings.delivery.batch_size,
-                        now=self.clock(),
+                        now=self.clock(), pending_ok=spec.action == CONFIRM_ACTION,
                     )  # fmt: skip
                     if not batch:
                         break

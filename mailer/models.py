@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 FALLBACK_LOCALE = "fr"
+CONFIRM_ACTION = "confirm"  # the send action of a double opt-in confirmation mail
 
 
 class SubscriberStatus(StrEnum):
@@ -129,6 +130,7 @@ class Links:
     unsubscribe: str
     preferences: str
     web_version: str | None = None
+    confirm: str | None = None  # only in a double opt-in confirmation
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,7 @@ class CompiledSend:
                 "unsubscribe": links.unsubscribe,
                 "preferences": links.preferences,
                 "web_version": links.web_version,
+                "confirm": links.confirm,
             },
         }
         where = f"{self.send.content.template_name}.{locale}"
@@ -270,7 +271,13 @@ class CompiledSend:
         """
         values = [
             v
-            for v in (links.unsubscribe, links.preferences, links.web_version, recipient.email)
+            for v in (
+                links.unsubscribe,
+                links.preferences,
+                links.web_version,
+                links.confirm,
+                recipient.email,
+            )
             if v
         ]
         if " " in recipient.name.strip():

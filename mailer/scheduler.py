@@ -60,6 +60,7 @@ class Scheduler:
         self._jobs = AsyncIOScheduler(timezone=UTC)
         self._tasks: list[asyncio.Task[None]] = []
         self.last_sync: datetime | None = None
+        self.last_lateness: float | None = None  # seconds a job fired after its due time
         self.current: set[int] = set()  # sends being run now
 
     async def __aenter__(self) -> Self:
@@ -116,7 +117,7 @@ class Scheduler:
             job = self._jobs.get_job(str(send_id))
             if job is None or job.next_run_time != due:
                 self._jobs.add_job(
-                    self._fire, "date", run_date=due, id=str(send_id), args=[send_id],
+                    self._fire, "date", run_date=due, id=str(send_id), args=[send_id, due],
                     replace_existing=True, misfire_grace_time=None, coalesce=True,
                 )  # fmt: skip
         for running in await self.store.sending.running_sends():
@@ -125,8 +126,18 @@ class Scheduler:
                 self._enqueue(running)
         self.last_sync = now
 
-    async def _fire(self, send_id: int) -> None:
+    async def _fire(self, send_id: int, due: datetime) -> None:
+        self.last_lateness = max(0.0, (self.engine.clock() - due).total_seconds())
         self._enqueue(send_id)
+
+    def alive(self) -> bool:
+        """Whether the sync and dispatch tasks still run (for ``/healthz``)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def enqueue(self, send_id: int) -> None:
+        """Run a send now (one the web pages just made due), without waiting for a sync."""
+        if not self.stop.is_set():
+            self._enqueue(send_id)
 
     def _enqueue(self, send_id: int) -> None:
         if send_id not in self._queued and send_id not in self.current:

@@ -147,15 +147,42 @@ class SenderSettings(_Section):
 
 
 class WebSettings(_Section):
+    enabled: bool = Field(
+        default=True,
+        description="Serve the subscriber pages, /healthz and /metrics from `mailer run`.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the web server binds to.")
-    port: int = Field(default=8000, ge=1, le=65535, description="Port the web server binds to.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="Port the web server binds to (0: any free)."
+    )
     base_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Public base URL used in every link (unsubscribe, preferences).",
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated proxy addresses whose X-Forwarded-* headers are trusted.",
+        description=(
+            "Comma-separated proxy addresses whose X-Forwarded-For/-Proto headers are trusted "
+            "(the client address recorded with a consent); empty: none."
+        ),
+    )
+    confirm_max_age: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Seconds a double opt-in confirmation link stays valid.",
+    )
+    confirm_interval: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds before a sign-up for the same address and list mails it again.",
+    )
+    confirm_per_day: int = Field(
+        default=3, ge=1, description="Confirmation mails one address may get in 24 hours."
+    )
+    signups_per_ip: int = Field(
+        default=20,
+        ge=1,
+        description="Sign-ups accepted from one client address per hour (per daemon).",
     )
 
     @field_validator("base_url")
@@ -418,11 +445,7 @@ SECTION_TITLES = {
 
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
-PENDING = {
-    "MAILER_WEB__HOST": "the web pages",
-    "MAILER_WEB__PORT": "the web pages",
-    "MAILER_WEB__TRUSTED_PROXIES": "the web pages",
-}
+PENDING: dict[str, str] = {}
 
 
 def example_env() -> str:

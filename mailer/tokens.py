@@ -84,10 +84,14 @@ def load_keys(configured: Sequence[str], data_dir: Path) -> list[str]:
     return [key]
 
 
-def links_for(signer: Signer, base_url: str, *, subscriber_id: int, list_id: int) -> Links:
-    """The links every mail carries for one subscriber of one list."""
+def links_for(
+    signer: Signer, base_url: str, *, subscriber_id: int, list_id: int, confirm: bool = False
+) -> Links:
+    """The links every mail carries for one subscriber of one list (and, in a double opt-in
+    confirmation, the link that confirms the subscription)."""
     payload = [subscriber_id, list_id]
     return Links(
         unsubscribe=f"{base_url}/u/{signer.sign(Purpose.UNSUBSCRIBE, payload)}",
         preferences=f"{base_url}/p/{signer.sign(Purpose.PREFERENCES, payload)}",
+        confirm=f"{base_url}/c/{signer.sign(Purpose.CONFIRM, payload)}" if confirm else None,
     )

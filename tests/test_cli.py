@@ -7,6 +7,7 @@ import email
 import io
 import mailbox
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from email import policy
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["MAILER_WEB__PORT"] = "0"  # any free port: tests run side by side
     env.update(extra)
     env["COLUMNS"] = "200"
     return env
@@ -47,8 +50,10 @@ def mailer(
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A folder laid out like a fresh checkout: the shipped example lists, no data yet."""
+    """A folder laid out like a fresh checkout: the shipped example lists and templates, no
+    data yet."""
     shutil.copytree(ROOT / "lists", tmp_path / "lists")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     return tmp_path
 
 
@@ -96,6 +101,12 @@ def test_daemon_starts_and_stops_cleanly_on_sigterm(workdir: Path) -> None:
                 break
         assert "mailer started" in started, started
         assert "capture to data/outbox" in started
+        # the daemon serves the pages and the health check on the port it was given (any)
+        url = re.search(r"web pages (http://127\.0\.0\.1:\d+)", started)
+        assert url is not None, started
+        health = httpx.get(f"{url[1]}/healthz", timeout=10)
+        assert health.status_code == 200, health.text
+        assert health.json()["scheduler"] == "ok"
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=30)
     finally:
@@ -213,8 +224,7 @@ def test_schema_check_without_auto_upgrade(workdir: Path) -> None:
 
 @pytest.fixture
 def project(workdir: Path) -> Path:
-    """The work folder with the shipped templates and example campaigns too."""
-    shutil.copytree(ROOT / "templates", workdir / "templates")
+    """The work folder with the example campaigns too."""
     shutil.copytree(ROOT / "campaigns", workdir / "campaigns")
     return workdir
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, insert, inspect, select
+from sqlalchemy import Connection, insert, inspect, select, text
 
 from mailer.errors import ConfigError, StorageUnavailable
 from mailer.settings import Settings
 from mailer.storage import Store, head_revision
-from mailer.storage.tables import metadata, suppressions
+from mailer.storage.tables import metadata, subscriptions, suppressions
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,6 +55,46 @@ async def test_upgrade_is_idempotent_and_keeps_data(app_settings: Settings) -> N
         async with store.engine.connect() as conn:
             rows = (await conn.execute(select(suppressions.c.email_key))).scalars().all()
     assert rows == ["x@example.org"]
+
+
+async def test_upgrade_from_the_first_release_keeps_subscriptions(app_settings: Settings) -> None:
+    """A database made by 0001 (the first release) upgrades to head with its rows intact."""
+    from mailer.storage import engine as _engine
+
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    async with Store.open(app_settings) as store:
+        assert await _engine.upgrade(store.engine, "0001") == (None, "0001")
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO lists (slug, title, default_locale, opt_in, public, created_at,"
+                    " updated_at) VALUES ('r', 'R', 'fr', 'single', false, :t, :t)"
+                ),
+                {"t": now.replace(tzinfo=None)},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO subscribers (email, email_key, name, attributes, status, smtputf8,"
+                    " created_at, updated_at) VALUES ('a@example.org', 'a@example.org', 'A',"
+                    " '{}', 'active', false, :t, :t)"
+                ),
+                {"t": now.replace(tzinfo=None)},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at,"
+                    " updated_at) VALUES (1, 1, 'subscribed', 'import:r.csv', :t, :t)"
+                ),
+                {"t": now.replace(tzinfo=None)},
+            )
+        assert await store.upgrade() == ("0001", head_revision())
+        async with store.engine.connect() as conn:
+            row = (await conn.execute(select(subscriptions))).mappings().one()
+    assert (row["status"], row["source"], row["confirmed_ip"]) == (
+        "subscribed",
+        "import:r.csv",
+        None,
+    )
 
 
 async def test_times_come_back_aware_in_utc(store: Store) -> None:

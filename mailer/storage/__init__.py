@@ -3,7 +3,9 @@
 - ``tables``: the schema; ``mailer/migrations``: the Alembic revisions that build it;
 - ``engine``: engines, SQLite pragmas, data folder, migrations;
 - ``store``: the ``Store`` and its queries about lists and subscribers;
-- ``sending``: the queries of campaigns, sends and deliveries (``store.sending``).
+- ``sending``: the queries of campaigns, sends and deliveries (``store.sending``);
+- ``pages``: what the subscriber pages read and write, and the figures of ``/metrics``
+  (``store.pages``).
 """
 
 from mailer.storage.engine import ensure_data_dir, head_revision

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.errors import NotFoundError, StateError
 from mailer.models import (
+    CONFIRM_ACTION,
     CampaignStatus,
     Content,
     DeliveryStatus,
@@ -375,6 +376,8 @@ class Sending:
         Unsubscribed, suppressed and inactive subscribers get a ``skipped`` delivery with the
         reason, so the record says who did not get the send and why.
         """
+        if spec.action == CONFIRM_ACTION:
+            return 0  # a double opt-in confirmation: its one delivery is made with the send
         if spec.audience_send_id is not None:
             return await self._materialise_audience(spec, now=now)
         list_ids = [li.id for li in spec.lists]
@@ -654,8 +657,17 @@ class Sending:
             )
             return [(int(i), due) for i, due in rows.all()]
 
-    async def due(self, send_id: int, *, after: int, limit: int, now: datetime) -> list[Due]:
-        """The next deliveries to attempt (queued, or deferred and due), by id after ``after``."""
+    async def due(
+        self, send_id: int, *, after: int, limit: int, now: datetime, pending_ok: bool = False
+    ) -> list[Due]:
+        """The next deliveries to attempt (queued, or deferred and due), by id after ``after``.
+
+        ``pending_ok``: a subscription waiting for its double opt-in confirmation is not a
+        reason to skip (the confirmation mail itself).
+        """
+        eligible = {SubscriptionStatus.SUBSCRIBED.value}
+        if pending_ok:
+            eligible.add(SubscriptionStatus.PENDING.value)
         query = (
             select(
                 deliveries.c.id,
@@ -699,7 +711,7 @@ class Sending:
             skip = None
             if row["suppressed"] is not None:
                 skip = f"suppressed: {row['suppressed']}"
-            elif row["subscription_status"] != SubscriptionStatus.SUBSCRIBED:
+            elif row["subscription_status"] not in eligible:
                 skip = "unsubscribed"
             elif row["subscriber_status"] != SubscriberStatus.ACTIVE:
                 skip = f"subscriber {row['subscriber_status']}"

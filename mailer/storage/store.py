@@ -28,6 +28,7 @@ from mailer.models import (
 )
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
+from mailer.storage.pages import Pages
 from mailer.storage.sending import Sending
 from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
 
@@ -111,6 +112,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sending = Sending(self)
+        self.pages = Pages(self)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

@@ -113,6 +113,8 @@ subscriptions = Table(
     Column("consent_at", UTCDateTime(), nullable=True),
     Column("consent_ip", String(64), nullable=True),
     Column("confirmed_at", UTCDateTime(), nullable=True),
+    # Where the double opt-in confirmation came from (consent_ip is where the request did).
+    Column("confirmed_ip", String(64), nullable=True),
     Column("unsubscribed_at", UTCDateTime(), nullable=True),
     Column("unsubscribe_source", String(200), nullable=True),
     _created(),
