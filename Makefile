@@ -19,7 +19,8 @@ run: $(STAMP)
 	$(BIN)/mailer init
 	$(BIN)/mailer campaign create campaigns/actualites-car-t.toml
 	$(BIN)/mailer campaign create campaigns/journee-recherche-2024.toml --demo
-	@echo "Sent mail goes to the Maildir data/outbox/ (mutt -f data/outbox); Ctrl-C stops."
+	@echo "Sent mail goes to the Maildir data/outbox/ (mutt -f data/outbox); the subscriber"
+	@echo "pages are on http://127.0.0.1:8000/ ; Ctrl-C stops."
 	$(BIN)/mailer run
 
 ## Set up, then lint, type-check and run the whole test suite.

@@ -744,3 +744,55 @@ async def test_sign_up_mail_goes_through_the_daemon_and_its_link_confirms(
             )
         ).scalar_one()
     assert status == "subscribed"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("trusted", "recorded"), [(["127.0.0.1"], "203.0.113.5"), ([], "127.0.0.1")]
+)
+async def test_forwarded_addresses_count_only_from_trusted_proxies(
+    store: Store, tmp_path: Path, database_url: str, trusted: list[str], recorded: str
+) -> None:
+    """Behind a trusted reverse proxy the consent records the client's address it forwards;
+    anyone else's X-Forwarded-For is ignored."""
+    await populate(store)
+    settings = web_settings(tmp_path, database_url, port=0, trusted_proxies=trusted)
+    server = WebServer(create_app(settings, store, signer=Signer([KEY])), settings)
+    url = await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            page = await client.post(
+                "/s/newsletter",
+                data={"email": "behind.proxy@example.org"},
+                headers={"x-forwarded-for": "203.0.113.5"},
+            )
+        assert page.status_code == 200
+    finally:
+        await server.stop()
+    async with store.engine.connect() as conn:
+        ip = (
+            await conn.execute(
+                select(subscriptions.c.consent_ip)
+                .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
+                .where(subscribers.c.email == "behind.proxy@example.org")
+            )
+        ).scalar_one()
+    assert ip == recorded
+
+
+async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = web_settings(tmp_path, "sqlite+aiosqlite:///unused.sqlite3", port=port)
+        server = WebServer(
+            create_app(settings, Store.open(settings), signer=Signer([KEY])), settings
+        )
+        with pytest.raises(
+            ConfigError,
+            match=rf"MAILER_WEB__HOST/MAILER_WEB__PORT: cannot listen on 127\.0\.0\.1:{port}",
+        ):
+            await server.start()
