@@ -22,6 +22,7 @@ from mailer.errors import StorageError
 from mailer.scheduler import Scheduler
 from mailer.settings import Settings, mask_url
 from mailer.storage import Store, ensure_data_dir, head_revision
+from mailer.storage.engine import sending_lock
 from mailer.tokens import Signer, load_keys
 from mailer.transport import open_transport
 from mailer.web import WebServer, create_app
@@ -55,6 +56,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(signum, stop.set)
         stack.callback(_restore_signals, loop)
         store = await stack.enter_async_context(Store.open(settings))
+        stack.enter_context(sending_lock(store.engine))
         revision = await prepare(settings, store)
         transport = (
             f"smtp {settings.smtp.host}:{settings.smtp.port}"

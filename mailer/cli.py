@@ -7,6 +7,7 @@ per problem on stderr and exits non-zero, without a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import signal
 import sys
@@ -31,6 +32,7 @@ from mailer.models import CampaignKind, Recipient, SendInfo, SendStatus, Suppres
 from mailer.render import Renderer
 from mailer.settings import Settings, describe, example_env, load_settings
 from mailer.storage import Store, head_revision
+from mailer.storage.engine import sending_lock
 from mailer.tokens import Signer, load_keys
 from mailer.transport import open_transport
 
@@ -455,7 +457,10 @@ async def send_run(send_id: int, wait: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with _store() as store, open_transport(settings) as transport:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_store())
+        stack.enter_context(sending_lock(store.engine))  # one sender per SQLite file
+        transport = await stack.enter_async_context(open_transport(settings))
         sending = store.sending
         spec = await sending.spec(send_id)
         if spec.status == SendStatus.PAUSED:

@@ -107,6 +107,15 @@ def test_daemon_starts_and_stops_cleanly_on_sigterm(workdir: Path) -> None:
         health = httpx.get(f"{url[1]}/healthz", timeout=10)
         assert health.status_code == 200, health.text
         assert health.json()["scheduler"] == "ok"
+        # a second daemon (or a foreground send) on the same SQLite file is refused
+        for args in (("run",), ("send", "run", "1")):
+            second = mailer(workdir, *args)
+            assert second.returncode != 0
+            assert (
+                f"error: another mailer process (pid {process.pid}) is sending from "
+                in second.stderr
+            ), second.stderr
+            assert "use PostgreSQL (MAILER_DATABASE__URL) to run several" in second.stderr
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=30)
     finally:

@@ -6,7 +6,10 @@ Nothing above ``storage`` sees a SQLAlchemy or driver exception: they become
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +19,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailer.errors import ConfigError, StorageUnavailable
+from mailer.errors import ConfigError, StateError, StorageUnavailable
 from mailer.settings import Settings, mask_url
 
 if TYPE_CHECKING:
@@ -36,6 +39,38 @@ def ensure_data_dir(path: Path) -> Path:
             f"{where} is not writable ({exc.strerror or exc}); create it or choose another folder"
         ) from None
     return path
+
+
+@contextlib.contextmanager
+def sending_lock(engine: AsyncEngine) -> Iterator[None]:
+    """On SQLite, one sending process per database file; a second one is refused.
+
+    SQLite has no ``SKIP LOCKED``: two processes sending from one file would send the same
+    deliveries. The lock is ``flock`` on ``<database>.lock`` (released by the kernel when the
+    process dies, even by kill -9), holding the owner's pid for the message. PostgreSQL needs
+    no lock: there, daemons share the work through leases.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    path = Path(f"{database}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StateError(
+                f"another mailer process (pid {holder}) is sending from {database}; one "
+                "SQLite database takes one daemon (or `mailer send run`) at a time: stop it "
+                "first, or use PostgreSQL (MAILER_DATABASE__URL) to run several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
