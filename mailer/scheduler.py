@@ -103,7 +103,9 @@ class Scheduler:
     async def sync(self) -> None:
         """Make the jobs match the scheduled sends; queue those already due."""
         now = self.engine.clock()
-        await self._extend_newsletters(now)
+        async with self.store.once_across_daemons("extend-newsletters") as mine:
+            if mine:  # several daemons on PostgreSQL: one creates the next issues
+                await self._extend_newsletters(now)
         scheduled = dict(await self.store.sending.scheduled())
         for job in self._jobs.get_jobs():
             if int(job.id) not in scheduled:

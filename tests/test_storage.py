@@ -167,3 +167,18 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
             timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
     assert (mode, timeout) == ("wal", 1234)
     assert (tmp_path / "data" / "mailer.sqlite3").is_file()
+
+
+async def test_periodic_work_runs_once_across_daemons(app_settings: Settings, backend: str) -> None:
+    """On PostgreSQL one process at a time holds a job's advisory lock; on SQLite (one
+    daemon per file) every caller may."""
+    async with Store.open(app_settings) as first, Store.open(app_settings) as second:
+        await first.upgrade()
+        async with first.once_across_daemons("job") as mine:
+            assert mine
+            async with second.once_across_daemons("job") as theirs:
+                assert theirs is (backend == "sqlite")
+            async with second.once_across_daemons("another job") as other:
+                assert other
+        async with second.once_across_daemons("job") as after:
+            assert after  # released

@@ -6,6 +6,7 @@ batches of already-validated rows in, and either everything lands or nothing doe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Container, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -143,6 +144,34 @@ class Store:
             raise
         except IntegrityError as exc:
             raise StorageError(f"the database refused the change: {exc.orig}") from None
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageUnavailable(_engine.describe_failure(self.engine, exc)) from None
+
+    @asynccontextmanager
+    async def once_across_daemons(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process may do the periodic job ``name`` now: on PostgreSQL, a
+        session advisory lock that one daemon of the cluster holds while it works (the others
+        get False and skip the job); on SQLite always True (one daemon per file)."""
+        if self.dialect != "postgresql":
+            yield True
+            return
+        key = int.from_bytes(
+            hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+        )
+        try:
+            async with self.engine.connect() as conn:
+                got = bool(
+                    (
+                        await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+                    ).scalar()
+                )
+                await conn.commit()
+                try:
+                    yield got
+                finally:
+                    if got:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        await conn.commit()
         except (SQLAlchemyError, OSError) as exc:
             raise StorageUnavailable(_engine.describe_failure(self.engine, exc)) from None
 
