@@ -338,21 +338,29 @@ async def status_command() -> None:
                 details[r["id"]] = (
                     await store.sending.counts(r["id"]),
                     await store.sending.rate(r["id"], now=now),
+                    await store.sending.holders(r["id"], now=now),
                 )
-    table = Table("send", "campaign", "key", "status", "when", "progress", "reason")
+    table = Table("send", "campaign", "key", "status", "when", "progress", "daemons", "reason")
     for r in rows:
         zone = ZoneInfo(r["timezone"])
         when = f"{r['due_at'].astimezone(zone):%a %d %b %H:%M %Z}"
-        progress = ""
+        progress = daemons = ""
         if r["id"] in details:
-            c, rate = details[r["id"]]
+            c, rate, holders = details[r["id"]]
             done = c["sent"] + c["failed"] + c["skipped"]
             progress = f"{done}/{sum(c.values())}, {rate:.1f}/s"
+            # which daemon holds which part of the send, and at what rate
+            daemons = "\n".join(
+                f"{worker}: {leased} leased, {per_second:.1f}/s"
+                for worker, leased, per_second in holders
+                if leased or per_second
+            )
         if r["status"] in (SendStatus.DONE, SendStatus.CANCELLED):
             continue
         table.add_row(
-            str(r["id"]), r["name"], r["key"], r["status"], when, progress, r["reason"] or ""
-        )
+            str(r["id"]), r["name"], r["key"], r["status"], when, progress, daemons,
+            r["reason"] or "",
+        )  # fmt: skip
     out.print(table)
 
 

@@ -25,6 +25,7 @@ once, with the recipient in hand left queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -284,6 +285,7 @@ class Engine:
                     batch = await self.store.sending.due(
                         spec.id, after=after, limit=self.settings.delivery.batch_size,
                         now=self.clock(), pending_ok=spec.action == CONFIRM_ACTION,
+                        worker=self.worker, lease=self.settings.delivery.lease,
                     )  # fmt: skip
                     if not batch:
                         break
@@ -364,15 +366,34 @@ class Engine:
                 if len(buffer) >= self.settings.delivery.record_batch:
                     await flush()
 
+        async def heartbeat() -> None:
+            """Keep this worker's leases alive while it works on them."""
+            lease = self.settings.delivery.lease
+            while True:
+                await asyncio.sleep(lease / 3)
+                now = self.clock()
+                await self.store.sending.renew(
+                    spec.id, worker=self.worker, until=now + timedelta(seconds=lease), now=now
+                )
+
         recorder = asyncio.create_task(record())
+        renewer = asyncio.create_task(heartbeat())
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(produce())
                 for _ in range(pool):
                     group.create_task(work())
         finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MailerError):
+                await renewer
             await results.put(None)
-            await recorder
+            try:
+                await recorder
+            finally:
+                with contextlib.suppress(MailerError):
+                    # what was leased and not attempted goes back now, not at expiry
+                    await self.store.sending.release(spec.id, worker=self.worker)
         if halt:
             raise _Paused(halt[0])
         if late:

@@ -268,6 +268,14 @@ class DeliverySettings(_Section):
         ge=0,
         description="Seconds SIGTERM waits for messages in flight before cutting them off.",
     )
+    lease: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "Seconds a daemon holds a batch of deliveries (renewed while it works); a daemon "
+            "that dies loses its batch to the others after this long (PostgreSQL)."
+        ),
+    )
 
 
 class PathSettings(_Section):

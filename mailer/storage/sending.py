@@ -658,16 +658,60 @@ class Sending:
             return [(int(i), due) for i, due in rows.all()]
 
     async def due(
-        self, send_id: int, *, after: int, limit: int, now: datetime, pending_ok: bool = False
+        self,
+        send_id: int,
+        *,
+        after: int,
+        limit: int,
+        now: datetime,
+        pending_ok: bool = False,
+        worker: str | None = None,
+        lease: float = 0.0,
     ) -> list[Due]:
         """The next deliveries to attempt (queued, or deferred and due), by id after ``after``.
 
         ``pending_ok``: a subscription waiting for its double opt-in confirmation is not a
         reason to skip (the confirmation mail itself).
+
+        With ``worker``, the batch is leased to it for ``lease`` seconds, so that several
+        daemons share a send without sending a delivery twice: on PostgreSQL the rows are
+        taken with ``FOR UPDATE SKIP LOCKED`` and rows leased to another live worker are
+        passed over (a dead worker's lease expires and its rows go to whoever asks next). On
+        SQLite one process sends per file (see ``engine.sending_lock``), so leases are
+        written, for ``mailer status``, but never wait.
         """
         eligible = {SubscriptionStatus.SUBSCRIBED.value}
         if pending_ok:
             eligible.add(SubscriptionStatus.PENDING.value)
+        attemptable = (deliveries.c.status == DeliveryStatus.QUEUED) | (
+            (deliveries.c.status == DeliveryStatus.DEFERRED) & (deliveries.c.next_attempt_at <= now)
+        )
+        leased_ids: list[int] | None = None
+        if worker is not None:
+            free = select(deliveries.c.id).where(
+                deliveries.c.send_id == send_id, deliveries.c.id > after, attemptable
+            )
+            if self._store.dialect == "postgresql":
+                free = free.where(
+                    deliveries.c.lease_until.is_(None)
+                    | (deliveries.c.lease_until <= now)
+                    | (deliveries.c.leased_by == worker)
+                ).with_for_update(skip_locked=True)
+            free = free.order_by(deliveries.c.id).limit(limit)
+            async with self._store._begin() as conn:
+                leased_ids = sorted(
+                    int(i)
+                    for i in (
+                        await conn.execute(
+                            update(deliveries)
+                            .where(deliveries.c.id.in_(free.scalar_subquery()))
+                            .values(leased_by=worker, lease_until=now + timedelta(seconds=lease))
+                            .returning(deliveries.c.id)
+                        )
+                    ).scalars()
+                )
+            if not leased_ids:
+                return []
         query = (
             select(
                 deliveries.c.id,
@@ -692,18 +736,12 @@ class Sending:
                 & (subscriptions.c.list_id == deliveries.c.list_id),
             )
             .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-            .where(
-                deliveries.c.send_id == send_id,
-                deliveries.c.id > after,
-                (deliveries.c.status == DeliveryStatus.QUEUED)
-                | (
-                    (deliveries.c.status == DeliveryStatus.DEFERRED)
-                    & (deliveries.c.next_attempt_at <= now)
-                ),
-            )
+            .where(deliveries.c.send_id == send_id, deliveries.c.id > after, attemptable)
             .order_by(deliveries.c.id)
             .limit(limit)
         )
+        if leased_ids is not None:
+            query = query.where(deliveries.c.id.in_(leased_ids))
         async with self._store._begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
         out = []
@@ -752,6 +790,7 @@ class Sending:
                     message_id=func.coalesce(_bind("d_message_id"), deliveries.c.message_id),
                     next_attempt_at=_bind("d_next", deliveries.c.next_attempt_at.type),
                     sent_at=_bind("d_sent_at", deliveries.c.sent_at.type),
+                    lease_until=None,  # leased_by stays: who attempted it last
                     updated_at=now,
                 ),
                 [
@@ -817,23 +856,82 @@ class Sending:
         return found is not None
 
     async def has_due(self, send_id: int, *, now: datetime) -> bool:
-        """Whether a running send has a delivery to attempt now."""
+        """Whether a running send has a delivery to attempt now (and, on PostgreSQL, not
+        leased to a live worker)."""
+        query = select(deliveries.c.id).where(
+            deliveries.c.send_id == send_id,
+            (deliveries.c.status == DeliveryStatus.QUEUED)
+            | (
+                (deliveries.c.status == DeliveryStatus.DEFERRED)
+                & (deliveries.c.next_attempt_at <= now)
+            ),
+        )
+        if self._store.dialect == "postgresql":
+            query = query.where(
+                deliveries.c.lease_until.is_(None) | (deliveries.c.lease_until <= now)
+            )
         async with self._store._begin() as conn:
-            found = (
-                await conn.execute(
-                    select(deliveries.c.id)
-                    .where(
-                        deliveries.c.send_id == send_id,
-                        (deliveries.c.status == DeliveryStatus.QUEUED)
-                        | (
-                            (deliveries.c.status == DeliveryStatus.DEFERRED)
-                            & (deliveries.c.next_attempt_at <= now)
-                        ),
-                    )
-                    .limit(1)
-                )
-            ).scalar()
+            found = (await conn.execute(query.limit(1))).scalar()
         return found is not None
+
+    async def renew(self, send_id: int, *, worker: str, until: datetime, now: datetime) -> int:
+        """Extend the live leases ``worker`` holds on a send (its heartbeat)."""
+        async with self._store._begin() as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.send_id == send_id,
+                    deliveries.c.leased_by == worker,
+                    deliveries.c.lease_until > now,
+                )
+                .values(lease_until=until)
+            )
+            return int(result.rowcount or 0)
+
+    async def release(self, send_id: int, *, worker: str) -> int:
+        """Give back what ``worker`` leased and did not attempt (a stop, a pause, the end of
+        a pass), so that another daemon, or the next start, need not wait for the expiry."""
+        async with self._store._begin() as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.send_id == send_id,
+                    deliveries.c.leased_by == worker,
+                    deliveries.c.lease_until.is_not(None),
+                )
+                .values(lease_until=None)
+            )
+            return int(result.rowcount or 0)
+
+    async def holders(self, send_id: int, *, now: datetime) -> list[tuple[str, int, float]]:
+        """Who works on a send: (worker, deliveries leased now, messages sent per second over
+        the last minute), busiest first."""
+        async with self._store._begin() as conn:
+            leased = dict(
+                (
+                    await conn.execute(
+                        select(deliveries.c.leased_by, func.count())
+                        .where(deliveries.c.send_id == send_id, deliveries.c.lease_until > now)
+                        .group_by(deliveries.c.leased_by)
+                    )
+                ).all()
+            )
+            sent = dict(
+                (
+                    await conn.execute(
+                        select(deliveries.c.leased_by, func.count())
+                        .where(
+                            deliveries.c.send_id == send_id,
+                            deliveries.c.status == DeliveryStatus.SENT,
+                            deliveries.c.sent_at >= now - timedelta(minutes=1),
+                            deliveries.c.leased_by.is_not(None),
+                        )
+                        .group_by(deliveries.c.leased_by)
+                    )
+                ).all()
+            )
+        workers = sorted(set(leased) | set(sent), key=lambda w: (-sent.get(w, 0), str(w)))
+        return [(str(w), int(leased.get(w, 0)), sent.get(w, 0) / 60.0) for w in workers]
 
     async def next_retry(self, send_id: int) -> datetime | None:
         async with self._store._begin() as conn:

@@ -1,0 +1,140 @@
+"""Several `mailer run` daemons on one PostgreSQL share a send through leased batches.
+
+Real processes, a real PostgreSQL server and a real SMTP server: three daemons work on one
+send, one is killed with kill -9 and another gets SIGTERM mid-send; the third finishes it.
+Nothing may be lost, and duplicates stay within the window of the daemon that died (its
+pool plus its recording batch). The long version, with figures, is bench/reliability.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailer.lists import import_file
+from mailer.models import Content
+from mailer.storage import Store
+from tests.conftest import make_settings
+from tests.smtpd import SmtpServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPIENTS = int(os.environ.get("MAILER_TEST_CLUSTER_RECIPIENTS", "3000"))
+POOL, BATCH, LEASE = 3, 25, 2
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.timeout(300),
+    pytest.mark.parametrize("backend", ["postgresql"], indirect=True),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _prepare(tmp_path: Path, database_url: str) -> int:
+    settings = make_settings(tmp_path, database={"url": database_url})
+    path = tmp_path / "members.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email,name\n")
+        handle.writelines(f"member{i}@example.org,Membre {i}\n" for i in range(RECIPIENTS))
+    async with Store.open(settings) as store:
+        await store.upgrade()
+        assert (await import_file(store, path, now=now())).ok
+        content = Content(name="cluster", kind="announcement", subject="Test", body="Bonjour.")
+        campaign = await store.sending.save_campaign(
+            content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
+            now=now(),
+        )  # fmt: skip
+        send_id, _ = await store.sending.create_send(
+            campaign, key="announce", action="announcement", due_at=now(), now=now()
+        )
+    return send_id
+
+
+async def _daemon(
+    tmp_path: Path, n: int, database_url: str, server: SmtpServer
+) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_DATABASE__URL=database_url,
+        MAILER_PATHS__DATA_DIR=str(tmp_path / f"data{n}"),
+        MAILER_PATHS__TEMPLATES_DIR=str(ROOT / "templates"),
+        MAILER_SMTP__HOST=server.host, MAILER_SMTP__PORT=str(server.port),
+        MAILER_SMTP__SECURITY="none", MAILER_SMTP__POOL_SIZE=str(POOL),
+        MAILER_DELIVERY__RECORD_BATCH=str(BATCH), MAILER_DELIVERY__BATCH_SIZE="100",
+        MAILER_DELIVERY__LEASE=str(LEASE), MAILER_SCHEDULER__SYNC_INTERVAL="0.2",
+        MAILER_WEB__ENABLED="false", MAILER_SECRET_KEYS="cluster-key",
+    )  # fmt: skip
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailer", "--log-format", "text", "run",
+        env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_three_daemons_share_a_send_one_killed_one_stopped(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    send_id = await _prepare(tmp_path, database_url)
+    smtp_server.plan.delay("DATA", 0.002)  # a send of a few seconds, so the faults land mid-send
+    daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(3)]
+    try:
+        async with asyncio.timeout(120):
+            while len(smtp_server.received) < RECIPIENTS // 4:
+                assert all(d.returncode is None for d in daemons), "a daemon ended early"
+                await asyncio.sleep(0.01)
+            killed_at = len(smtp_server.received)
+            daemons[0].kill()  # kill -9: its leases expire and the others take its rows
+            await daemons[0].wait()
+            while len(smtp_server.received) < RECIPIENTS // 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            daemons[1].send_signal(signal.SIGTERM)
+            assert await daemons[1].wait() == 0
+            assert daemons[1].stderr is not None
+            stopped_log = (await daemons[1].stderr.read()).decode()
+            assert "mailer stopped cleanly" in stopped_log
+            settings = make_settings(tmp_path, database={"url": database_url})
+            async with Store.open(settings) as store:
+                while await store.sending.status(send_id) != "done":  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                counts = await store.sending.counts(send_id)
+                recorded_sent = {
+                    r["email"] async for r in store.sending.report(send_id) if r["status"] == "sent"
+                }
+                workers = {
+                    w
+                    for w, _, _ in await store.sending.holders(
+                        send_id, now=datetime(2000, 1, 1, tzinfo=UTC)
+                    )
+                }
+    finally:
+        for daemon in daemons:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+                await daemon.wait()
+
+    received = Counter(smtp_server.recipients())
+    eligible = {f"member{i}@example.org" for i in range(RECIPIENTS)}
+    lost = eligible - set(received)
+    duplicates = sum(n - 1 for n in received.values())
+    print(
+        f"\n3 daemons, {RECIPIENTS} recipients, kill -9 at {killed_at}, SIGTERM at half: "
+        f"lost {len(lost)}, duplicates {duplicates} (window {POOL + BATCH}), "
+        f"max per recipient {max(received.values())}, daemons that sent: {len(workers)}"
+    )
+    assert counts["sent"] == RECIPIENTS
+    assert lost == set()
+    assert recorded_sent == eligible  # the database agrees with what the server received
+    assert duplicates <= POOL + BATCH  # only the killed daemon's unrecorded messages
+    assert max(received.values()) <= 2
+    # the send was shared: every daemon's pid appears among those that attempted deliveries
+    assert len({re.sub(r".*:", "", w) for w in workers}) == 3, workers
