@@ -46,7 +46,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.addresses import normalize
-from mailer.errors import AddressError, ConfigError, StorageError
+from mailer.errors import AddressError, ConfigError, StorageError, StorageUnavailable
 from mailer.models import FALLBACK_LOCALE
 from mailer.settings import Settings
 from mailer.storage import Store
@@ -527,17 +527,27 @@ async def subscribe(web: Web, request: Request) -> Response:
         return _signup_form(
             web, lang, public, request, error=error, email=address.email, name=name[:MAX_NAME]
         )
-    outcome, send_id = await web.store.pages.request_subscription(
-        public,
-        address,
-        name=name,
-        locale=locale,
-        ip=client_ip(request),
-        timezone=web.settings.scheduler.timezone,
-        now=web.clock(),
-        interval=timedelta(seconds=web.settings.web.confirm_interval),
-        per_day=web.settings.web.confirm_per_day,
-    )
+    for attempt in (1, 2):
+        try:
+            outcome, send_id = await web.store.pages.request_subscription(
+                public,
+                address,
+                name=name,
+                locale=locale,
+                ip=client_ip(request),
+                timezone=web.settings.scheduler.timezone,
+                now=web.clock(),
+                interval=timedelta(seconds=web.settings.web.confirm_interval),
+                per_day=web.settings.web.confirm_per_day,
+            )
+            break
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            # two sign-ups for a new address at the same instant: the second insert meets
+            # the first one's row; once more, it finds it
+            if attempt == 2:
+                raise
     log.info("sign-up for %s: %s", public.slug, outcome.value)
     if outcome is Requested.MAIL_QUEUED and send_id is not None and web.on_send is not None:
         web.on_send(send_id)

@@ -313,6 +313,12 @@ async def test_a_thousand_sign_ups_for_one_address_send_one_mail(site: Site) -> 
     assert len(site.queued) == 2
 
 
+async def test_simultaneous_sign_ups_for_a_new_address_make_one_mail(site: Site) -> None:
+    pages = await asyncio.gather(*(_sign_up(site, "twice@example.org") for _ in range(8)))
+    assert [p.status_code for p in pages] == [200] * 8
+    assert len(site.queued) == 1
+
+
 async def test_the_page_does_not_reveal_who_is_subscribed(site: Site) -> None:
     await site.store.add_subscriber(
         SubscriberRow(1, JOHN, JOHN, False), slug="newsletter", source="test", now=now()
