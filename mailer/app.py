@@ -52,10 +52,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        stack.callback(_restore_signals, loop)
-        store = await stack.enter_async_context(Store.open(settings))
+        store = await _open(stack, settings, stop)
         stack.enter_context(sending_lock(store.engine))
         revision = await prepare(settings, store)
         transport = (
@@ -125,12 +122,8 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
     (``mailer run``) delivers it at its next sync.
     """
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        stack.callback(_restore_signals, loop)
-        store = await stack.enter_async_context(Store.open(settings))
+        store = await _open(stack, settings, stop)
         await prepare(settings, store)
         signer = Signer(
             load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
@@ -158,6 +151,15 @@ def notify(state: str) -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address)
         sock.sendall(state.encode())
+
+
+async def _open(stack: AsyncExitStack, settings: Settings, stop: asyncio.Event) -> Store:
+    """SIGTERM and SIGINT set ``stop`` (until the stack closes); the store, opened."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stack.callback(_restore_signals, loop)
+    return await stack.enter_async_context(Store.open(settings))
 
 
 def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:

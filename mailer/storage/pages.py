@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -245,21 +245,9 @@ class Pages:
                 "confirmed_ip": None,
                 "updated_at": now,
             }
-            if current is None:
-                await conn.execute(
-                    insert(subscriptions).values(
-                        subscriber_id=subscriber_id, list_id=public.id, created_at=now, **values
-                    )
-                )
-            else:
-                await conn.execute(
-                    update(subscriptions)
-                    .where(
-                        subscriptions.c.subscriber_id == subscriber_id,
-                        subscriptions.c.list_id == public.id,
-                    )
-                    .values(**values)
-                )
+            await write_subscription(
+                conn, subscriber_id, public.id, exists=current is not None, values=values, now=now
+            )
             campaign_id = await _confirm_campaign(conn, public, timezone=timezone, now=now)
             result = await conn.execute(
                 insert(sends).values(
@@ -387,33 +375,10 @@ class Pages:
             for list_id, status in offered:
                 wanted = list_id in chosen
                 if wanted and status != SubscriptionStatus.SUBSCRIBED and not suppressed:
-                    values = {
-                        "status": SubscriptionStatus.SUBSCRIBED.value,
-                        "source": source,
-                        "consent_at": now,
-                        "confirmed_at": now,
-                        "unsubscribed_at": None,
-                        "unsubscribe_source": None,
-                        "updated_at": now,
-                    }
-                    if status is None:
-                        await conn.execute(
-                            insert(subscriptions).values(
-                                subscriber_id=subscriber_id,
-                                list_id=list_id,
-                                created_at=now,
-                                **values,
-                            )
-                        )
-                    else:
-                        await conn.execute(
-                            update(subscriptions)
-                            .where(
-                                subscriptions.c.subscriber_id == subscriber_id,
-                                subscriptions.c.list_id == list_id,
-                            )
-                            .values(**values)
-                        )
+                    await write_subscription(
+                        conn, subscriber_id, list_id, exists=status is not None,
+                        values=subscribed_values(source, now), now=now,
+                    )  # fmt: skip
                     joined += 1
                 elif not wanted and status == SubscriptionStatus.SUBSCRIBED:
                     await conn.execute(
@@ -521,6 +486,46 @@ class Pages:
 
 
 # --- helpers (inside a transaction) ---------------------------------------------------------
+
+
+async def write_subscription(
+    conn: AsyncConnection,
+    subscriber_id: int,
+    list_id: int,
+    *,
+    exists: bool,
+    values: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Insert the (subscriber, list) subscription, or update the one that ``exists``."""
+    if exists:
+        await conn.execute(
+            update(subscriptions)
+            .where(
+                subscriptions.c.subscriber_id == subscriber_id,
+                subscriptions.c.list_id == list_id,
+            )
+            .values(**values)
+        )
+    else:
+        await conn.execute(
+            insert(subscriptions).values(
+                subscriber_id=subscriber_id, list_id=list_id, created_at=now, **values
+            )
+        )
+
+
+def subscribed_values(source: str, now: datetime) -> dict[str, Any]:
+    """A subscription made active now, with its consent."""
+    return {
+        "status": SubscriptionStatus.SUBSCRIBED.value,
+        "source": source,
+        "consent_at": now,
+        "confirmed_at": now,
+        "unsubscribed_at": None,
+        "unsubscribe_source": None,
+        "updated_at": now,
+    }
 
 
 async def _target(conn: AsyncConnection, subscriber_id: int, list_id: int) -> LinkTarget | None:

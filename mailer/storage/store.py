@@ -29,7 +29,7 @@ from mailer.models import (
 )
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
-from mailer.storage.pages import Pages
+from mailer.storage.pages import Pages, subscribed_values, write_subscription
 from mailer.storage.sending import Sending
 from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
 
@@ -335,29 +335,10 @@ class Store:
                     f"{row.email} unsubscribed from {slug}; re-subscribe only at their request, "
                     "with --force"
                 )
-            values = {
-                "status": SubscriptionStatus.SUBSCRIBED.value,
-                "source": source,
-                "consent_at": now,
-                "confirmed_at": now,
-                "unsubscribed_at": None,
-                "unsubscribe_source": None,
-                "updated_at": now,
-            }
-            if current is None:
-                await conn.execute(
-                    insert(subscriptions).values(
-                        subscriber_id=sub_id, list_id=list_id, created_at=now, **values
-                    )
-                )
-            else:
-                await conn.execute(
-                    update(subscriptions)
-                    .where(
-                        subscriptions.c.subscriber_id == sub_id, subscriptions.c.list_id == list_id
-                    )
-                    .values(**values)
-                )
+            await write_subscription(
+                conn, sub_id, list_id, exists=current is not None,
+                values=subscribed_values(source, now), now=now,
+            )  # fmt: skip
             return f"{row.email} subscribed to {slug}"
 
     async def remove_subscriber(self, key: str, *, slug: str | None) -> str:
