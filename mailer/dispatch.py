@@ -318,14 +318,31 @@ class Engine:
                 for _ in range(pool):
                     await outbox.put(_DONE)
 
+        # The duplicate window: at most pool + record batch messages are ever sent and not
+        # yet recorded. A worker takes a slot before it sends; the recorder gives the slots
+        # back once the results are committed. When the database stalls (locked, full, down),
+        # the workers wait instead of sending on without a record.
+        unrecorded = asyncio.Semaphore(pool + self.settings.delivery.record_batch)
+        held: set[int] = set()
+
+        def stopping() -> bool:
+            return bool(halt or stop.is_set() or halted_by_staff)
+
         async def work() -> None:
             while (item := await outbox.get()) is not _DONE:
-                if halt or stop.is_set() or halted_by_staff:
+                if stopping():
                     continue  # not sent, not recorded: stays queued for the next run
                 due, built = item
+                await unrecorded.acquire()
+                if stopping():
+                    unrecorded.release()
+                    continue
+                held.add(due.id)
                 try:
                     result = await self.transport.send(built)
                 except TransportFatal as exc:
+                    held.discard(due.id)
+                    unrecorded.release()
                     halt.append(str(exc))
                     continue
                 outcome = self._outcome(due, built, result)
@@ -347,7 +364,13 @@ class Engine:
                 except BaseException:
                     # Never send without a record: stop the workers, leave the rest queued.
                     halt.append("results cannot be recorded")
+                    for _ in range(pool):
+                        unrecorded.release()  # wake the workers waiting for a slot: they stop
                     raise
+                for outcome in buffer:
+                    if outcome.delivery_id in held:
+                        held.discard(outcome.delivery_id)
+                        unrecorded.release()
                 buffer = []
                 if on_progress is not None:
                     on_progress(dict(tally))
@@ -383,6 +406,16 @@ class Engine:
                 group.create_task(produce())
                 for _ in range(pool):
                     group.create_task(work())
+        except BaseExceptionGroup as failed:
+            # One task failed (the database went away under the producer): the others were
+            # cancelled. Raise the first of our errors as itself, for the caller to handle.
+            ours = failed.subgroup(lambda e: isinstance(e, MailerError))
+            if ours is None:
+                raise
+            first: BaseException = ours
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, MailerError):

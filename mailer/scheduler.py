@@ -28,10 +28,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailer import schedule
 from mailer.dispatch import Engine
-from mailer.errors import MailerError
+from mailer.errors import MailerError, StorageError
 from mailer.models import SendStatus
 
 log = logging.getLogger("mailer.scheduler")
+
+MAX_COOLDOWN = 30.0  # seconds: the longest wait before a send is tried again after a storage error
 
 
 class Scheduler:
@@ -62,6 +64,8 @@ class Scheduler:
         self.last_sync: datetime | None = None
         self.last_lateness: float | None = None  # seconds a job fired after its due time
         self.current: set[int] = set()  # sends being run now
+        # send -> (loop time before which it is not run again, the last wait): storage errors
+        self._cooldown: dict[int, tuple[float, float]] = {}
 
     async def __aenter__(self) -> Self:
         self._jobs.start()
@@ -142,6 +146,9 @@ class Scheduler:
             self._enqueue(send_id)
 
     def _enqueue(self, send_id: int) -> None:
+        until, _ = self._cooldown.get(send_id, (0.0, 0.0))
+        if until > asyncio.get_running_loop().time():
+            return  # after a storage error; the sync queues it again later
         if send_id not in self._queued and send_id not in self.current:
             self._queued.add(send_id)
             self.queue.put_nowait(send_id)
@@ -202,8 +209,17 @@ class Scheduler:
     async def _guarded(self, send_id: int, slots: asyncio.Semaphore) -> None:
         try:
             await self._run(send_id)
+        except StorageError as exc:
+            # The database is locked, full or down: wait before the next attempt, growing
+            # the wait, rather than send again what could not be recorded.
+            loop = asyncio.get_running_loop()
+            wait = min(MAX_COOLDOWN, 2 * self._cooldown.get(send_id, (0.0, 0.5))[1])
+            self._cooldown[send_id] = (loop.time() + wait, wait)
+            log.error("send %s: %s; next attempt in %.0f s at the earliest", send_id, exc, wait)
         except MailerError as exc:
             log.error("send %s: %s", send_id, exc)
+        else:
+            self._cooldown.pop(send_id, None)
         finally:
             self.current.discard(send_id)
             slots.release()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mailer.dispatch import Engine
+from mailer.errors import StorageUnavailable
 from mailer.lists import import_file
 from mailer.models import Content, SendStatus, SuppressionReason
 from mailer.settings import Settings
@@ -299,3 +300,95 @@ async def test_relay_down_then_back(
     second = await run(settings, store, send_id, wait_for_retries=True)
     assert second.status == SendStatus.DONE
     await check_invariants(store, send_id, server)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_stalled_database_stops_the_sending_within_the_window(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """Another process holds the SQLite database for seconds mid-send: the workers wait for
+    the results to be recorded instead of sending on, so at most pool + record batch messages
+    leave without a record; the next run sends the rest, with duplicates within that window."""
+    import sqlite3
+
+    pool, batch = 3, 10
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url, "busy_timeout_ms": 1000},
+        smtp=smtp_server.settings(pool_size=pool).model_dump(),
+        delivery={"record_batch": batch, "error_threshold": 1000, "batch_size": 50},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys="test-key",
+    )
+    send_id = await prepare(store, tmp_path, 1500)
+    smtp_server.plan.delay("DATA", 0.002)
+    async with Store.open(settings) as impatient:  # its busy timeout: 1 s
+        task = asyncio.create_task(run(settings, impatient, send_id))
+        await smtp_server.wait_received(200)
+        holder = sqlite3.connect(
+            database_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None
+        )
+        holder.execute("BEGIN EXCLUSIVE")
+        at_lock = len(smtp_server.received)
+        await asyncio.sleep(3)  # longer than the busy timeout: recording fails
+        during = len(smtp_server.received) - at_lock
+        holder.execute("COMMIT")
+        holder.close()
+        with pytest.raises(StorageUnavailable, match="database is locked"):
+            await task
+    assert during <= pool + batch, f"{during} messages left while nothing could be recorded"
+    assert (await store.sending.counts(send_id))["queued"] > 0
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE
+    await check_invariants(store, send_id, smtp_server, window=pool + batch)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
+    store: Store,
+    tmp_path: Path,
+    database_url: str,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a storage error the scheduler waits longer and longer before it runs the send
+    again (instead of every sync), then finishes it once the database answers."""
+    import logging
+    import sqlite3
+
+    from mailer.scheduler import Scheduler
+
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url, "busy_timeout_ms": 200},
+        smtp=smtp_server.settings(pool_size=2).model_dump(),
+        delivery={"record_batch": 10, "error_threshold": 1000, "batch_size": 50},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys="test-key",
+    )
+    send_id = await prepare(store, tmp_path, 600)
+    smtp_server.plan.delay("DATA", 0.005)
+    caplog.set_level(logging.ERROR, logger="mailer.scheduler")
+    async with (
+        Store.open(settings) as impatient,
+        SmtpTransport(settings.smtp) as transport,
+    ):
+        engine = Engine(settings, impatient, transport, worker="t", clock=lambda: datetime.now(UTC))
+        async with Scheduler(engine, sync_interval=0.05, grace=10**9):
+            await smtp_server.wait_received(50)
+            holder = sqlite3.connect(
+                database_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None
+            )
+            holder.execute("BEGIN EXCLUSIVE")
+            await asyncio.sleep(3)
+            holder.execute("COMMIT")
+            holder.close()
+            async with asyncio.timeout(60):
+                while await store.sending.status(send_id) != SendStatus.DONE:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+    errors = [r for r in caplog.records if f"send {send_id}:" in r.getMessage()]
+    # 3 s of stall with a sync every 50 ms: waits of 1, 2, 4 s allow at most a few attempts
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert 1 <= len(errors) <= 3, [r.getMessage() for r in errors]
+    assert "next attempt in 1 s at the earliest" in errors[0].getMessage()
+    await check_invariants(store, send_id, smtp_server, window=2 + 10)
