@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
 from mailer.dispatch import Engine
 from mailer.errors import StorageError
@@ -55,6 +56,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         store = await _open(stack, settings, stop)
         stack.enter_context(sending_lock(store.engine))
         revision = await prepare(settings, store)
+        await take_back_leases(store)
         transport = (
             f"smtp {settings.smtp.host}:{settings.smtp.port}"
             if settings.smtp.host
@@ -136,6 +138,28 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
         await stop.wait()
         notify("STOPPING=1")
     log.info("web pages stopped")
+
+
+async def take_back_leases(store: Store) -> None:
+    """Release the leases of daemons of this machine that are gone (a crash, kill -9), so
+    that a restart resumes their deliveries at once rather than when the leases expire."""
+    host = socket.gethostname()
+    for holder in await store.sending.lease_holders(now=datetime.now(UTC)):
+        name, _, pid = holder.rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        released = await store.sending.release(None, worker=holder)
+        log.info("took back %s deliveries leased by %s, which is gone", released, holder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def notify(state: str) -> None:

@@ -460,6 +460,7 @@ async def send_run(send_id: int, wait: bool) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(_store())
         stack.enter_context(sending_lock(store.engine))  # one sender per SQLite file
+        await app.take_back_leases(store)
         transport = await stack.enter_async_context(open_transport(settings))
         sending = store.sending
         spec = await sending.spec(send_id)

@@ -291,3 +291,41 @@ async def test_cancel_mid_send_leaves_every_recipient_accounted_for(
     assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"campaign cancelled"}
     assert counts["sent"] == len(server.received)
     assert await status_of(store, send_id) == SendStatus.CANCELLED
+
+
+async def test_a_restart_takes_back_the_leases_of_its_dead_predecessor(
+    store: Store, tmp_path: Path
+) -> None:
+    """kill -9 leaves leases behind; the next daemon on the same machine releases those of
+    processes that are gone, and only those (another machine's, or a live one's, stay)."""
+    import socket
+
+    from sqlalchemy import select, update
+
+    from mailer.app import take_back_leases
+    from mailer.storage.tables import deliveries
+
+    await members(store, tmp_path, 3)
+    send_id, _ = await store.sending.create_send(
+        await campaign(store, "leases"), key="announce", action="announcement",
+        due_at=now(), now=now(),
+    )  # fmt: skip
+    spec = await store.sending.spec(send_id)
+    await store.sending.materialise(spec, now=now())
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    host = socket.gethostname()
+    holders = [f"{host}:{dead.pid}", f"{host}:{os.getpid()}", "elsewhere:1"]
+    async with store.engine.begin() as conn:
+        ids = (
+            (await conn.execute(select(deliveries.c.id).order_by(deliveries.c.id))).scalars().all()
+        )
+        for delivery, holder in zip(ids, holders, strict=True):
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery)
+                .values(leased_by=holder, lease_until=now() + timedelta(minutes=5))
+            )
+    assert dead.returncode == 0
+    await take_back_leases(store)
+    assert await store.sending.lease_holders(now=now()) == sorted(holders[1:])

@@ -888,20 +888,28 @@ class Sending:
             )
             return int(result.rowcount or 0)
 
-    async def release(self, send_id: int, *, worker: str) -> int:
+    async def release(self, send_id: int | None, *, worker: str) -> int:
         """Give back what ``worker`` leased and did not attempt (a stop, a pause, the end of
-        a pass), so that another daemon, or the next start, need not wait for the expiry."""
+        a pass; ``send_id`` None: every send), so that another daemon, or the next start,
+        need not wait for the expiry."""
+        query = update(deliveries).where(
+            deliveries.c.leased_by == worker, deliveries.c.lease_until.is_not(None)
+        )
+        if send_id is not None:
+            query = query.where(deliveries.c.send_id == send_id)
         async with self._store._begin() as conn:
-            result = await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.send_id == send_id,
-                    deliveries.c.leased_by == worker,
-                    deliveries.c.lease_until.is_not(None),
-                )
-                .values(lease_until=None)
-            )
+            result = await conn.execute(query.values(lease_until=None))
             return int(result.rowcount or 0)
+
+    async def lease_holders(self, *, now: datetime) -> list[str]:
+        """The workers holding a live lease on some delivery."""
+        async with self._store._begin() as conn:
+            rows = await conn.execute(
+                select(deliveries.c.leased_by)
+                .where(deliveries.c.lease_until > now, deliveries.c.leased_by.is_not(None))
+                .distinct()
+            )
+            return sorted(str(w) for w in rows.scalars())
 
     async def holders(self, send_id: int, *, now: datetime) -> list[tuple[str, int, float]]:
         """Who works on a send: (worker, deliveries leased now, messages sent per second over
