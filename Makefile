@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/list_import.py
 	$(BIN)/python bench/render_message.py
 	$(BIN)/python bench/send.py
+
+## Reliability harness: real daemons, faults injected, SQLite and PostgreSQL; writes
+## RELIABILITY.md (about 15 minutes; `--quick` for 2). Needs root for the disk-full scenario.
+reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis
