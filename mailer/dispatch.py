@@ -27,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -44,10 +47,14 @@ from mailer.storage.sending import Due, Outcome, SendSpec
 from mailer.tokens import Signer, load_keys
 from mailer.transport import Outcome as SmtpOutcome
 from mailer.transport import Result, Transport, TransportFatal
+from mailer.workers import Recipe, RenderPool, RenderWorkerLost, compose_batch
 
 log = logging.getLogger("mailer.dispatch")
 
 MAX_BACKOFF = timedelta(hours=6)
+RENDER_WORKER_MIN = 1000  # recipients: below, a worker process costs more than it saves
+RENDER_CHUNK = 64  # recipients per batch sent to the worker process
+RENDER_AHEAD = 4  # chunks composed ahead of the SMTP workers: bounds the memory
 _DONE = None  # end-of-queue marker
 
 
@@ -109,11 +116,17 @@ class Engine:
         stop: asyncio.Event | None = None,
         wait_for_retries: bool = False,
         on_progress: Callable[[dict[str, int]], None] | None = None,
+        spec: SendSpec | None = None,
     ) -> RunSummary:
-        """Claim (or resume) a send and attempt every due delivery; return where it stands."""
+        """Claim (or resume) a send and attempt every due delivery; return where it stands.
+
+        ``spec``: the send as the caller just read it (the scheduler does), to save reading
+        it again; its status is only a hint, since the claim is conditional.
+        """
         stop = stop or asyncio.Event()
         sending = self.store.sending
-        spec = await sending.spec(send_id)
+        if spec is None or spec.id != send_id:
+            spec = await sending.spec(send_id)
         if spec.status in (SendStatus.SCHEDULED, SendStatus.RUNNING) and self._too_late(spec):
             await sending.set_status(
                 send_id, SendStatus.MISSED, now=self.clock(), reason="the event has started",
@@ -122,10 +135,9 @@ class Engine:
             spec = await sending.spec(send_id)
             return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
         if spec.status == SendStatus.SCHEDULED:
-            if not await sending.claim(send_id, worker=self.worker, now=self.clock()):
+            if not await sending.start(spec, worker=self.worker, now=self.clock()):
                 fresh = await sending.spec(send_id)
                 return RunSummary(send_id, fresh.status, claimed=False, reason=fresh.reason)
-            await sending.materialise(spec, now=self.clock())
         elif spec.status != SendStatus.RUNNING:
             return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
         elif not await sending.has_deliveries(send_id):
@@ -135,9 +147,12 @@ class Engine:
             await sending.materialise(spec, now=self.clock())
         try:
             composers = self._composers(spec)
-            await self._preflight(spec, composers)
+            first, total = await self._preflight(spec, composers)
             while True:
-                await self._pass(spec, composers, stop, on_progress)
+                # A worker process for the first pass of a large send; retry passes are small.
+                async with self._render_pool(spec, composers, total) as pool:
+                    await self._pass(spec, composers, stop, on_progress, first=first, pool=pool)
+                first, total = None, 0
                 if stop.is_set() or not wait_for_retries:
                     break
                 if await sending.status(send_id) != SendStatus.RUNNING:
@@ -164,10 +179,8 @@ class Engine:
             )  # fmt: skip
             log.warning("send %s paused: %s", send_id, paused)
         counts = await sending.finish(send_id, now=self.clock())
-        final = await sending.spec(send_id)
-        return RunSummary(
-            send_id, final.status, counts, final.reason, await sending.next_retry(send_id)
-        )
+        status, reason, next_retry = await sending.standing(send_id)
+        return RunSummary(send_id, status, counts, reason, next_retry)
 
     def _current_renderer(self) -> Renderer:
         """One Renderer (compiled templates) for as long as the template files do not change."""
@@ -214,18 +227,51 @@ class Engine:
             raise _Paused(f"cannot prepare the messages: {exc}") from None
         return composers
 
-    async def _preflight(self, spec: SendSpec, composers: dict[int, Composer]) -> None:
-        """Render and build every due recipient before the first message leaves."""
+    def _render_pool(
+        self, spec: SendSpec, composers: dict[int, Composer], recipients: int
+    ) -> AbstractAsyncContextManager[RenderPool | None]:
+        """A worker process composing this send's messages, or None: compose them here."""
+        workers = self.settings.delivery.render_workers
+        if workers == 0 or recipients < RENDER_WORKER_MIN:
+            return nullcontext(None)
+        renderer = self.renderer or self._current_renderer()
+        sample = next(iter(composers.values()))
+        recipe = Recipe(
+            settings=self.settings,
+            templates_dir=renderer.templates_dir,
+            keys=self.signer.keys,
+            sends=tuple(c.compiled.send for c in composers.values()),
+            send_id=spec.id,
+            trace=f"c{spec.campaign_id}/{spec.key}",
+            eight_bit=sample.builder.eight_bit,
+            parent=os.getpid(),
+        )
+        return RenderPool(recipe, workers=workers)
+
+    async def _preflight(
+        self, spec: SendSpec, composers: dict[int, Composer]
+    ) -> tuple[list[Due] | None, int]:
+        """Render and build every due recipient before the first message leaves.
+
+        Returns the due deliveries when they all fitted in one short batch (a small send),
+        so that the first pass need not fetch them again (None otherwise), and how many
+        recipients are to be sent.
+        """
         after, total, failed = 0, 0, 0
         reasons: list[str] = []
         now = self.clock()
+        only: list[Due] | None = None
+        fetched = 0
         while True:
             batch = await self.store.sending.due(
                 spec.id, after=after, limit=self.settings.delivery.batch_size, now=now,
                 pending_ok=spec.action == CONFIRM_ACTION,
             )  # fmt: skip
+            fetched += 1
             if not batch:
                 break
+            if fetched == 1 and len(batch) < self.settings.delivery.batch_size:
+                only = batch
             for due in batch:
                 after = due.id
                 if due.skip_reason:
@@ -246,6 +292,7 @@ class Engine:
                 f"pre-flight check: {failed} of {total} recipients cannot be rendered; "
                 + "; ".join(reasons)
             )
+        return only, total
 
     # --- one pass over the due deliveries ---------------------------------------------------
 
@@ -255,9 +302,16 @@ class Engine:
         composers: dict[int, Composer],
         stop: asyncio.Event,
         on_progress: Callable[[dict[str, int]], None] | None,
+        *,
+        first: list[Due] | None = None,
+        pool: RenderPool | None = None,
     ) -> None:
-        pool = self.settings.smtp.pool_size
-        outbox: asyncio.Queue[tuple[Due, Built] | None] = asyncio.Queue(maxsize=pool * 2)
+        """Attempt the due deliveries once. ``first``: the whole due list, fetched a moment
+        ago by the pre-flight check (a small send); it is used instead of a new query.
+        ``pool``: compose in that worker process, ``RENDER_CHUNK`` recipients at a time and
+        at most ``RENDER_AHEAD`` chunks ahead of the SMTP workers; if it dies, here."""
+        connections = self.settings.smtp.pool_size
+        outbox: asyncio.Queue[tuple[Due, Built] | None] = asyncio.Queue(maxsize=connections * 2)
         results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         halt: list[str] = []  # a reason to pause, set by a worker
         late: list[str] = []  # a reminder whose event started: the rest is missed
@@ -278,51 +332,100 @@ class Engine:
             halted_by_staff.append(True)
             return False
 
+        async def stopped() -> bool:
+            return stop.is_set() or bool(halt) or not await still_running()
+
+        async def hand_over(due: Due, made: Built | str) -> None:
+            if isinstance(made, str):
+                await results.put(Outcome(due.id, DeliveryStatus.FAILED, reason=made))
+            else:
+                await outbox.put((due, made))
+
+        ahead: deque[tuple[list[Due], asyncio.Future[list[Built | str]]]] = deque()
+        lost: list[bool] = []  # the worker process died: compose here from then on
+
+        async def deliver_chunk() -> bool:
+            """The oldest chunk from the worker to the SMTP workers; False once stopped."""
+            chunk, future = ahead.popleft()
+            try:
+                made: list[Built | str] | None = await future
+            except RenderWorkerLost as exc:
+                if not lost:
+                    log.warning("send %s: %s; composing in this process", spec.id, exc)
+                    lost.append(True)
+                made = None  # nothing of this chunk was sent: compose it here
+            for n, due in enumerate(chunk):
+                if await stopped():
+                    return False
+                if made is None:
+                    await asyncio.sleep(0)
+                    await hand_over(due, self._compose(composers, due))
+                else:
+                    await hand_over(due, made[n])
+            return True
+
+        def submit(pool: RenderPool, chunk: list[Due]) -> None:
+            items = [(d.list_id, d.recipient) for d in chunk]
+            ahead.append((chunk, asyncio.ensure_future(pool.compose(items, date=self.clock()))))
+
         async def produce() -> None:
             after = 0
             try:
-                while not stop.is_set() and not halt and await still_running():
-                    batch = await self.store.sending.due(
-                        spec.id, after=after, limit=self.settings.delivery.batch_size,
-                        now=self.clock(), pending_ok=spec.action == CONFIRM_ACTION,
-                        worker=self.worker, lease=self.settings.delivery.lease,
-                    )  # fmt: skip
+                while not await stopped():
+                    if first is not None and self.store.dialect == "sqlite":
+                        # one short batch, read by the pre-flight: the last as well (on SQLite
+                        # only: elsewhere another daemon may lease the same rows meanwhile)
+                        batch = first
+                    else:
+                        batch = await self.store.sending.due(
+                            spec.id, after=after, limit=self.settings.delivery.batch_size,
+                            now=self.clock(), pending_ok=spec.action == CONFIRM_ACTION,
+                            worker=self.worker, lease=self.settings.delivery.lease,
+                        )  # fmt: skip
                     if not batch:
                         break
                     if self._too_late(spec):
                         late.append("the event started during the send")
                         break
+                    chunk: list[Due] = []
                     for due in batch:
-                        if stop.is_set() or halt or not await still_running():
-                            break
+                        if await stopped():
+                            return
                         after = due.id
                         if due.skip_reason:
                             await results.put(
                                 Outcome(due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason)
                             )
-                            continue
-                        await asyncio.sleep(0)  # one render at a time, then others' turn
-                        try:
-                            composed = composers[due.list_id].compose(
-                                due.recipient, date=self.clock()
-                            )
-                        except (TemplateError, MessageError) as exc:
-                            await results.put(
-                                Outcome(due.id, DeliveryStatus.FAILED, reason=f"not built: {exc}")
-                            )
-                            continue
-                        await outbox.put((due, composed.message))
+                        elif pool is None or lost:
+                            await asyncio.sleep(0)  # one render at a time, then others' turn
+                            await hand_over(due, self._compose(composers, due))
+                        else:
+                            chunk.append(due)
+                            if len(chunk) == RENDER_CHUNK:
+                                submit(pool, chunk)
+                                chunk = []
+                            while len(ahead) > RENDER_AHEAD:
+                                if not await deliver_chunk():
+                                    return
+                    if chunk and pool is not None:
+                        submit(pool, chunk)
                     if len(batch) < self.settings.delivery.batch_size:
                         break  # a short batch is the last
+                while ahead:
+                    if not await deliver_chunk():
+                        return
             finally:
-                for _ in range(pool):
+                for _, future in ahead:
+                    future.cancel()  # not sent, not recorded: stays queued
+                await asyncio.gather(*(future for _, future in ahead), return_exceptions=True)
+                for _ in range(connections):
                     await outbox.put(_DONE)
 
-        # The duplicate window: at most pool + record batch messages are ever sent and not
+        # The duplicate window: at most pool size + record batch messages are ever sent and not
         # yet recorded. A worker takes a slot before it sends; the recorder gives the slots
         # back once the results are committed. When the database stalls (locked, full, down),
         # the workers wait instead of sending on without a record.
-        unrecorded = asyncio.Semaphore(pool + self.settings.delivery.record_batch)
+        unrecorded = asyncio.Semaphore(connections + self.settings.delivery.record_batch)
         held: set[int] = set()
 
         def stopping() -> bool:
@@ -364,7 +467,7 @@ class Engine:
                 except BaseException:
                     # Never send without a record: stop the workers, leave the rest queued.
                     halt.append("results cannot be recorded")
-                    for _ in range(pool):
+                    for _ in range(connections):
                         unrecorded.release()  # wake the workers waiting for a slot: they stop
                     raise
                 for outcome in buffer:
@@ -404,7 +507,7 @@ class Engine:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(produce())
-                for _ in range(pool):
+                for _ in range(connections):
                     group.create_task(work())
         except BaseExceptionGroup as failed:
             # One task failed (the database went away under the producer): the others were
@@ -412,10 +515,10 @@ class Engine:
             ours = failed.subgroup(lambda e: isinstance(e, MailerError))
             if ours is None:
                 raise
-            first: BaseException = ours
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            cause: BaseException = ours
+            while isinstance(cause, BaseExceptionGroup):
+                cause = cause.exceptions[0]
+            raise cause from None
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, MailerError):
@@ -431,6 +534,10 @@ class Engine:
             raise _Paused(halt[0])
         if late:
             raise _Missed(late[0])
+
+    def _compose(self, composers: dict[int, Composer], due: Due) -> Built | str:
+        """Compose one message here: the built message, or why it cannot be built."""
+        return compose_batch(composers, [(due.list_id, due.recipient)], self.clock())[0]
 
     def _outcome(self, due: Due, built: Built, result: Result) -> Outcome:
         now = self.clock()

@@ -240,7 +240,7 @@ class Scheduler:
                 send_id, spec.content.name, spec.key, f"{spec.due_at:%Y-%m-%d %H:%M}",
             )  # fmt: skip
             return
-        summary = await self.engine.run_send(send_id, stop=self.stop)
+        summary = await self.engine.run_send(send_id, stop=self.stop, spec=spec)
         c = summary.counts
         log.info(
             "send %s (%s, %s): %s; sent %s, deferred %s, failed %s, skipped %s%s",

@@ -263,6 +263,15 @@ class DeliverySettings(_Section):
         ge=1,
         description="Consecutive failed or deferred messages that pause a send.",
     )
+    render_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description=(
+            "Worker processes that render and build the messages of a large send, so that "
+            "it uses another core; 0: everything in the sending process. One per spare core."
+        ),
+    )
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,

@@ -47,6 +47,11 @@ class Signer:
         }
         self._timed = URLSafeTimedSerializer(self._keys, salt=f"mailer.{Purpose.CONFIRM.value}")
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys, newest first (a render worker makes its own Signer from them)."""
+        return tuple(self._keys)
+
     def sign(self, purpose: Purpose, payload: Any) -> str:
         if purpose is Purpose.CONFIRM:
             return str(self._timed.dumps(payload))

@@ -6,6 +6,8 @@ the database agrees with what the server received."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -392,3 +394,55 @@ async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
     assert 1 <= len(errors) <= 3, [r.getMessage() for r in errors]
     assert "next attempt in 1 s at the earliest" in errors[0].getMessage()
     await check_invariants(store, send_id, smtp_server, window=2 + 10)
+
+
+@pytest.fixture
+def render_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every send uses a render worker process (no size threshold); the pools opened."""
+    from mailer import dispatch, workers
+
+    opened: list[Any] = []
+
+    class Recorded(workers.RenderPool):
+        async def __aenter__(self) -> Any:
+            opened.append(self)
+            return await super().__aenter__()
+
+    monkeypatch.setattr(dispatch, "RENDER_WORKER_MIN", 0)
+    monkeypatch.setattr(dispatch, "RENDER_CHUNK", 8)
+    monkeypatch.setattr(dispatch, "RenderPool", Recorded)
+    return opened
+
+
+async def test_a_render_worker_sends_the_same_messages(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path, render_pools: list[Any]
+) -> None:
+    """Composed in a worker process, every subscriber gets one message, unsubscribed skipped."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 120)
+    await store.unsubscribe("person7@example.org", slug=None, source="web", now=NOW)
+    summary = await run(settings, store, send_id)
+    assert len(render_pools) == 1
+    assert summary.counts == {"queued": 0, "sent": 119, "deferred": 0, "failed": 0, "skipped": 1}
+    await check_invariants(store, send_id, server)
+    assert any(b"Personne 3" in m.data for m in server.received), "personalised in the worker"
+
+
+async def test_a_render_worker_killed_mid_send_loses_nobody(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path, render_pools: list[Any]
+) -> None:
+    """kill -9 of the render worker: what it held is composed in the sending process."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 150)
+    server.plan.delay("DATA", 0.01)
+    task = asyncio.create_task(run(settings, store, send_id))
+    await server.wait_received(10)
+    processes = dict(render_pools[0]._executor._processes)
+    assert processes
+    for pid in processes:
+        os.kill(pid, signal.SIGKILL)
+    summary = await task
+    assert summary.status == SendStatus.DONE
+    assert summary.counts["sent"] == 150
+    await check_invariants(store, send_id, server)
+    assert Counter(server.recipients()) == Counter(f"person{i}@example.org" for i in range(150))

@@ -91,7 +91,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
             ensure_data_dir(settings.paths.data_dir)  # named as the user configured it
         elif url.database and url.database != ":memory:":
             ensure_data_dir(Path(url.database).parent)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A connection per send running at once (and a few for the scheduler and the web),
+        # so that none is closed and reopened (a thread and four pragmas) after each use.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            pool_size=settings.scheduler.concurrent_sends + 4,
+            max_overflow=10,
+        )
         _sqlite_pragmas(engine, settings.database.busy_timeout_ms)
         return engine
     if backend == "postgresql":

@@ -139,7 +139,7 @@ class Pages:
         )
         if not everywhere:
             query = query.where(subscriptions.c.list_id == list_id)
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             result = await conn.execute(
                 query.values(
                     status=SubscriptionStatus.UNSUBSCRIBED.value,
@@ -182,7 +182,7 @@ class Pages:
         """A sign-up from the form: a pending subscription and a confirmation send, at most
         one per ``interval`` for this list and ``per_day`` in 24 hours for this address.
         Returns what happened and the confirmation send, if one was made."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             if (
                 await conn.execute(
                     select(suppressions.c.id).where(suppressions.c.email_key == address.key)
@@ -278,7 +278,7 @@ class Pages:
         self, subscriber_id: int, list_id: int, *, ip: str | None, now: datetime
     ) -> Confirmed:
         """Activate a pending subscription and record the consent; idempotent."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             target = await _target(conn, subscriber_id, list_id)
             if target is None or target.suppressed:
                 return Confirmed.INVALID
@@ -345,7 +345,7 @@ class Pages:
         """Apply the preferences form: returns (lists joined, lists left). Only the lists the
         page offered can change; the address proved itself by the signed link."""
         joined = left = 0
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             if locale is not None:
                 await conn.execute(
                     update(subscribers)

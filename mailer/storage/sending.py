@@ -113,7 +113,7 @@ class Sending:
         options: dict[str, Any] | None = None,
     ) -> int:
         """Create or update a campaign by name; return its id."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             list_ids = []
             for slug in list_slugs:
                 found = (
@@ -199,7 +199,7 @@ class Sending:
         audience_send_id: int | None = None,
     ) -> tuple[int, bool]:
         """The send with this key, created if new; returns (id, created)."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             found = (
                 await conn.execute(
                     select(sends.c.id).where(sends.c.campaign_id == campaign_id, sends.c.key == key)
@@ -326,19 +326,23 @@ class Sending:
 
     async def claim(self, send_id: int, *, worker: str, now: datetime) -> bool:
         """scheduled -> running, once: a second claimer (or a repeat) gets False."""
-        async with self._store._begin() as conn:
-            result = await conn.execute(
-                update(sends)
-                .where(sends.c.id == send_id, sends.c.status == SendStatus.SCHEDULED)
-                .values(
-                    status=SendStatus.RUNNING.value,
-                    claimed_by=worker,
-                    started_at=func.coalesce(sends.c.started_at, now),
-                    reason=None,
-                    updated_at=now,
-                )
-            )
-            return bool(result.rowcount)
+        async with self._store._begin(write=True) as conn:
+            return await _claim(conn, send_id, worker=worker, now=now)
+
+    async def start(self, spec: SendSpec, *, worker: str, now: datetime) -> bool:
+        """Claim a scheduled send and materialise its deliveries in ONE transaction.
+
+        The claim and the audience land together or not at all, in a single write: a small
+        send that falls due while a large one records its results waits for the writer once
+        instead of twice. False (and nothing written) when another claimer won.
+        """
+        async with self._store._begin(write=True, urgent=True) as conn:
+            if not await _claim(conn, spec.id, worker=worker, now=now):
+                return False
+            statement = self._materialise_statement(spec, now=now)
+            if statement is not None:
+                await conn.execute(statement)
+            return True
 
     async def set_status(
         self,
@@ -349,7 +353,7 @@ class Sending:
         reason: str | None = None,
         only_from: Sequence[SendStatus] | None = None,
     ) -> bool:
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             query = update(sends).where(sends.c.id == send_id)
             if only_from is not None:
                 query = query.where(sends.c.status.in_([s.value for s in only_from]))
@@ -376,10 +380,18 @@ class Sending:
         Unsubscribed, suppressed and inactive subscribers get a ``skipped`` delivery with the
         reason, so the record says who did not get the send and why.
         """
+        statement = self._materialise_statement(spec, now=now)
+        if statement is None:
+            return 0
+        async with self._store._begin(write=True) as conn:
+            result = await conn.execute(statement)
+            return int(result.rowcount or 0)
+
+    def _materialise_statement(self, spec: SendSpec, *, now: datetime) -> Any:
         if spec.action == CONFIRM_ACTION:
-            return 0  # a double opt-in confirmation: its one delivery is made with the send
+            return None  # a double opt-in confirmation: its one delivery is made with the send
         if spec.audience_send_id is not None:
-            return await self._materialise_audience(spec, now=now)
+            return self._audience_statement(spec, now=now)
         list_ids = [li.id for li in spec.lists]
         subscribed = func.max(
             case((subscriptions.c.status == SubscriptionStatus.SUBSCRIBED, 1), else_=0)
@@ -438,11 +450,9 @@ class Sending:
             )
             .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
         )  # fmt: skip
-        async with self._store._begin() as conn:
-            result = await conn.execute(statement)
-            return int(result.rowcount or 0)
+        return statement
 
-    async def _materialise_audience(self, spec: SendSpec, *, now: datetime) -> int:
+    def _audience_statement(self, spec: SendSpec, *, now: datetime) -> Any:
         """Deliveries for those another send reached (an event's update or cancellation)."""
         query = select(
             literal(spec.id),
@@ -465,9 +475,7 @@ class Sending:
             )
             .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
         )  # fmt: skip
-        async with self._store._begin() as conn:
-            result = await conn.execute(statement)
-            return int(result.rowcount or 0)
+        return statement
 
     # --- campaigns as staff see them --------------------------------------------------------
 
@@ -514,7 +522,7 @@ class Sending:
 
     async def pause_campaign(self, campaign_id: int, *, now: datetime) -> int:
         """Pause every send that has not ended; return how many."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             result = await conn.execute(
                 update(sends)
                 .where(
@@ -532,7 +540,7 @@ class Sending:
 
     async def resume_campaign(self, campaign_id: int, *, now: datetime) -> int:
         """Paused sends go back: scheduled if they never started, running if they had."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             resumed = 0
             for started, status in ((True, SendStatus.RUNNING), (False, SendStatus.SCHEDULED)):
                 started_clause = (
@@ -559,7 +567,7 @@ class Sending:
         self, campaign_id: int, *, now: datetime, reason: str, action: str | None = None
     ) -> int:
         """Cancel the sends that have not ended (only reminders, say, with ``action``)."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             query = update(sends).where(
                 sends.c.campaign_id == campaign_id,
                 sends.c.status.in_([SendStatus.SCHEDULED, SendStatus.RUNNING, SendStatus.PAUSED]),
@@ -588,7 +596,7 @@ class Sending:
             return int(result.rowcount or 0)
 
     async def reschedule(self, send_id: int, due_at: datetime, *, now: datetime) -> bool:
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             result = await conn.execute(
                 update(sends)
                 .where(sends.c.id == send_id, sends.c.status == SendStatus.SCHEDULED)
@@ -600,7 +608,7 @@ class Sending:
         self, campaign_id: int, event: EventInfo, *, status: EventStatus, now: datetime
     ) -> int:
         """New details for an event; SEQUENCE grows by one. Returns the new sequence."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             current = (
                 await conn.execute(
                     select(events.c.sequence).where(events.c.campaign_id == campaign_id)
@@ -698,7 +706,7 @@ class Sending:
                     | (deliveries.c.leased_by == worker)
                 ).with_for_update(skip_locked=True)
             free = free.order_by(deliveries.c.id).limit(limit)
-            async with self._store._begin() as conn:
+            async with self._store._begin(write=True) as conn:
                 leased_ids = sorted(
                     int(i)
                     for i in (
@@ -777,7 +785,7 @@ class Sending:
         """Write a batch of results in one commit (the group commit of dispatch)."""
         if not outcomes:
             return
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == _bind("d_id"))
@@ -876,7 +884,7 @@ class Sending:
 
     async def renew(self, send_id: int, *, worker: str, until: datetime, now: datetime) -> int:
         """Extend the live leases ``worker`` holds on a send (its heartbeat)."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             result = await conn.execute(
                 update(deliveries)
                 .where(
@@ -897,7 +905,7 @@ class Sending:
         )
         if send_id is not None:
             query = query.where(deliveries.c.send_id == send_id)
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             result = await conn.execute(query.values(lease_until=None))
             return int(result.rowcount or 0)
 
@@ -955,8 +963,14 @@ class Sending:
 
     async def finish(self, send_id: int, *, now: datetime) -> dict[str, int]:
         """Store the counters; mark the send done when nothing is left to attempt."""
-        counts = await self.counts(send_id)
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
+            rows = await conn.execute(
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.send_id == send_id)
+                .group_by(deliveries.c.status)
+            )
+            found = {status: int(n) for status, n in rows.all()}
+            counts = {s.value: found.get(s.value, 0) for s in DeliveryStatus}
             values: dict[str, Any] = {
                 "total": sum(counts.values()),
                 "sent": counts["sent"],
@@ -976,9 +990,26 @@ class Sending:
                 await conn.execute(update(sends).where(sends.c.id == send_id).values(**values))
         return counts
 
+    async def standing(self, send_id: int) -> tuple[str, str | None, datetime | None]:
+        """Status, reason and next retry of a send, in one read (the end of a run)."""
+        next_retry = (
+            select(func.min(deliveries.c.next_attempt_at))
+            .where(deliveries.c.send_id == send_id, deliveries.c.status == DeliveryStatus.DEFERRED)
+            .scalar_subquery()
+        )
+        async with self._store._begin() as conn:
+            row = (
+                await conn.execute(
+                    select(sends.c.status, sends.c.reason, next_retry).where(sends.c.id == send_id)
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"no send {send_id}")
+        return str(row[0]), row[1], row[2]
+
     async def retry_failed(self, send_id: int, *, now: datetime) -> int:
         """Queue the failed deliveries of a send again; the send runs again."""
-        async with self._store._begin() as conn:
+        async with self._store._begin(write=True) as conn:
             status = (
                 await conn.execute(select(sends.c.status).where(sends.c.id == send_id))
             ).scalar()
@@ -1023,6 +1054,21 @@ class Sending:
         async with self._store._begin() as conn:
             async for row in await conn.stream(query):
                 yield dict(row._mapping)
+
+
+async def _claim(conn: Any, send_id: int, *, worker: str, now: datetime) -> bool:
+    result = await conn.execute(
+        update(sends)
+        .where(sends.c.id == send_id, sends.c.status == SendStatus.SCHEDULED)
+        .values(
+            status=SendStatus.RUNNING.value,
+            claimed_by=worker,
+            started_at=func.coalesce(sends.c.started_at, now),
+            reason=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)
 
 
 async def _skip_rest(conn: Any, send_ids: list[int], reason: str, now: datetime) -> None:

@@ -6,7 +6,9 @@ batches of already-validated rows in, and either everything lands or nothing doe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterator, Container, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -107,6 +109,48 @@ class ImportTally:
     pruned: int = 0
 
 
+class _Turns:
+    """One SQLite writer of this process at a time: first come, first served, urgent first.
+
+    SQLite has one writer. Without this, writers wait in SQLite's busy handler, whose sleeps
+    grow to 100 ms and favour no one, so a small send's claim could lose to a large send's
+    group commits again and again. Here they queue in order, and a claim (``urgent``: the
+    first message of a send waits for it) goes ahead of results waiting to be recorded.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def turn(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if self._busy:
+            waiter = asyncio.get_running_loop().create_future()
+            (self._urgent if urgent else self._normal).append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # the turn came with the cancellation: pass it on
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """Hand the turn to the next waiter (it stays busy), or free it."""
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():  # a cancelled waiter is skipped
+                    waiter.set_result(None)
+                    return
+        self._busy = False
+
+
 class Store:
     """Owns the engine; use as ``async with Store.open(settings) as store``."""
 
@@ -114,6 +158,7 @@ class Store:
         self.engine = engine
         self.sending = Sending(self)
         self.pages = Pages(self)
+        self._write_turns = _Turns()
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -135,8 +180,19 @@ class Store:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; driver errors become StorageError / StorageUnavailable."""
+    async def _begin(
+        self, *, write: bool = False, urgent: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction; driver errors become StorageError / StorageUnavailable.
+
+        ``write``: the transaction writes; on SQLite it takes its turn among this process's
+        writers first (see :class:`_Turns`), ahead of the others when ``urgent``. Other
+        processes still meet SQLite's busy timeout.
+        """
+        if write and self.dialect == "sqlite":
+            async with self._write_turns.turn(urgent=urgent), self._begin() as conn:
+                yield conn
+            return
         try:
             async with self.engine.begin() as conn:
                 yield conn

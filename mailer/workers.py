@@ -1,0 +1,169 @@
+"""Render workers: composing a send's messages in a child process, so that rendering and MIME
+building use a second core while the sending process does only the database and SMTP.
+
+A :class:`RenderPool` is opened for one large send and closed with it. Its worker process
+gets a picklable :class:`Recipe` once, makes the send's composers from it (templates compiled
+once, as in the sending process) and then turns batches of recipients into message bytes.
+A recipient whose message cannot be built comes back as the reason, never as an exception.
+
+It must not touch the database or the network: the worker only computes. A worker that dies
+raises :class:`RenderWorkerLost` for every batch it held; those recipients were neither sent
+nor recorded, so they are still queued, and dispatch composes them in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mailer.compose import Composer, make_composer
+from mailer.errors import MailerError, MessageError, TemplateError
+from mailer.message import Built
+from mailer.models import Recipient, SendInfo
+from mailer.render import Renderer
+from mailer.settings import Settings
+from mailer.tokens import Signer
+
+
+class RenderWorkerLost(MailerError, RuntimeError):
+    """The worker process ended (killed, out of memory) with batches in hand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """What a worker needs to make the composers of one send; pickled once per worker."""
+
+    settings: Settings
+    templates_dir: Path
+    keys: tuple[str, ...]
+    sends: tuple[SendInfo, ...]  # one per list of the send
+    send_id: int
+    trace: str
+    eight_bit: bool
+    parent: int  # pid of the sending process
+
+
+# --- in the worker process -------------------------------------------------------------------
+
+_composers: dict[int, Composer] = {}
+
+
+def _start(recipe: Recipe) -> None:
+    """Worker initialiser. The sending process decides when a worker stops: Ctrl-C or a
+    SIGTERM sent to the whole process group must not kill it mid-batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch, args=(recipe.parent,), daemon=True).start()
+    renderer = Renderer(recipe.templates_dir)
+    signer = Signer(recipe.keys)
+    _composers.clear()
+    for send in recipe.sends:
+        _composers[send.list.id] = make_composer(
+            recipe.settings,
+            renderer=renderer,
+            signer=signer,
+            send=send,
+            send_id=recipe.send_id,
+            trace=recipe.trace,
+            eight_bit=recipe.eight_bit,
+        )
+
+
+def _watch(parent: int) -> None:
+    """End this worker when the sending process is gone. After a kill -9 nobody shuts the
+    pool down, and the worker (a child of the fork server, holding both ends of its own task
+    pipe) would otherwise wait for work forever."""
+    try:
+        handle = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux 5.3+: look twice a second
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+    select.select([handle], [], [])  # readable once the process has ended
+    os._exit(1)
+
+
+def compose_batch(
+    composers: dict[int, Composer], items: list[tuple[int, Recipient]], date: datetime
+) -> list[Built | str]:
+    """Each (list id, recipient) as a built message, or the reason it could not be built."""
+    out: list[Built | str] = []
+    for list_id, recipient in items:
+        try:
+            out.append(composers[list_id].compose(recipient, date=date).message)
+        except (TemplateError, MessageError) as exc:
+            out.append(f"not built: {exc}")
+    return out
+
+
+def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built | str]:
+    return compose_batch(_composers, items, date)
+
+
+# --- in the sending process ------------------------------------------------------------------
+
+
+class RenderPool:
+    """``workers`` processes composing one send; use as ``async with RenderPool(...)``."""
+
+    def __init__(self, recipe: Recipe, *, workers: int = 1) -> None:
+        self._recipe = recipe
+        self._workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._state = "new"
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError(f"a RenderPool is entered once; this one is {self._state}")
+        # forkserver, not fork: the sending process has threads (aiosqlite's), and a fork
+        # could copy a lock held by one of them. The server imports this module once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        self._executor = ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=context,
+            initializer=_start,
+            initargs=(self._recipe,),
+        )
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Batches not started are dropped (their recipients stay queued); the one in
+            # hand is finished, then the worker exits. Waited for in a thread, off the loop.
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    async def compose(
+        self, items: list[tuple[int, Recipient]], *, date: datetime
+    ) -> list[Built | str]:
+        """The messages of ``items``, in order; :class:`RenderWorkerLost` if the worker died."""
+        if self._executor is None:
+            raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, _compose, items, date)
+        except BrokenProcessPool as exc:
+            raise RenderWorkerLost(f"the render worker process ended: {exc}") from None
