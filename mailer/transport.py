@@ -263,8 +263,58 @@ class _Client(aiosmtplib.SMTP):
     async def rcpt(self, *args: Any, **kwargs: Any) -> SMTPResponse:
         return await self._in("RCPT", super().rcpt(*args, **kwargs))
 
-    async def data(self, *args: Any, **kwargs: Any) -> SMTPResponse:
-        return await self._in("DATA", super().data(*args, **kwargs))
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> SMTPResponse:
+        return await self._in("DATA", self._data(message, **kwargs))
+
+    async def _data(self, message: str | bytes, /, **kwargs: Any) -> SMTPResponse:
+        """DATA with the message's wire form made by :func:`wire_form` (C-level byte
+        replacements, about 50 µs for 18 KB) instead of aiosmtplib's two regular-expression
+        passes (about 190 µs): the sending process is CPU-bound there. The exchange is
+        aiosmtplib's own; where its internals differ, or the message is not plain CRLF
+        bytes, aiosmtplib's path is used."""
+        protocol = self.protocol
+        wire = wire_form(message) if isinstance(message, bytes) else None
+        lock = getattr(protocol, "_command_lock", None)
+        if (
+            wire is None
+            or protocol is None
+            or not isinstance(lock, asyncio.Lock)
+            or not hasattr(protocol, "_response_pending")
+        ):
+            return await super().data(message, **kwargs)
+        await self._ehlo_or_helo_if_needed()
+        timeout = kwargs.get("timeout", self.timeout)
+        try:
+            async with lock:
+                protocol._response_pending = True
+                protocol.write(b"DATA\r\n")
+                start = await protocol.read_response(timeout=timeout)
+                if start.code != 354:
+                    raise aiosmtplib.SMTPDataError(start.code, start.message)
+                protocol._response_pending = True
+                protocol.write(wire)
+                response = await protocol.read_response(timeout=timeout)
+                if response.code != 250:
+                    raise aiosmtplib.SMTPDataError(response.code, response.message)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
+        return response
+
+
+def wire_form(message: bytes) -> bytes | None:
+    """The DATA payload of a message that uses CRLF line endings only: lines starting with
+    a period doubled (RFC 5321 4.5.2), a final CRLF ensured, and the ending ``.`` line added;
+    None for anything else (lone CR or LF), which aiosmtplib normalises itself."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
+        return None
+    wire = message.replace(b"\r\n.", b"\r\n..")
+    if wire.startswith(b"."):
+        wire = b"." + wire
+    if not wire.endswith(b"\r\n"):
+        wire += b"\r\n"
+    return wire + b".\r\n"
 
 
 @dataclass(eq=False, slots=True)

@@ -21,6 +21,7 @@ from mailer.transport import (
     TransportFatal,
     classify_reply,
     open_transport,
+    wire_form,
 )
 from tests.conftest import make_settings
 from tests.smtpd import PASSWORD, USER, SmtpFactory, SmtpServer
@@ -64,6 +65,35 @@ def built(
 def smtp(server: SmtpServer, **overrides: Any) -> SmtpTransport:
     rates = {k: overrides.pop(k) for k in ("rate_per_second", "rate_per_hour") if k in overrides}
     return SmtpTransport(server.settings(**overrides), reconnect_delay=0.01, **rates)
+
+
+# --- the DATA payload ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ".starts with a period\r\n..two\r\n.\r\nend",
+        "line\r\n.\r\n",  # a lone period line must not end the message early
+        "lone LF\nand lone CR\rhere",  # not plain CRLF: aiosmtplib's own path
+    ],
+)
+async def test_periods_and_line_ends_arrive_as_written(smtp_server: SmtpServer, body: str) -> None:
+    """Lines starting with a period are doubled on the wire and undone by the server; the
+    message arrives byte for byte (line ends normalised to CRLF)."""
+    message = built(body=body)
+    async with smtp(smtp_server) as transport:
+        assert (await transport.send(message)).outcome is Outcome.SENT
+    expected = message.data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    expected = expected.replace(b"\n", b"\r\n")
+    assert smtp_server.received[0].data == expected
+
+
+def test_wire_form_doubles_periods_and_ends_the_data() -> None:
+    assert wire_form(b".a\r\nb\r\n.c\r\n") == b"..a\r\nb\r\n..c\r\n.\r\n"
+    assert wire_form(b"no final line end") == b"no final line end\r\n.\r\n"
+    assert wire_form(b"lone\nLF\r\n") is None
+    assert wire_form(b"lone\rCR\r\n") is None
 
 
 # --- the pool --------------------------------------------------------------------------------
