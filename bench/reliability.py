@@ -654,6 +654,7 @@ async def throughput_sink(ctx: Context, row: Row, daemons: int) -> None:
             received=received,
             sent_not_received=max(0, counts["sent"] - received),
             unfinished=counts["queued"] + counts["deferred"],
+            status=await st.store.sending.status(send_id),
         )
         rate = counts["sent"] / seconds if seconds else 0.0
         ctx.throughput.append(
