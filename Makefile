@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/list_import.py
 	$(BIN)/python bench/render_message.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/schedule.py
 
 ## Reliability harness: real daemons, faults injected, SQLite and PostgreSQL; writes
 ## RELIABILITY.md (about 15 minutes; `--quick` for 2). Needs root for the disk-full scenario.
