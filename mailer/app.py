@@ -24,7 +24,7 @@ from mailer.scheduler import Scheduler
 from mailer.settings import Settings, mask_url
 from mailer.storage import Store, ensure_data_dir, head_revision
 from mailer.storage.engine import sending_lock
-from mailer.tokens import Signer, load_keys
+from mailer.tokens import load_signer
 from mailer.transport import open_transport
 from mailer.web import WebServer, create_app
 
@@ -127,9 +127,7 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
     async with AsyncExitStack() as stack:
         store = await _open(stack, settings, stop)
         await prepare(settings, store)
-        signer = Signer(
-            load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
-        )
+        signer = load_signer(settings.secret_keys, settings.paths.data_dir)
         server = WebServer(create_app(settings, store, signer=signer), settings)
         url = await server.start()
         stack.push_async_callback(server.stop)

@@ -30,10 +30,10 @@ from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
 from mailer.logs import configure
 from mailer.models import CampaignKind, Recipient, SendInfo, SendStatus, SuppressionReason
 from mailer.render import Renderer
-from mailer.settings import Settings, describe, example_env, load_settings
+from mailer.settings import describe, example_env, load_settings
 from mailer.storage import Store, head_revision
 from mailer.storage.engine import sending_lock
-from mailer.tokens import Signer, load_keys
+from mailer.tokens import load_signer
 from mailer.transport import open_transport
 
 
@@ -349,7 +349,7 @@ async def preview(
         composer = make_composer(
             settings,
             renderer=Renderer(settings.paths.templates_dir),
-            signer=Signer(load_keys(_keys(settings), settings.paths.data_dir)),
+            signer=load_signer(settings.secret_keys, settings.paths.data_dir),
             send=SendInfo(
                 content=campaign.content,
                 list=list_info,
@@ -378,10 +378,6 @@ async def preview(
     out.print(f"subject: {composed.rendered.subject}", markup=False)
     out.print(f"wrote {eml} and {html}", markup=False)
     return EXIT_REJECTED if failed else 0
-
-
-def _keys(settings: Settings) -> list[str]:
-    return [k.get_secret_value() for k in settings.secret_keys]
 
 
 def _write(path: Path, data: bytes) -> None:

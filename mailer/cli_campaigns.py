@@ -23,7 +23,7 @@ from mailer.models import EventStatus, Recipient, SendInfo, SendStatus
 from mailer.render import Renderer
 from mailer.schedule import Planned, reminders
 from mailer.storage import Store
-from mailer.tokens import Signer, load_keys
+from mailer.tokens import load_signer
 from mailer.transport import Outcome, open_transport
 
 
@@ -198,8 +198,7 @@ async def campaign_test(name: str, to: str, as_email: str | None, action: str | 
     composer = make_composer(
         settings,
         renderer=Renderer(settings.paths.templates_dir),
-        signer=Signer(load_keys([k.get_secret_value() for k in settings.secret_keys],
-                                settings.paths.data_dir)),
+        signer=load_signer(settings.secret_keys, settings.paths.data_dir),
         send=SendInfo(
             content=spec.content, list=list_info,
             sender_name=spec.sender_name or settings.sender.from_name,

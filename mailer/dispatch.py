@@ -44,7 +44,7 @@ from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.storage.sending import Due, Outcome, SendSpec
-from mailer.tokens import Signer, load_keys
+from mailer.tokens import Signer, load_signer
 from mailer.transport import Outcome as SmtpOutcome
 from mailer.transport import Result, Transport, TransportFatal
 from mailer.workers import Recipe, RenderPool, RenderWorkerLost, compose_batch
@@ -101,9 +101,7 @@ class Engine:
         self.worker = worker
         self.renderer = renderer  # None: one per version of the template files
         self._renderers: tuple[int, Renderer] | None = None
-        self.signer = signer or Signer(
-            load_keys([k.get_secret_value() for k in settings.secret_keys], settings.paths.data_dir)
-        )
+        self.signer = signer or load_signer(settings.secret_keys, settings.paths.data_dir)
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
@@ -332,8 +330,11 @@ class Engine:
             halted_by_staff.append(True)
             return False
 
+        def stopping() -> bool:
+            return bool(halt or stop.is_set() or halted_by_staff)
+
         async def stopped() -> bool:
-            return stop.is_set() or bool(halt) or not await still_running()
+            return stopping() or not await still_running()
 
         async def hand_over(due: Due, made: Built | str) -> None:
             if isinstance(made, str):
@@ -427,9 +428,6 @@ class Engine:
         # the workers wait instead of sending on without a record.
         unrecorded = asyncio.Semaphore(connections + self.settings.delivery.record_batch)
         held: set[int] = set()
-
-        def stopping() -> bool:
-            return bool(halt or stop.is_set() or halted_by_staff)
 
         async def work() -> None:
             while (item := await outbox.get()) is not _DONE:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
+from pydantic import SecretStr
 
 from mailer.errors import MailerError
 from mailer.models import Links
@@ -87,6 +88,11 @@ def load_keys(configured: Sequence[str], data_dir: Path) -> list[str]:
             f"{path} is empty: delete it to generate a new key, or set MAILER_SECRET_KEYS"
         )
     return [key]
+
+
+def load_signer(configured: Sequence[SecretStr], data_dir: Path) -> Signer:
+    """The signer of ``MAILER_SECRET_KEYS``, or of the key kept in the data folder."""
+    return Signer(load_keys([k.get_secret_value() for k in configured], data_dir))
 
 
 def links_for(

@@ -133,22 +133,10 @@ class Pages:
         self, subscriber_id: int, list_id: int, *, everywhere: bool, source: str, now: datetime
     ) -> int:
         """Unsubscribe from the link's list (or every list); idempotent. Returns rows changed."""
-        query = update(subscriptions).where(
-            subscriptions.c.subscriber_id == subscriber_id,
-            subscriptions.c.status != SubscriptionStatus.UNSUBSCRIBED,
-        )
-        if not everywhere:
-            query = query.where(subscriptions.c.list_id == list_id)
         async with self._store._begin(write=True) as conn:
-            result = await conn.execute(
-                query.values(
-                    status=SubscriptionStatus.UNSUBSCRIBED.value,
-                    unsubscribed_at=now,
-                    unsubscribe_source=source[:200],
-                    updated_at=now,
-                )
+            return await unsubscribe_rows(
+                conn, subscriber_id, None if everywhere else list_id, source=source, now=now
             )
-            return int(result.rowcount or 0)
 
     async def public_list(self, slug: str) -> PublicList | None:
         async with self._store._begin() as conn:
@@ -381,20 +369,9 @@ class Pages:
                     )  # fmt: skip
                     joined += 1
                 elif not wanted and status == SubscriptionStatus.SUBSCRIBED:
-                    await conn.execute(
-                        update(subscriptions)
-                        .where(
-                            subscriptions.c.subscriber_id == subscriber_id,
-                            subscriptions.c.list_id == list_id,
-                        )
-                        .values(
-                            status=SubscriptionStatus.UNSUBSCRIBED.value,
-                            unsubscribed_at=now,
-                            unsubscribe_source=source,
-                            updated_at=now,
-                        )
+                    left += await unsubscribe_rows(
+                        conn, subscriber_id, list_id, source=source, now=now
                     )
-                    left += 1
         return joined, left
 
     async def figures(self, *, now: datetime, recent: timedelta) -> Figures:
@@ -513,6 +490,28 @@ async def write_subscription(
                 subscriber_id=subscriber_id, list_id=list_id, created_at=now, **values
             )
         )
+
+
+async def unsubscribe_rows(
+    conn: AsyncConnection, subscriber_id: int, list_id: int | None, *, source: str, now: datetime
+) -> int:
+    """Unsubscribe from one list (``list_id`` None: every list), recording when and how;
+    subscriptions already unsubscribed are left as they were. Returns rows changed."""
+    query = update(subscriptions).where(
+        subscriptions.c.subscriber_id == subscriber_id,
+        subscriptions.c.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+    if list_id is not None:
+        query = query.where(subscriptions.c.list_id == list_id)
+    result = await conn.execute(
+        query.values(
+            status=SubscriptionStatus.UNSUBSCRIBED.value,
+            unsubscribed_at=now,
+            unsubscribe_source=source[:200],
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount or 0)
 
 
 def subscribed_values(source: str, now: datetime) -> dict[str, Any]:

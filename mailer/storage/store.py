@@ -31,7 +31,12 @@ from mailer.models import (
 )
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
-from mailer.storage.pages import Pages, subscribed_values, write_subscription
+from mailer.storage.pages import (
+    Pages,
+    subscribed_values,
+    unsubscribe_rows,
+    write_subscription,
+)
 from mailer.storage.sending import Sending
 from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
 
@@ -421,21 +426,8 @@ class Store:
         """Mark subscriptions unsubscribed (one list or all); return how many changed."""
         async with self._begin() as conn:
             sub_id = await _require_subscriber(conn, key)
-            query = update(subscriptions).where(
-                subscriptions.c.subscriber_id == sub_id,
-                subscriptions.c.status != SubscriptionStatus.UNSUBSCRIBED,
-            )
-            if slug is not None:
-                query = query.where(subscriptions.c.list_id == await _list_id(conn, slug))
-            result = await conn.execute(
-                query.values(
-                    status=SubscriptionStatus.UNSUBSCRIBED.value,
-                    unsubscribed_at=now,
-                    unsubscribe_source=source,
-                    updated_at=now,
-                )
-            )
-            return int(result.rowcount or 0)
+            list_id = None if slug is None else await _list_id(conn, slug)
+            return await unsubscribe_rows(conn, sub_id, list_id, source=source, now=now)
 
     async def suppress(
         self, key: str, *, reason: SuppressionReason, detail: str, now: datetime
