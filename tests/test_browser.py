@@ -72,6 +72,7 @@ def driver() -> Iterator[Any]:
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     browser.set_page_load_timeout(30)
+    browser.implicitly_wait(10)  # elements of a page still loading
     try:
         yield browser
     finally:
@@ -81,6 +82,17 @@ def driver() -> Iterator[Any]:
 async def in_thread(fn: Callable[[], T]) -> T:
     """Selenium blocks: drive it from a thread so the server in this loop can answer."""
     return await asyncio.to_thread(fn)
+
+
+def submit(browser: Any, button: str) -> None:
+    """Click a form's button and wait until the next page has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element = browser.find_element(By.ID, button)
+    element.click()
+    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(element))
 
 
 def shot(browser: Any, name: str) -> None:
@@ -169,7 +181,7 @@ async def test_unsubscribe_from_a_captured_message(site: Site, driver: Any) -> N
     page = await in_thread(lambda: driver.find_element(By.TAG_NAME, "main").text)
     assert "claire.martin@example.org" in page
     await in_thread(lambda: shot(driver, "unsubscribe-page"))
-    await in_thread(lambda: driver.find_element(By.ID, "unsubscribe").click())
+    await in_thread(lambda: submit(driver, "unsubscribe"))
     result = await in_thread(lambda: driver.find_element(By.ID, "result").text)
     assert "ne recevra plus les messages de la liste" in result
     await in_thread(lambda: shot(driver, "unsubscribed"))
@@ -197,7 +209,7 @@ async def test_subscribe_then_confirm_from_the_captured_mail(site: Site, driver:
         driver.find_element(By.ID, "email").send_keys("jeanne.dupont@example.org")
         driver.find_element(By.ID, "name").send_keys("Jeanne Dupont")
         Select(driver.find_element(By.ID, "locale")).select_by_value("en")
-        driver.find_element(By.ID, "subscribe").click()
+        submit(driver, "subscribe")
 
     await in_thread(fill_form)
     heading = await in_thread(lambda: driver.find_element(By.TAG_NAME, "h1").text)
@@ -210,7 +222,7 @@ async def test_subscribe_then_confirm_from_the_captured_mail(site: Site, driver:
     confirm = html_link(mail, "c")
     await in_thread(lambda: driver.get(confirm))
     await in_thread(lambda: shot(driver, "confirm-page"))
-    await in_thread(lambda: driver.find_element(By.ID, "confirm").click())
+    await in_thread(lambda: submit(driver, "confirm"))
     text = await in_thread(lambda: driver.find_element(By.TAG_NAME, "main").text)
     assert "Subscription confirmed" in text
     assert "jeanne.dupont@example.org is subscribed" in text
