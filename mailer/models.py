@@ -84,6 +84,10 @@ class Recipient:
     timezone: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     smtputf8: bool = False
+    # What the links name (never the row id, which a database may reuse after an erasure).
+    public_id: str = ""
+    # The pending sign-up a confirmation mail confirms (its link carries it).
+    confirm_nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

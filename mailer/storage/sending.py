@@ -733,8 +733,10 @@ class Sending:
                 subscribers.c.timezone,
                 subscribers.c.attributes,
                 subscribers.c.smtputf8,
+                subscribers.c.public_id,
                 subscribers.c.status.label("subscriber_status"),
                 subscriptions.c.status.label("subscription_status"),
+                subscriptions.c.confirm_nonce,
                 suppressions.c.reason.label("suppressed"),
             )
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
@@ -757,7 +759,9 @@ class Sending:
             skip = None
             if row["suppressed"] is not None:
                 skip = f"suppressed: {row['suppressed']}"
-            elif row["subscription_status"] not in eligible:
+            elif row["subscription_status"] not in eligible and not (
+                pending_ok and row["confirm_nonce"] is not None
+            ):
                 skip = "unsubscribed"
             elif row["subscriber_status"] != SubscriberStatus.ACTIVE:
                 skip = f"subscriber {row['subscriber_status']}"
@@ -775,6 +779,8 @@ class Sending:
                         timezone=row["timezone"],
                         attributes=dict(row["attributes"] or {}),
                         smtputf8=row["smtputf8"],
+                        public_id=row["public_id"],
+                        confirm_nonce=row["confirm_nonce"] if pending_ok else None,
                     ),
                     skip_reason=skip,
                 )

@@ -327,6 +327,7 @@ class Store:
                     timezone=row.timezone,
                     attributes=dict(row.attributes or {}),
                     smtputf8=row.smtputf8,
+                    public_id=row.public_id,
                 )
 
     async def export_rows(self, slug: str) -> AsyncIterator[ExportRow]:

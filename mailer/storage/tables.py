@@ -6,6 +6,7 @@ naive UTC text on SQLite. Statuses are text holding the ``StrEnum`` values of ``
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def new_public_id() -> str:
+    """A random id for the links of a subscriber: 128 bits, never reused (a row id is)."""
+    return secrets.token_urlsafe(16)
+
+
+def new_nonce() -> str:
+    """A random value bound to one pending sign-up: its confirmation link carries it."""
+    return secrets.token_urlsafe(12)
+
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -89,6 +100,11 @@ subscribers = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("email", String(320), nullable=False),
+    # What links name (unsubscribe, preferences, confirm): random, so a token never points
+    # at the next person who gets an erased subscriber's row id. Always set (the default);
+    # nullable in the schema only because SQLite cannot add a NOT NULL column without
+    # rebuilding the table, which would cascade-delete its subscriptions.
+    Column("public_id", String(32), nullable=True, default=new_public_id),
     # The comparison key: the normalised address case-folded; unique.
     Column("email_key", String(320), nullable=False, unique=True),
     Column("name", String(200), nullable=False, default=""),
@@ -99,6 +115,7 @@ subscribers = Table(
     Column("smtputf8", Boolean, nullable=False, default=False),
     _created(),
     _updated(),
+    Index(None, "public_id", unique=True),
 )
 
 subscriptions = Table(
@@ -117,10 +134,30 @@ subscriptions = Table(
     Column("confirmed_ip", String(64), nullable=True),
     Column("unsubscribed_at", UTCDateTime(), nullable=True),
     Column("unsubscribe_source", String(200), nullable=True),
+    # The pending sign-up request, if any: its confirmation link carries this nonce, so an
+    # older link never confirms a newer request. Cleared when confirmed.
+    Column("confirm_nonce", String(32), nullable=True),
+    Column("requested_at", UTCDateTime(), nullable=True),
     _created(),
     _updated(),
     UniqueConstraint("subscriber_id", "list_id"),
     Index(None, "list_id", "status"),
+)
+
+# Append-only history of consent: every request, confirmation, subscription and unsubscribe,
+# with when, how and from where. The subscriptions row holds the current state.
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), nullable=True),
+    # requested, confirmed, subscribed, unsubscribed
+    Column("event", String(32), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "subscriber_id", "at"),
 )
 
 suppressions = Table(
@@ -131,6 +168,21 @@ suppressions = Table(
     Column("reason", String(32), nullable=False),
     Column("detail", Text, nullable=False, default=""),
     _created(),
+)
+
+# Append-only history of suppressions: each suppress and lift, who did it, when and why.
+# ``suppressions`` holds the addresses suppressed now.
+suppression_events = Table(
+    "suppression_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False),
+    Column("action", String(16), nullable=False),  # suppress, unsuppress
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("actor", String(200), nullable=False, default=""),
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "email_key", "at"),
 )
 
 campaigns = Table(
