@@ -4,6 +4,10 @@
 normalised form: the domain lower-cased and IDNA-checked, the local part as written) and a
 ``key`` used to find duplicates: the whole address case-folded, as listmonk, Mailman and the
 mailbox providers compare them. ``+tag`` addresses stay distinct.
+
+``check_name`` is the one rule for a person's display name, applied by the import, the CLI,
+the sign-up form and the message builder alike, so that a name accepted anywhere can go into
+a ``To:`` header.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from mailer.errors import AddressError
 
 MAX_LENGTH = 254  # RFC 5321 path limit less the angle brackets
 MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1; email-validator only checks it in strict mode
+MAX_NAME = 200  # the size of the subscribers.name column
+# Unicode categories a display name must not hold: C0 and C1 controls (CR, LF, TAB, VT, FF,
+# NEL, ESC, DEL...) and the line and paragraph separators U+2028/U+2029, which some mail
+# software takes for line breaks.
+_NAME_REFUSED = ("Cc", "Zl", "Zp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,23 @@ def normalize(raw: str) -> Address:
         raise AddressError(f"the part before the @ is longer than {MAX_LOCAL} octets (RFC 5321)")
     email = valid.normalized
     return Address(email=email, key=email.casefold(), smtputf8=bool(valid.smtputf8))
+
+
+def check_name(text: str) -> str:
+    """``text`` unchanged if it can be a display name; :class:`AddressError` saying why if not.
+
+    Refused: any control character (C0, DEL, C1 including NEL), U+2028/U+2029, and more
+    than :data:`MAX_NAME` characters. Everything else (accents, emoji, joiners, right-to-left
+    text) is a name.
+    """
+    for char in text:
+        if unicodedata.category(char) in _NAME_REFUSED:
+            name = unicodedata.name(char, "")
+            label = f"{name}, U+{ord(char):04X}" if name else f"U+{ord(char):04X}"
+            raise AddressError(f"the name contains a control character ({label})")
+    if len(text) > MAX_NAME:
+        raise AddressError(f"the name is longer than {MAX_NAME} characters")
+    return text
 
 
 def address_key(raw: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mailer.addresses import normalize
+from mailer.addresses import check_name, normalize
 from mailer.errors import AddressError, ListImportError
 from mailer.models import OptInMode
 from mailer.storage import ImportTally, ListMeta, Store, SubscriberRow
@@ -32,7 +33,6 @@ from mailer.storage import ImportTally, ListMeta, Store, SubscriberRow
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}|[0-9]{3}))?$")
 KNOWN_COLUMNS = ("email", "name", "locale", "timezone")
-MAX_NAME = 200
 MAX_ATTRIBUTE = 1000
 MAX_COLUMNS = 100
 BATCH = 1000
@@ -86,12 +86,15 @@ def slug_for(path: Path, override: str | None = None) -> str:
 def read_meta(path: Path, slug: str) -> ListMeta:
     """The list's metadata from the ``.toml`` beside the CSV (defaults when there is none)."""
     sidecar = path.with_suffix(".toml")
+    text = _sidecar_text(sidecar)
     data: dict[str, Any] = {}
-    if sidecar.is_file():
+    if text is not None:
         try:
-            data = tomllib.loads(sidecar.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ListImportError(str(sidecar), f"not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ListImportError(str(sidecar), "not valid TOML: nested too deep") from None
     try:
         meta = _MetaFile.model_validate(data)
     except ValidationError as exc:
@@ -108,6 +111,36 @@ def read_meta(path: Path, slug: str) -> ListMeta:
         opt_in=meta.opt_in,
         public=meta.public,
     )
+
+
+def _sidecar_text(sidecar: Path) -> str | None:
+    """The sidecar's text; None when there is none. Anything at that path that cannot be read
+    (a folder, a dangling or looping link, no permission) is an error: ignoring it would
+    silently reset the list's title and opt-in mode."""
+    try:
+        sidecar.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ListImportError(str(sidecar), f"cannot be read ({exc.strerror})") from None
+    fix = "fix it or remove it (it holds the list's title and opt-in mode)"
+    try:
+        info = sidecar.stat()
+    except FileNotFoundError:
+        raise ListImportError(
+            str(sidecar), f"is a symbolic link to a file that does not exist; {fix}"
+        ) from None
+    except OSError as exc:
+        raise ListImportError(str(sidecar), f"cannot be read ({exc.strerror}); {fix}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ListImportError(str(sidecar), f"is {kind}, not a TOML file; {fix}")
+    try:
+        return sidecar.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ListImportError(str(sidecar), "not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ListImportError(str(sidecar), f"cannot be read ({exc.strerror}); {fix}") from None
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -140,7 +173,7 @@ def _text_lines(path: Path, raw: IO[bytes]) -> Iterator[str]:
 
 def _unneutralise(cell: str) -> str:
     """Undo :func:`neutralise`, so that an exported list imports back unchanged."""
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_START:
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in (*FORMULA_START, "'"):
         return cell[1:]
     return cell
 
@@ -170,7 +203,7 @@ class ListFile:
             delimiter = "\t"
         self._reader = csv.reader(_chain(first, self._lines), delimiter=delimiter, strict=True)
         try:
-            header = [h.strip().lstrip("\ufeff").lower() for h in next(self._reader)]
+            header = [_unneutralise(h.strip().lstrip("\ufeff")).lower() for h in next(self._reader)]
         except csv.Error as exc:
             self.close()
             raise ListImportError(
@@ -246,10 +279,11 @@ def parse_row(line: int, header: list[str], cells: list[str]) -> SubscriberRow |
     except AddressError as exc:
         return RowError(line, "email", f"{values['email']!r}: {exc}")
     name = values.get("name") or None
-    if name is not None and (len(name) > MAX_NAME or any(ord(c) < 32 for c in name)):
-        return RowError(
-            line, "name", f"longer than {MAX_NAME} characters or has control characters"
-        )
+    if name is not None:
+        try:
+            check_name(name)
+        except AddressError as exc:
+            return RowError(line, "name", str(exc))
     locale = values.get("locale") or None
     if locale is not None:
         if not LOCALE.match(locale):
@@ -347,8 +381,16 @@ def list_files(directory: Path) -> list[Path]:
 
 
 def neutralise(cell: str) -> str:
-    """Defuse a cell a spreadsheet would run as a formula (OWASP CSV injection)."""
-    return "'" + cell if cell.startswith(FORMULA_START) else cell
+    """Defuse a cell a spreadsheet would run as a formula (OWASP CSV injection).
+
+    A cell that already looks defused (a quote, then a formula character or a quote) gets one
+    more quote, so that the import's :func:`_unneutralise` gives it back as it was.
+    """
+    if cell.startswith(FORMULA_START) or (
+        len(cell) > 1 and cell[0] == "'" and cell[1] in (*FORMULA_START, "'")
+    ):
+        return "'" + cell
+    return cell
 
 
 async def export_csv(store: Store, slug: str, out: IO[str]) -> int:
@@ -358,7 +400,7 @@ async def export_csv(store: Store, slug: str, out: IO[str]) -> int:
         attribute_keys.update(row.attributes)
     columns = [*KNOWN_COLUMNS, *sorted(attribute_keys - set(KNOWN_COLUMNS))]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([neutralise(c) for c in columns])  # attribute names come from the files
     count = 0
     async for row in store.export_rows(slug):
         known = [row.email, row.name, row.locale or "", row.timezone or ""]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mailer.addresses import normalize
+from mailer.addresses import MAX_NAME, check_name, normalize
 from mailer.errors import AddressError
 from mailer.lists import ListFile, RowError, neutralise
 from mailer.storage import SubscriberRow
@@ -102,3 +102,26 @@ def test_csv_rows_round_trip(email: str, name: str, attributes: dict[str, str]) 
     assert row.email == normalize(email).email
     assert row.name == (name or None)
     assert row.attributes == {k: v for k, v in attributes.items() if v}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["\r", "\n", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x00", "\x1b", "\x7f", "\x9b"],
+)
+def test_check_name_refuses_every_line_break_and_control(bad: str) -> None:
+    """One rule for display names: no C0/C1 control, no Unicode line or paragraph separator."""
+    with pytest.raises(AddressError, match="control character"):
+        check_name(f"Léa{bad}Moreau")
+
+
+def test_check_name_refuses_names_longer_than_the_column() -> None:
+    """A name longer than the 200-character column is refused, not cut."""
+    assert check_name("x" * MAX_NAME) == "x" * MAX_NAME
+    with pytest.raises(AddressError, match=f"longer than {MAX_NAME} characters"):
+        check_name("x" * (MAX_NAME + 1))
+
+
+@given(st.text(st.characters(blacklist_categories=("Cc", "Zl", "Zp", "Cs")), max_size=200))
+def test_check_name_accepts_printable_text_as_given(name: str) -> None:
+    """Accents, emoji, joiners and right-to-left text are names too, kept as given."""
+    assert check_name(name) == name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -353,3 +354,64 @@ def test_reading_streams_large_files(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count == 20_000
     assert peak < size / 10, f"peak {peak} bytes for a {size}-byte file"
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling-link", "link-loop", "unreadable"])
+def test_a_sidecar_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path, kind: str) -> None:
+    """A sidecar that exists but cannot be read never silently resets the title and opt-in."""
+    path = write(tmp_path, "researchers.csv", RESEARCHERS)
+    sidecar = tmp_path / "researchers.toml"
+    if kind == "directory":
+        sidecar.mkdir()
+    elif kind == "dangling-link":
+        sidecar.symlink_to(tmp_path / "gone.toml")
+    elif kind == "link-loop":
+        sidecar.symlink_to(tmp_path / "researchers.toml")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root reads a file whatever its mode")
+        write(tmp_path, "researchers.toml", 'opt_in = "double"\n').chmod(0)
+    with pytest.raises(ListImportError) as caught:
+        lists.read_meta(path, "researchers")
+    message = str(caught.value)
+    assert message.startswith(f"{sidecar}: ")
+    assert "\n" not in message
+
+
+def test_a_sidecar_nested_too_deep_is_an_error(tmp_path: Path) -> None:
+    """A TOML nested thousands deep is refused with the file named, not a RecursionError."""
+    path = write(tmp_path, "researchers.csv", RESEARCHERS)
+    write(tmp_path, "researchers.toml", "x = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ListImportError, match=r"researchers\.toml: "):
+        lists.read_meta(path, "researchers")
+
+
+async def test_export_neutralises_the_header_row_too(store: Store, tmp_path: Path) -> None:
+    """Attribute column names that a spreadsheet would run are defused and import back."""
+    path = write(
+        tmp_path,
+        "patients.csv",
+        'email,"=hyperlink(""http://x"")",+cmd\neve@example.org,a,b\n',
+    )
+    await import_file(store, path, now=NOW)
+    out = io.StringIO()
+    await lists.export_csv(store, "patients", out)
+    header = out.getvalue().splitlines()[0]
+    assert header == 'email,name,locale,timezone,\'+cmd,"\'=hyperlink(""http://x"")"'
+    back = write(tmp_path, "patients.csv", out.getvalue())
+    report = await import_file(store, back, now=NOW)
+    assert (report.tally.unchanged, report.tally.updated, report.rejected_count) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("bad", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x9b", "\t"])
+async def test_a_name_the_message_builder_refuses_is_refused_at_import(
+    store: Store, tmp_path: Path, bad: str
+) -> None:
+    """The import applies the builder's rule for names: the row is rejected, with the reason."""
+    path = write(
+        tmp_path, "researchers.csv", f"email,name\nok@example.org,Fine\nx@example.org,A{bad}B\n"
+    )
+    report = await import_file(store, path, now=NOW)
+    assert [(e.line, e.column) for e in report.rejected] == [(3, "name")]
+    assert "control character" in report.rejected[0].reason
+    assert await members(store, "researchers") == ["ok@example.org"]
