@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -31,11 +32,43 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailer import schedule
-from mailer.errors import MailerError
+from mailer.addresses import normalize
+from mailer.errors import AddressError, MailerError
 from mailer.models import CampaignKind, Content, EventInfo
 from mailer.settings import zone_name
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+MAX_AHEAD = timedelta(days=3653)  # ten years: a campaign time beyond is a typo in the year
+EARLIEST = datetime(2000, 1, 1)  # a campaign time before is a typo in the year too
+# Bidirectional embeddings, overrides and isolates: they make a subject or a sender's name
+# read differently from what it says. Other format characters (the zero-width joiner of
+# emoji sequences, the soft hyphen) are harmless.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def header_text(value: str, what: str) -> str:
+    """``value`` if it can go into a header as one line of text; ValueError naming the first
+    control character otherwise: CR, LF, NEL, VT, FF, tab and every other C0/C1 control,
+    the line and paragraph separators (U+2028, U+2029) and the bidirectional controls."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI:
+            name = unicodedata.name(char, "control character")
+            raise ValueError(
+                f"contains {name} (U+{ord(char):04X}); {what} must be one line of plain text"
+            )
+    return value
+
+
+def one_address(value: str) -> str:
+    """One plain address, normalised; ValueError for a list, a display name or a bad one."""
+    if any(c in value for c in ",;") and value.count("@") > 1:
+        raise ValueError("give one address, not a list of addresses")
+    if "<" in value or ">" in value:
+        raise ValueError("give the plain address (name@example.org); the name goes in sender.name")
+    try:
+        return normalize(value).email
+    except AddressError as exc:
+        raise ValueError(f"{exc}: {value!r}") from None
 
 
 class CampaignFileError(MailerError, ValueError):
@@ -44,8 +77,18 @@ class CampaignFileError(MailerError, ValueError):
 
 class SenderOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=200)
     address: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else header_text(value, "the sender's name").strip()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else one_address(value)
 
 
 class EventSection(BaseModel):
@@ -63,6 +106,11 @@ class EventSection(BaseModel):
 
     @model_validator(mode="after")
     def _order(self) -> EventSection:
+        if self.end is not None and (self.end.tzinfo is None) != (self.start.tzinfo is None):
+            raise ValueError(
+                "give start and end both with a UTC offset or both without (local time in "
+                "the campaign's zone)"
+            )
         if self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
         return self
@@ -79,8 +127,8 @@ class CampaignFile(BaseModel):
     name: str = Field(pattern=NAME.pattern)
     kind: CampaignKind
     lists: list[str] = Field(min_length=1)
-    template: str | None = None
-    subject: str = ""
+    template: str | None = None  # a template kind in the templates folder, e.g. "seminar"
+    subject: str = Field(default="", max_length=998)
     body: str = ""
     body_file: str | None = None
     body_format: str = Field(default="markdown", pattern="^(markdown|html|text)$")
@@ -96,12 +144,22 @@ class CampaignFile(BaseModel):
     def _zone(cls, value: str | None) -> str | None:
         return None if value is None else zone_name(value)
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and not NAME.match(value):
+            raise ValueError(
+                f'expected the name of a template such as "seminar" (the file '
+                f"templates/email/seminar.fr.html), not a path: {value!r}"
+            )
+        return value
+
     @field_validator("subject")
     @classmethod
     def _one_line(cls, value: str) -> str:
         if "\n" in value or "\r" in value:
             raise ValueError("the subject must be on one line")
-        return value.strip()
+        return header_text(value, "the subject").strip()
 
     @model_validator(mode="after")
     def _kind_sections(self) -> CampaignFile:
@@ -143,10 +201,27 @@ class Campaign:
 
     def local(self, value: datetime, what: str) -> tuple[datetime, str]:
         """A time from the file as UTC (naive means the campaign's zone); DST-checked."""
+        if value.replace(tzinfo=None) < EARLIEST:
+            raise CampaignFileError(
+                f"{self.path}: {what}: {value:%Y-%m-%d} has passed long ago; check the year"
+            )
         try:
             return schedule.resolve(value, self.zone, ambiguous=self.data.ambiguous, what=what)
         except schedule.ScheduleError as exc:
             raise CampaignFileError(f"{self.path}: {exc}") from None
+        except OverflowError:
+            raise CampaignFileError(
+                f"{self.path}: {what}: {value:%Y-%m-%d %H:%M} is out of range; check the year"
+            ) from None
+
+    def ahead(self, due: datetime, what: str, *, now: datetime) -> datetime:
+        """``due``, if it is not more than :data:`MAX_AHEAD` after ``now``."""
+        if due - now > MAX_AHEAD:
+            raise CampaignFileError(
+                f"{self.path}: {what}: {due.astimezone(self.zone):%Y-%m-%d} is more than "
+                f"{MAX_AHEAD.days // 365} years ahead; check the year"
+            )
+        return due
 
     def event(
         self,
@@ -199,6 +274,7 @@ def plan(
         if isinstance(data.send_at, str):
             raise CampaignFileError(f'{path}: send_at: expected a local time or "now"')
         due, note = campaign.local(data.send_at, "send_at")
+        campaign.ahead(due, "send_at", now=now)
         return [schedule.Planned("announce", "announcement", due, note)], [n for n in [note] if n]
     if data.kind == CampaignKind.NEWSLETTER:
         assert data.newsletter is not None
@@ -223,6 +299,9 @@ def plan(
         shift = demo_start(now) - real.start
     event = campaign.event(domain=domain, shift=shift)
     assert event is not None
+    campaign.ahead(event.start, "event.start", now=now)
+    if event.end is not None:
+        campaign.ahead(event.end, "event.end", now=now)
     if event.start <= now:
         raise CampaignFileError(
             f"{path}: event.start: {event.start.astimezone(campaign.zone):%Y-%m-%d %H:%M} has "
@@ -253,16 +332,24 @@ def plan(
     return [invitation, *reminders], notes + skipped
 
 
-def load(path: Path, *, default_zone: str = "Europe/Paris") -> Campaign:
+def load(
+    path: Path, *, default_zone: str = "Europe/Paris", templates_dir: Path | None = None
+) -> Campaign:
     """Read and validate a campaign file; :class:`CampaignFileError` names file and field.
 
-    A file without ``timezone`` is in ``default_zone`` (MAILER_SCHEDULER__TIMEZONE)."""
+    A file without ``timezone`` is in ``default_zone`` (MAILER_SCHEDULER__TIMEZONE).
+    ``body_file`` is read only from the campaign file's folder or below (links resolved);
+    with ``templates_dir``, a ``template`` must exist there (and not link out of it)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CampaignFileError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CampaignFileError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise CampaignFileError(
+            f"{path}: not valid TOML for a campaign (arrays or tables nested too deeply)"
+        ) from None
     try:
         data = CampaignFile.model_validate(raw)
     except ValidationError as exc:
@@ -274,9 +361,39 @@ def load(path: Path, *, default_zone: str = "Europe/Paris") -> Campaign:
         raise CampaignFileError("\n".join(lines)) from None
     body = data.body
     if data.body_file:
-        body_path = path.parent / data.body_file
+        body_path = _inside(path, path.parent, data.body_file, "body_file", "the campaign's folder")
         try:
             body = body_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CampaignFileError(f"{path}: body_file: cannot read {body_path} ({exc})") from None
+    if data.template is not None and templates_dir is not None:
+        _check_template(path, templates_dir, data.template)
     return Campaign(path, data, body, zone=default_zone)
+
+
+def _inside(path: Path, folder: Path, name: str, field: str, what: str) -> Path:
+    """``folder / name`` with links resolved, if it is inside ``folder`` (links resolved)."""
+    root = folder.resolve()
+    try:
+        target = (folder / name).resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise CampaignFileError(f"{path}: {field}: cannot resolve {name!r} ({exc})") from None
+    if not target.is_relative_to(root):
+        raise CampaignFileError(
+            f"{path}: {field}: {name!r} is outside {what} ({root}); keep the file there"
+        )
+    return target
+
+
+def _check_template(path: Path, templates_dir: Path, template: str) -> None:
+    """The template kind exists in the templates folder and none of its files links out."""
+    email = templates_dir / "email"
+    found = sorted(email.glob(f"{template}.*.html")) + sorted(email.glob(f"{template}.*.txt"))
+    if not any(f.name.endswith(".html") for f in found):
+        raise CampaignFileError(
+            f"{path}: template: no {email}/{template}.fr.html (or another locale) in the "
+            "templates folder"
+        )
+    for file in found:
+        _inside(path, templates_dir, str(file.relative_to(templates_dir)), "template",
+                "the templates folder")  # fmt: skip

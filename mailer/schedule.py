@@ -24,6 +24,7 @@ from mailer.errors import MailerError
 
 OFFSET = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+MAX_OFFSET = {"d": 365, "h": 365 * 24, "m": 365 * 24 * 60}  # a reminder at most a year ahead
 
 
 class ScheduleError(MailerError, ValueError):
@@ -89,9 +90,14 @@ def parse_offset(text: str) -> tuple[timedelta, str]:
     match = OFFSET.match(text)
     if not match:
         raise ScheduleError(f"reminder {text!r}: expected a number and d, h or m, such as 7d or 2h")
-    amount, unit = int(match.group(1)), match.group(2)
+    digits, unit = match.group(1), match.group(2)
+    amount = int(digits) if len(digits) <= 9 else MAX_OFFSET[unit] + 1
     if amount <= 0:
         raise ScheduleError(f"reminder {text!r}: the offset must be more than zero")
+    if amount > MAX_OFFSET[unit]:
+        raise ScheduleError(
+            f"reminder {text!r}: at most 365 days before the start (365d, 8760h or 525600m)"
+        )
     iso = f"P{amount}D" if unit == "d" else f"PT{amount}{unit.upper()}"
     return timedelta(**{UNITS[unit]: amount}), iso
 

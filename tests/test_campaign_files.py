@@ -1,0 +1,241 @@
+"""Campaign files that staff (or someone with write access to the folder) get wrong or abuse:
+paths out of their folders, header injection, unbounded dates, files that crash the parser."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailer import campaigns
+from mailer.campaigns import CampaignFileError
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+ANNOUNCEMENT = """
+name = "news"
+kind = "announcement"
+lists = ["researchers"]
+subject = "Nouvelles du réseau"
+body = "Bonjour"
+"""
+
+EVENT = """
+name = "journee"
+kind = "event"
+lists = ["researchers"]
+body = "Programme"
+[event]
+title = "Journée de recherche"
+start = 2027-01-15T09:00:00
+end = 2027-01-15T17:30:00
+reminders = ["7d"]
+"""
+
+
+def write(folder: Path, text: str, name: str = "campaign.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path, *, templates_dir: Path | None = None) -> str:
+    """The one-line error that loading and planning ``path`` gives."""
+
+    def load_and_plan() -> None:
+        campaign = campaigns.load(path, templates_dir=templates_dir)
+        campaigns.plan(campaign, now=NOW, domain="example.org")
+
+    with pytest.raises(CampaignFileError) as caught:
+        load_and_plan()
+    text = str(caught.value)
+    assert "\n" not in text, text
+    return text
+
+
+# --- item 1: bodies and templates only from their folders -------------------------------------
+
+
+@pytest.mark.parametrize("body_file", ["/etc/passwd", "../secret.md", "sub/../../secret.md"])
+def test_a_body_file_outside_the_campaign_folder_is_refused(tmp_path: Path, body_file: str) -> None:
+    """body_file names a file in the campaign's folder (or below), never elsewhere."""
+    (tmp_path / "secret.md").write_text("secret", encoding="utf-8")
+    text = ANNOUNCEMENT.replace('body = "Bonjour"', f'body_file = "{body_file}"')
+    path = write(tmp_path / "campaigns", text)
+    message = load_error(path)
+    assert message.startswith(f"{path}: body_file: ")
+    assert "outside the campaign's folder" in message
+    assert "secret" not in message.replace("secret.md", "")
+
+
+def test_a_body_file_symlinked_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    """A symlink in the campaigns folder is resolved: pointing outside is refused."""
+    (tmp_path / "secret.md").write_text("secret", encoding="utf-8")
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    (folder / "body.md").symlink_to(tmp_path / "secret.md")
+    path = write(folder, ANNOUNCEMENT.replace('body = "Bonjour"', 'body_file = "body.md"'))
+    assert "outside the campaign's folder" in load_error(path)
+
+
+def test_a_body_file_in_the_folder_or_below_is_read(tmp_path: Path) -> None:
+    """The normal case still works, a sub-folder included."""
+    folder = tmp_path / "campaigns"
+    (folder / "bodies").mkdir(parents=True)
+    (folder / "bodies" / "news.md").write_text("Le texte", encoding="utf-8")
+    path = write(folder, ANNOUNCEMENT.replace('body = "Bonjour"', 'body_file = "bodies/news.md"'))
+    assert campaigns.load(path).content.body == "Le texte"
+
+
+@pytest.mark.parametrize("template", ["../../etc/passwd", "/etc/passwd", "email/event", "a.b"])
+def test_a_template_is_a_name_not_a_path(tmp_path: Path, template: str) -> None:
+    """template names a template kind in the templates folder; a path is refused."""
+    path = write(tmp_path, ANNOUNCEMENT + f'template = "{template}"\n')
+    message = load_error(path)
+    assert message.startswith(f"{path}: template: ")
+    assert "name of a template" in message
+
+
+def test_a_template_must_exist_in_the_templates_folder(tmp_path: Path) -> None:
+    """With the templates folder known (check, create), a missing template is named."""
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "seminar.fr.html").write_text("{{ body }}", encoding="utf-8")
+    ok = write(tmp_path, ANNOUNCEMENT + 'template = "seminar"\n', "ok.toml")
+    assert campaigns.load(ok, templates_dir=templates).content.template == "seminar"
+    missing = write(tmp_path, ANNOUNCEMENT + 'template = "webinar"\n', "missing.toml")
+    message = load_error(missing, templates_dir=templates)
+    assert message.startswith(f"{missing}: template: ")
+    assert "email/webinar.fr.html" in message
+
+
+def test_a_template_symlinked_out_of_the_templates_folder_is_refused(tmp_path: Path) -> None:
+    """A template file that is a link to a file outside the templates folder is refused."""
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    (tmp_path / "passwd").write_text("root:x:0:0", encoding="utf-8")
+    (templates / "email" / "seminar.fr.html").symlink_to(tmp_path / "passwd")
+    path = write(tmp_path, ANNOUNCEMENT + 'template = "seminar"\n')
+    message = load_error(path, templates_dir=templates)
+    assert message.startswith(f"{path}: template: ")
+    assert "outside the templates folder" in message
+
+
+# --- item 2: header-bound values --------------------------------------------------------------
+
+CONTROLS = ["\r", "\n", "\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x00", "\x1b", "\u202e"]
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize(
+    ("field", "template"),
+    [
+        ("subject", 'subject = "Bonjour{c}Bcc: everyone@example.org"'),
+        ("sender.name", '[sender]\nname = "Réseau{c}Bcc: x@example.org"'),
+        ("sender.address", '[sender]\naddress = "news@example.org{c}Bcc: x@example.org"'),
+    ],
+)
+def test_header_values_refuse_line_breaks_and_controls(
+    tmp_path: Path, char: str, field: str, template: str
+) -> None:
+    """Subject, sender name and sender address refuse every line break and control."""
+    escaped = char.encode("unicode_escape").decode("ascii").replace("\\x", "\\u00")
+    line = template.replace("{c}", escaped)
+    text = ANNOUNCEMENT.replace('subject = "Nouvelles du réseau"\n', "")
+    path = write(tmp_path, (text + line + "\n") if field != "subject" else (line + "\n" + text))
+    message = load_error(path)
+    assert message.startswith(f"{path}: {field}: "), message
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@example.org, b@example.org",
+        "a@example.org,b@example.org",
+        "a@example.org;b@example.org",
+        "Réseau <a@example.org>",
+        "not-an-address",
+    ],
+)
+def test_the_sender_address_is_one_plain_address(tmp_path: Path, address: str) -> None:
+    """sender.address is exactly one address, without a display name."""
+    path = write(tmp_path, ANNOUNCEMENT + f'[sender]\naddress = "{address}"\n')
+    message = load_error(path)
+    assert message.startswith(f"{path}: sender.address: "), message
+
+
+def test_a_good_sender_is_kept(tmp_path: Path) -> None:
+    """A display name with commas and an internationalised address are fine."""
+    path = write(
+        tmp_path,
+        ANNOUNCEMENT + '[sender]\nname = "Réseau, équipe 👩‍🔬"\naddress = "news@exämple.org"\n',
+    )
+    campaign = campaigns.load(path)
+    assert campaign.data.sender.name == "Réseau, équipe 👩‍🔬"
+    assert campaign.data.sender.address == "news@exämple.org"
+
+
+# --- item 3: dates, offsets, parser limits ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (('body = "Bonjour"', 'body = "x"\nsend_at = 9999-12-31T23:30:00'), "send_at", "years ahead"),
+        (('body = "Bonjour"', 'body = "x"\nsend_at = 0001-01-01T00:10:00'), "send_at", "has passed"),
+    ],
+)  # fmt: skip
+def test_an_announcement_time_is_bounded(
+    tmp_path: Path, change: tuple[str, str], field: str, message: str
+) -> None:
+    """send_at far ahead or long past is one clear line."""
+    path = write(tmp_path, ANNOUNCEMENT.replace(*change))
+    text = load_error(path)
+    assert text.startswith(f"{path}: {field}: "), text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (('reminders = ["7d"]', 'reminders = ["999999d"]'), "event.reminder", "at most 365 days"),
+        (('reminders = ["7d"]', 'reminders = ["99999999999999999999999h"]'), "event.reminder", "at most 365 days"),
+        (('start = 2027-01-15T09:00:00', 'start = 2027-01-15T09:00:00+01:00'), "event", "both with a UTC offset or both without"),
+        (('end = 2027-01-15T17:30:00', 'end = 2027-01-15T17:30:00Z'), "event", "both with a UTC offset or both without"),
+        (("2027-01-15T", "9999-12-31T"), "event.start", "years ahead"),
+        (('end = 2027-01-15T17:30:00', 'end = 9999-12-31T17:30:00'), "event.end", "years ahead"),
+        (('reminders = ["7d"]', 'reminders = ["7d"]\nannounce = 0001-01-01T00:00:00'), "event.announce", "has passed"),
+    ],
+)  # fmt: skip
+def test_event_times_and_offsets_are_bounded(
+    tmp_path: Path, change: tuple[str, str], field: str, message: str
+) -> None:
+    """Offsets past a year, mixed aware and naive times, years like 9999: one clear line."""
+    old, new = change
+    assert old in EVENT
+    path = write(tmp_path, EVENT.replace(old, new))
+    text = load_error(path)
+    assert text.startswith(f"{path}: {field}"), text
+    assert message in text
+
+
+def test_a_newsletter_end_far_ahead_is_fine_but_not_year_one(tmp_path: Path) -> None:
+    """newsletter.until in 9999 just means no end; in year 1 it is a clear error."""
+    text = 'name = "n"\nkind = "newsletter"\nlists = ["l"]\n[newsletter]\ncron = "0 9 1 * *"\n'
+    far = write(tmp_path, text + "until = 9999-12-31T23:59:00\n", "far.toml")
+    planned, _ = campaigns.plan(campaigns.load(far), now=NOW, domain="example.org")
+    assert len(planned) == 3
+    past = write(tmp_path, text + "until = 0001-01-01T00:00:00\n", "past.toml")
+    assert load_error(past).startswith(f"{past}: newsletter.until: ")
+
+
+@pytest.mark.parametrize("opening", ["[", "{a="], ids=["arrays", "tables"])
+def test_a_file_nested_thousands_deep_is_a_clear_error(tmp_path: Path, opening: str) -> None:
+    """tomllib recurses: a file nested 3,000 deep is reported, not a RecursionError."""
+    closing = "]" if opening == "[" else "}"
+    path = write(tmp_path, "x = " + opening * 3000 + "1" + closing * 3000 + "\n")
+    text = load_error(path)
+    assert text.startswith(f"{path}: not valid TOML"), text
+    assert "nested too deeply" in text
