@@ -42,15 +42,40 @@ def campaign_group() -> None:
     """Campaigns from files: check, create, list, show, test, pause, resume, cancel."""
 
 
+def _load(path: Path) -> campaigns.Campaign:
+    """The campaign file, checked against the configured time zone and templates folder."""
+    settings = _settings()
+    return campaigns.load(
+        path,
+        default_zone=settings.scheduler.timezone,
+        templates_dir=settings.paths.templates_dir,
+    )
+
+
+async def _check_lists(store: Store, campaign: campaigns.Campaign) -> None:
+    """Every list the campaign names exists in the database."""
+    for slug in campaign.data.lists:
+        try:
+            await store.list_info(slug)
+        except NotFoundError as exc:
+            raise campaigns.CampaignFileError(f"{campaign.path}: lists: {exc}") from None
+
+
 @campaign_group.command("check")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--demo", is_flag=True, help="Plan as `create --demo` would.")
-def campaign_check(path: Path, demo: bool) -> None:
-    """Validate a campaign file and print its schedule; store nothing."""
+@_async
+async def campaign_check(path: Path, demo: bool) -> None:
+    """Validate a campaign file, its lists and its schedule; store nothing."""
     settings = _settings()
-    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
+    campaign = _load(path)
     planned, notes = campaigns.plan(campaign, now=_now(), domain=settings.sender.domain, demo=demo)
-    out.print(f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})")
+    async with _store() as store:
+        await _check_lists(store, campaign)
+    out.print(
+        f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})",
+        markup=False,
+    )
     _print_plan(planned, campaign.zone, notes)
 
 
@@ -64,7 +89,7 @@ def campaign_check(path: Path, demo: bool) -> None:
 async def campaign_create(path: Path, demo: bool) -> None:
     """Validate, store, compute the sends, and print the schedule (local time and UTC)."""
     settings = _settings()
-    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
+    campaign = _load(path)
     now = _now()
     planned, notes = campaigns.plan(campaign, now=now, domain=settings.sender.domain, demo=demo)
     event = None
@@ -82,19 +107,30 @@ async def campaign_create(path: Path, demo: bool) -> None:
             until, _ = campaign.local(campaign.data.newsletter.until, "newsletter.until")
             options["until"] = until.isoformat()
     async with _store() as store:
+        await _check_lists(store, campaign)
         campaign_id = await store.sending.save_campaign(
             campaign.content, list_slugs=campaign.data.lists,
             sender_name=campaign.data.sender.name, sender_address=campaign.data.sender.address,
             event=event, now=now, options=options,
         )  # fmt: skip
-        created = 0
+        created: list[Planned] = []
         for p in planned:
             _, new = await store.sending.create_send(
                 campaign_id, key=p.key, action=p.action, due_at=p.due, now=now
             )
-            created += new
-    out.print(f"campaign {campaign.name} stored; {created} new send(s):", markup=False)
-    _print_plan(planned, campaign.zone, notes)
+            if new:
+                created.append(p)
+    if not created:
+        # The sends were stored by an earlier run; their times are those stored then, so
+        # printing the times planned now would show times that will never be used.
+        out.print(
+            f"campaign {campaign.name} stored; nothing new to schedule: its {len(planned)} "
+            f"send(s) were stored before (see `mailer campaign show {campaign.name}`)",
+            markup=False,
+        )
+        return
+    out.print(f"campaign {campaign.name} stored; {len(created)} new send(s):", markup=False)
+    _print_plan(created, campaign.zone, notes)
 
 
 @campaign_group.command("list")
@@ -189,12 +225,19 @@ async def campaign_test(name: str, to: str, as_email: str | None, action: str | 
         if send is None:
             raise ConfigError(f"--action {action}: campaign {name} has no such send")
         spec = await store.sending.spec(send["id"])
-        list_info = spec.lists[0]
+        list_info, subscriber = spec.lists[0], Recipient(id=0, email="preview@example.org")
         key = address_key(as_email) if as_email else None
-        found = [r async for r in store.recipients(list_info.slug, email_key=key, limit=1)]
-        if as_email and not found:
-            raise NotFoundError(f"{as_email} is not a subscribed member of {list_info.slug!r}")
-        subscriber = found[0] if found else Recipient(id=0, email="preview@example.org")
+        for candidate in spec.lists:  # --as: the first list of the campaign that has them
+            found = [r async for r in store.recipients(candidate.slug, email_key=key, limit=1)]
+            if found:
+                list_info, subscriber = candidate, found[0]
+                break
+        else:
+            if as_email:
+                raise NotFoundError(
+                    f"{as_email} is not a subscribed member of any list of campaign {name} "
+                    f"({', '.join(info.slug for info in spec.lists)})"
+                )
     composer = make_composer(
         settings,
         renderer=Renderer(settings.paths.templates_dir),
@@ -233,7 +276,7 @@ def event_group() -> None:
 async def event_update(name: str, path: Path) -> None:
     """New time or place: reminders move, SEQUENCE grows, those invited get the update."""
     settings = _settings()
-    campaign = campaigns.load(path, default_zone=_settings().scheduler.timezone)
+    campaign = _load(path)
     if campaign.name != name:
         raise ConfigError(f"{path}: name is {campaign.name!r}, not {name!r}")
     now = _now()

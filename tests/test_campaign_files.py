@@ -3,6 +3,11 @@ paths out of their folders, header injection, unbounded dates, files that crash 
 
 from __future__ import annotations
 
+import mailbox
+import os
+import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -239,3 +244,129 @@ def test_a_file_nested_thousands_deep_is_a_clear_error(tmp_path: Path, opening: 
     text = load_error(path)
     assert text.startswith(f"{path}: not valid TOML"), text
     assert "nested too deeply" in text
+
+
+# --- the commands: check, create, preview, test -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mailer(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mailer ARGS`` as a user runs it, with only the given MAILER_ variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    clean.update(COLUMNS="200", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=cwd, env=clean, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def errors(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A work folder like a fresh checkout after `mailer init`, copied by `project`."""
+    base = tmp_path_factory.mktemp("initialised")
+    for folder in ("lists", "templates", "campaigns"):
+        shutil.copytree(ROOT / folder, base / folder)
+    result = mailer(base, "init")
+    assert result.returncode == 0, result.stderr
+    return base
+
+
+@pytest.fixture
+def project(initialised: Path, tmp_path: Path) -> Path:
+    shutil.copytree(initialised, tmp_path / "project")
+    return tmp_path / "project"
+
+
+@pytest.mark.timeout(120)
+def test_check_names_a_list_that_does_not_exist(project: Path) -> None:
+    """`campaign check` looks the lists up: an unknown one is one line naming it."""
+    path = write(project / "campaigns", ANNOUNCEMENT.replace('["researchers"]', '["researchers", "alumni"]'), "x.toml")  # fmt: skip
+    result = mailer(project, "campaign", "check", "campaigns/x.toml")
+    assert result.returncode == 2, result
+    assert errors(result) == [
+        "error: campaigns/x.toml: lists: unknown list 'alumni'; known lists: clinicians, "
+        "patient-associations, researchers"
+    ]
+    assert path.is_file()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["check", "create", "preview"])
+def test_commands_refuse_a_body_or_template_out_of_their_folders(
+    project: Path, command: str
+) -> None:
+    """check, create and preview all refuse /etc/passwd as a body and a path as a template."""
+    args = ["campaign", command] if command != "preview" else [command]
+    write(project / "campaigns", ANNOUNCEMENT.replace('body = "Bonjour"', 'body_file = "/etc/passwd"'), "body.toml")  # fmt: skip
+    result = mailer(project, *args, "campaigns/body.toml")
+    assert result.returncode == 2, result
+    assert errors(result) == [
+        "error: campaigns/body.toml: body_file: '/etc/passwd' is outside the campaign's folder "
+        f"({(project / 'campaigns').resolve()}); keep the file there"
+    ]
+    write(project / "campaigns", ANNOUNCEMENT + 'template = "../../etc/passwd"\n', "template.toml")
+    result = mailer(project, *args, "campaigns/template.toml")
+    assert result.returncode == 2, result
+    [line] = errors(result)
+    assert line.startswith("error: campaigns/template.toml: template: expected the name of a")
+    assert "root:" not in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_check_and_create_name_a_missing_template(project: Path) -> None:
+    """A template kind that has no file in the templates folder fails check and create."""
+    write(project / "campaigns", ANNOUNCEMENT + 'template = "seminar"\n', "x.toml")
+    for command in ("check", "create"):
+        result = mailer(project, "campaign", command, "campaigns/x.toml")
+        assert result.returncode == 2, result
+        [line] = errors(result)
+        assert line.startswith("error: campaigns/x.toml: template: no templates/email/seminar")
+
+
+@pytest.mark.timeout(120)
+def test_create_again_says_there_is_nothing_new(project: Path) -> None:
+    """A second `campaign create` of the same file schedules nothing and prints no times."""
+    first = mailer(project, "campaign", "create", "campaigns/actualites-car-t.toml")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("campaign actualites-car-t stored; 1 new send(s):")
+    assert "announce" in first.stdout
+    again = mailer(project, "campaign", "create", "campaigns/actualites-car-t.toml")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "campaign actualites-car-t stored; nothing new to schedule: its 1 send(s) were stored "
+        "before (see `mailer campaign show actualites-car-t`)"
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_campaign_test_as_looks_in_every_list(project: Path) -> None:
+    """--as finds a member of the campaign's second list, and names every list when absent."""
+    created = mailer(project, "campaign", "create", "campaigns/actualites-car-t.toml")
+    assert created.returncode == 0, created.stderr
+    member = "marc.lefevre@example.org"  # on researchers only, not the first list stored
+    result = mailer(
+        project, "campaign", "test", "actualites-car-t", "--to", "staff@example.org",
+        "--as", member,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"as {member} would get it" in result.stdout
+    box = mailbox.Maildir(project / "data" / "outbox", create=False)
+    [message] = list(box)
+    assert "<researchers." in str(message["List-Id"])
+    absent = mailer(
+        project, "campaign", "test", "actualites-car-t", "--to", "staff@example.org",
+        "--as", "nobody@example.org",
+    )  # fmt: skip
+    assert absent.returncode == 2
+    [line] = errors(absent)
+    assert line.startswith(
+        "error: nobody@example.org is not a subscribed member of any list of campaign "
+        "actualites-car-t ("
+    )
+    assert all(slug in line for slug in ("researchers", "clinicians", "patient-associations"))
