@@ -9,10 +9,13 @@ down; no other module reads ``os.environ``. A wrong or unknown variable becomes 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -26,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from mailer.errors import ConfigError
 
@@ -63,6 +68,22 @@ class DatabaseSettings(_Section):
     busy_timeout_ms: int = Field(
         default=5000, ge=0, description="SQLite only: how long to wait for a lock (ms)."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "expected an SQLAlchemy URL such as postgresql+asyncpg://user:password@host/db "
+                f"or sqlite+aiosqlite:////srv/mailer/mailer.sqlite3, got {mask_url(value)!r}"
+            ) from None
+        except ValueError:  # SQLAlchemy's int() of the port
+            raise ValueError(f"the port must be a number, got {mask_url(value)!r}") from None
+        return value
 
 
 class SMTPSettings(_Section):
@@ -157,7 +178,10 @@ class WebSettings(_Section):
     )
     base_url: str = Field(
         default="http://127.0.0.1:8000",
-        description="Public base URL used in every link (unsubscribe, preferences).",
+        description=(
+            "Public base URL used in every link (unsubscribe, preferences); with a relay it "
+            "must be https:// on a name recipients can reach."
+        ),
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -184,13 +208,18 @@ class WebSettings(_Section):
         ge=1,
         description="Sign-ups accepted from one client address per hour (per daemon).",
     )
+    allow_insecure_links: bool = Field(
+        default=False,
+        description=(
+            "Labs only: let mail go through a real relay (MAILER_SMTP__HOST) with links on "
+            "http:// or on this machine, which recipients cannot use."
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value.rstrip("/")
+        return base_url(value)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -350,6 +379,73 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.paths.data_dir / 'mailer.sqlite3').resolve()}"
 
 
+def base_url(value: str) -> str:
+    """``value`` without its trailing slash if every link can be built on it (``https://host``
+    or ``https://host/path``); a ValueError saying what is wrong if not."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"must not contain a control character, got {value!r}")
+    if " " in value:
+        raise ValueError(f"must not contain a space, got {value!r}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not value.lower().startswith(parts.scheme + "://"):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if "@" in parts.netloc:
+        raise ValueError(f"must have no user name or password, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"has no host (expected https://lists.example.org), got {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"the port must be a number from 1 to 65535, got {value!r}")
+    if "?" in value:
+        raise ValueError(f"must have no query (?...): each link adds its own, got {value!r}")
+    if "#" in value:
+        raise ValueError(f"must have no fragment (#...), got {value!r}")
+    return value.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
+def require_working_links(settings: Settings) -> None:
+    """Refuse to send real mail whose links cannot work: :class:`ConfigError` if they cannot.
+
+    With a relay (``MAILER_SMTP__HOST``) the mail reaches real people: its links must be
+    ``https://`` (Gmail's one-click unsubscribe needs it) on a host they can reach, not this
+    machine. Checked by the commands that send (``mailer run``, ``mailer send run``), not at
+    load: ``lists``, ``init`` and ``config`` make no links. Captured mail (no relay) and
+    ``MAILER_WEB__ALLOW_INSECURE_LINKS=true`` (labs) pass.
+    """
+    web = settings.web
+    if settings.smtp.host is None or web.allow_insecure_links:
+        return
+    parts = urlsplit(web.base_url)
+    problems = []
+    if parts.scheme != "https":
+        problems.append("is not https://")
+    if _loopback(parts.hostname or ""):
+        problems.append("points at this machine (loopback), which recipients cannot reach")
+    if problems:
+        raise ConfigError(
+            f"MAILER_WEB__BASE_URL: mail goes out through {settings.smtp.host} but its links "
+            f"use {web.base_url}, which {' and '.join(problems)}; set MAILER_WEB__BASE_URL to "
+            "the public https:// address of the pages (in a lab: "
+            "MAILER_WEB__ALLOW_INSECURE_LINKS=true)"
+        )
+
+
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -379,13 +475,21 @@ def known_variables() -> list[str]:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = Path(".env"),
+    *,
+    env_file_required: bool = False,
 ) -> Settings:
     """Build the settings from ``environ`` (default: the process) and ``env_file``.
 
-    Raises :class:`ConfigError` with one line per wrong variable, naming where it came from.
+    A missing ``env_file`` is fine (defaults and the environment), unless
+    ``env_file_required`` (the user named it with ``--env-file``). Raises
+    :class:`ConfigError` with one line per wrong variable, naming where it came from.
     """
     environ = os.environ if environ is None else environ
+    if env_file_required and env_file is not None and not env_file.is_file():
+        what = "is a folder, not a file" if env_file.is_dir() else "no such file"
+        raise ConfigError(f"{env_file}: {what} (--env-file)")
     file_values: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
         try:
@@ -394,6 +498,7 @@ def load_settings(
             raise ConfigError(f"{env_file}: cannot be read as UTF-8 text ({exc})") from None
         file_values = {k: v for k, v in raw.items() if v is not None}
     known = set(known_variables())
+    secret = {var for var, _, info in setting_fields() if "SecretStr" in str(info.annotation)}
     problems: list[str] = []
     for source, mapping in (("environment", environ), (str(env_file), file_values)):
         for key in mapping:
@@ -417,6 +522,8 @@ def load_settings(
                 continue
             where = "environment" if var in environ or env_file is None else str(env_file)
             given = "" if "got" in message else f" (got {error.get('input')!r})"
+            if var in secret or var == "MAILER_DATABASE__URL":
+                given = ""  # never echo a secret
             lines.append(f"{var} (in {where}): {message}{given}")
         raise ConfigError("\n".join(lines)) from None
 
@@ -498,11 +605,39 @@ def _show(var: str, value: Any) -> str:
     return str(value)
 
 
+# Query parameters that hold a secret: password=, sslpassword=, PWD=, token=, secret=...
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a database URL for logs and messages."""
+    """Hide the passwords of a database URL for logs and messages: ``user:***@host`` and
+    ``?password=***`` (any parameter named like a secret). A text that is not a URL has
+    everything before its ``@`` hidden, or all of it without one."""
     scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    if not sep:
+        if "@" not in url:
+            return "***"
+        scheme, rest = "", url
+    # The credentials end at the last @ before the query; a password may hold @, / or ?
+    # when it is not percent-encoded, so when no @ precedes the first ?, the first @ counts.
+    question = rest.find("?")
+    at = rest.rfind("@", 0, question if question >= 0 else len(rest))
+    if at < 0 and "=" not in rest[: rest.find("@") + 1]:
+        at = rest.find("@")
+    credentials, host = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    if at < 0:
+        shown = ""
+    elif ":" in credentials:
+        shown = credentials.split(":", 1)[0] + ":***@"
+    elif sep:
+        shown = credentials + "@"  # a user name alone
+    else:
+        shown = "***@"
+    path, question_mark, query = host.partition("?")
+    if question_mark:
+        params = []
+        for param in query.split("&"):
+            name, equals, _ = param.partition("=")
+            params.append(f"{name}=***" if equals and _SECRET_PARAM.search(name) else param)
+        path += "?" + "&".join(params)
+    return f"{scheme}{sep}{shown}{path}"

@@ -14,6 +14,8 @@ from mailer.settings import (
     example_env,
     known_variables,
     load_settings,
+    mask_url,
+    require_working_links,
     setting_fields,
 )
 
@@ -156,3 +158,148 @@ def test_every_setting_is_documented() -> None:
     """A setting without a description would leave a blank comment in .env.example."""
     undocumented = [var for var, _, info in setting_fields() if not info.description]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+asyncpg://mailer:pg-pass@db.example.org/mailer",
+            "postgresql+asyncpg://mailer:***@db.example.org/mailer",
+        ),
+        (
+            "postgresql+asyncpg://mailer@db.example.org/mailer?password=pg-pass&ssl=require",
+            "postgresql+asyncpg://mailer@db.example.org/mailer?password=***&ssl=require",
+        ),
+        (
+            "postgresql+asyncpg://mailer:pg@pass@db.example.org/m?sslpassword=pg-pass",
+            "postgresql+asyncpg://mailer:***@db.example.org/m?sslpassword=***",
+        ),
+        ("postgresql://:pg-pass@db/m?PWD=pg-pass", "postgresql://:***@db/m?PWD=***"),
+        ("not a url pg-pass@db.example.org", "***@db.example.org"),
+        ("sqlite+aiosqlite:////srv/mailer.sqlite3", "sqlite+aiosqlite:////srv/mailer.sqlite3"),
+    ],
+)
+def test_mask_url_hides_passwords_in_userinfo_and_query(url: str, shown: str) -> None:
+    """A database password is masked wherever the URL carries it: user:password@ or ?password=."""
+    assert mask_url(url) == shown
+
+
+def test_config_show_masks_a_password_in_the_query() -> None:
+    """`config show` prints the database URL with a query-string password masked."""
+    settings = load_settings(
+        environ={"MAILER_DATABASE__URL": "postgresql+asyncpg://u@db/m?password=pg-pass"},
+        env_file=None,
+    )
+    shown = dict(describe(settings))["MAILER_DATABASE__URL"]
+    assert shown == "postgresql+asyncpg://u@db/m?password=***"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://u:pg-pass@db:notaport/m",
+        "postgresql+asyncpg://u@db:notaport/m?password=pg-pass",
+        "no scheme pg-pass",
+    ],
+)
+def test_a_database_url_that_cannot_parse_is_one_line_without_the_password(url: str) -> None:
+    """A broken database URL is refused at load, naming the variable, the password masked."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MAILER_DATABASE__URL": url}, env_file=None)
+    message = str(caught.value)
+    assert message.startswith("MAILER_DATABASE__URL (in environment): ")
+    assert "\n" not in message
+    assert "pg-pass" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://lists.example.org/a b", "a space"),
+        ("https:///unsubscribe", "no host"),
+        ("https://lists.example.org/?x=1", "no query"),
+        ("https://lists.example.org/#top", "no fragment"),
+        ("https://user:pw@lists.example.org", "no user name or password"),
+        ("https://lists.example.org:99999", "port"),
+        ("https://lists.example.org:notaport", "port"),
+        ("ftp://lists.example.org", "http:// or https:// URL"),
+        ("https://lists\x00.example.org", "control character"),
+    ],
+)
+def test_a_base_url_that_cannot_make_links_is_refused_at_load(url: str, expected: str) -> None:
+    """Every link is built on the base URL: one that cannot work is refused with the setting."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MAILER_WEB__BASE_URL": url}, env_file=None)
+    message = str(caught.value)
+    assert message.startswith("MAILER_WEB__BASE_URL (in environment): ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_base_url_with_a_path_is_kept_without_the_trailing_slash() -> None:
+    """Behind a proxy the pages may live under a path; links are built under it."""
+    settings = load_settings(
+        environ={"MAILER_WEB__BASE_URL": "https://example.org/mailer/"}, env_file=None
+    )
+    assert settings.web.base_url == "https://example.org/mailer"
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"MAILER_SMTP__HOST": "relay.example.org"}, "https://"),
+        (
+            {
+                "MAILER_SMTP__HOST": "relay.example.org",
+                "MAILER_WEB__BASE_URL": "http://lists.example.org",
+            },
+            "https://",
+        ),
+        (
+            {"MAILER_SMTP__HOST": "127.0.0.1", "MAILER_WEB__BASE_URL": "https://localhost:8443"},
+            "loopback",
+        ),
+        (
+            {"MAILER_SMTP__HOST": "relay", "MAILER_WEB__BASE_URL": "https://127.0.0.2"},
+            "loopback",
+        ),
+        ({"MAILER_SMTP__HOST": "relay", "MAILER_WEB__BASE_URL": "https://[::1]"}, "loopback"),
+        ({"MAILER_SMTP__HOST": "relay", "MAILER_WEB__BASE_URL": "https://0.0.0.0"}, "loopback"),
+        (
+            {"MAILER_SMTP__HOST": "relay", "MAILER_WEB__BASE_URL": "https://app.localhost"},
+            "loopback",
+        ),
+    ],
+)
+def test_real_mail_needs_links_that_work(environ: dict[str, str], problem: str) -> None:
+    """With a real relay, links must be https on a public name; the error says what to set."""
+    settings = load_settings(environ=environ, env_file=None)  # loads: lists need no links
+    with pytest.raises(ConfigError) as caught:
+        require_working_links(settings)
+    message = str(caught.value)
+    assert message.startswith("MAILER_WEB__BASE_URL: ")
+    assert problem in message
+    assert "MAILER_WEB__ALLOW_INSECURE_LINKS=true" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},  # mail is captured to the Maildir: nobody outside clicks these links
+        {"MAILER_SMTP__HOST": "relay.example.org", "MAILER_WEB__BASE_URL": "https://l.example"},
+        {"MAILER_SMTP__HOST": "127.0.0.1", "MAILER_WEB__ALLOW_INSECURE_LINKS": "true"},
+    ],
+)
+def test_links_are_accepted_when_they_can_work_or_for_a_lab(environ: dict[str, str]) -> None:
+    """Capture mode, a public https base URL, or the explicit lab switch pass the check."""
+    require_working_links(load_settings(environ=environ, env_file=None))
+
+
+def test_a_missing_env_file_given_explicitly_is_an_error(tmp_path: Path) -> None:
+    """--env-file naming a file that does not exist stops, instead of running on defaults."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={}, env_file=tmp_path / "prod.env", env_file_required=True)
+    assert str(caught.value) == f"{tmp_path / 'prod.env'}: no such file (--env-file)"
+    assert load_settings(environ={}, env_file=tmp_path / ".env").smtp.host is None
