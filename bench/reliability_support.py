@@ -40,7 +40,7 @@ from tests.smtpd import Received, SmtpServer, _Handler  # noqa: E402
 
 POOL, BATCH = 4, 50  # MAILER_SMTP__POOL_SIZE and MAILER_DELIVERY__RECORD_BATCH of every daemon
 WINDOW = POOL + BATCH  # the documented duplicate window of one crash
-LINK_KEY = secrets.token_hex(16)  # signs the unsubscribe links: any key will do, one per run
+LINK_KEY = secrets.token_hex(32)  # signs the unsubscribe links (256 bits, as required), one per run
 # The options tests/conftest.py PostgresServer.start() gives pg_ctl; a restart needs them again.
 PG_OPTIONS = (
     "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "

@@ -240,7 +240,7 @@ def measure(work: Callable[[], int], *, warm_up: Callable[[], object]) -> list[f
 
 def render_only(comp: Composer, people: Sequence[Recipient]) -> Callable[[], int]:
     links = [
-        links_for(comp.signer, comp.base_url, subscriber_id=r.id, list_id=LIST.id) for r in people
+        links_for(comp.signer, comp.base_url, public_id=f"p{r.id}", list_id=LIST.id) for r in people
     ]
     compiled = comp.compiled
 
@@ -255,7 +255,7 @@ def render_only(comp: Composer, people: Sequence[Recipient]) -> Callable[[], int
 def build_only(comp: Composer, people: Sequence[Recipient]) -> Callable[[], int]:
     prepared: list[tuple[Recipient, Rendered, Links, str]] = []
     for r in people:
-        link = links_for(comp.signer, comp.base_url, subscriber_id=r.id, list_id=LIST.id)
+        link = links_for(comp.signer, comp.base_url, public_id=f"p{r.id}", list_id=LIST.id)
         message_id = make_message_id(send_id=42, subscriber_id=r.id, domain=DOMAIN)
         prepared.append((r, comp.compiled.render(r, link), link, message_id))
     builder = comp.builder
@@ -289,7 +289,7 @@ def compose_reference(comp: Composer, people: Sequence[Recipient]) -> Callable[[
 
     def work() -> int:
         for r in people:
-            link = links_for(comp.signer, comp.base_url, subscriber_id=r.id, list_id=LIST.id)
+            link = links_for(comp.signer, comp.base_url, public_id=f"p{r.id}", list_id=LIST.id)
             build_reference(
                 identity,
                 recipient=r,

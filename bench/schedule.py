@@ -75,7 +75,7 @@ async def scenario(
         {
             "paths": {"data_dir": folder / "data", "templates_dir": ROOT / "templates"},
             "scheduler": {"sync_interval": 5.0},
-            "secret_keys": "bench",
+            "secret_keys": "bench-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE",
         }
     )
     now = datetime.now(UTC)

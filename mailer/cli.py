@@ -85,6 +85,18 @@ def config_example() -> None:
     click.echo(example_env(), nl=False)
 
 
+@config.command("new-key")
+def config_new_key() -> None:
+    """Print a new secret key (256 random bits) for MAILER_SECRET_KEYS.
+
+    To rotate: put the new key first and keep the old one after it
+    (MAILER_SECRET_KEYS=NEW,OLD); new links are signed with NEW and links already mailed
+    still work. Drop OLD only when its links no longer matter."""
+    from mailer.tokens import new_key
+
+    click.echo(new_key())
+
+
 @cli.group()
 def db() -> None:
     """Database schema."""

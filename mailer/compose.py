@@ -61,13 +61,11 @@ class Composer:
     def compose(
         self, recipient: Recipient, *, date: datetime, message_id: str | None = None
     ) -> Composed:
-        links = links_for(
-            self.signer,
-            self.base_url,
-            subscriber_id=recipient.id,
-            list_id=self.compiled.send.list.id,
-            confirm=self.compiled.send.action == CONFIRM_ACTION,
-        )
+        if self.compiled.send.action == CONFIRM_ACTION:
+            # The name was typed in the sign-up form by whoever typed the address: a
+            # confirmation mail must not carry a stranger's words (in To: or the greeting).
+            recipient = replace(recipient, name="", attributes={})
+        links = self.links(recipient)
         rendered = self.compiled.render(recipient, links)
         built = self.builder.build(
             recipient=recipient,
@@ -81,6 +79,17 @@ class Composer:
         )
         return Composed(rendered, built)
 
+    def links(self, recipient: Recipient) -> Links:
+        """The links of ``recipient``'s mail (its confirmation link in a confirmation)."""
+        confirming = self.compiled.send.action == CONFIRM_ACTION
+        return links_for(
+            self.signer,
+            self.base_url,
+            public_id=recipient.public_id,
+            list_id=self.compiled.send.list.id,
+            confirm_nonce=(recipient.confirm_nonce or "") if confirming else None,
+        )
+
     def check_one(self, recipient: Recipient) -> None:
         """What can fail for one recipient, cheaply: the templates and the header values.
 
@@ -88,25 +97,23 @@ class Composer:
         CSS inlining, text derivation and MIME assembly cannot fail for one recipient alone.
         """
         if self._sample_links is None:
-            self._sample_links = links_for(
-                self.signer,
-                self.base_url,
-                subscriber_id=0,
-                list_id=self.compiled.send.list.id,
-                confirm=self.compiled.send.action == CONFIRM_ACTION,
-            )
+            self._sample_links = self.links(Recipient(id=0, email="", public_id="x" * 22))
         subject = self.compiled.check(recipient, self._sample_links)
         check(subject, "the subject")
         check_address(recipient.email, "the recipient address")
         check(recipient.name, "the recipient name")
 
     def compose_test(self, recipient: Recipient, *, to: str, date: datetime) -> Composed:
-        """What ``recipient`` would get, addressed to ``to`` and marked as a test."""
+        """What ``recipient`` would get, addressed to ``to`` and marked as a test: its links
+        (and List-Unsubscribe) are of the test purpose, so a click on the staff copy changes
+        nothing for the subscriber it shows."""
         links = links_for(
             self.signer,
             self.base_url,
-            subscriber_id=recipient.id,
+            public_id="",
             list_id=self.compiled.send.list.id,
+            confirm_nonce="" if self.compiled.send.action == CONFIRM_ACTION else None,
+            test=True,
         )
         rendered = self.compiled.render(recipient, links)
         rendered = replace(rendered, subject=f"[TEST] {rendered.subject}")
@@ -122,18 +129,7 @@ class Composer:
 
     def check(self, recipients: Iterable[Recipient], *, date: datetime) -> CheckReport:
         """The pre-flight check: render and build every recipient, send nothing."""
-        pairs = (
-            (
-                r,
-                links_for(
-                    self.signer,
-                    self.base_url,
-                    subscriber_id=r.id,
-                    list_id=self.compiled.send.list.id,
-                ),
-            )
-            for r in recipients
-        )
+        pairs = ((r, self.links(r)) for r in recipients)
         return preflight(
             self.compiled,
             pairs,

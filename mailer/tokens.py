@@ -5,12 +5,19 @@ is worthless for another. The signer holds a list of keys, newest first: it sign
 first and accepts any, so an operator rotates the secret without breaking links already
 sent. Unsubscribe and preference tokens never expire (RFC 8058 links must keep working);
 confirmation tokens carry a timestamp and expire.
+
+A token names a subscriber by its random ``public_id`` (never the row id, which SQLite
+reuses after an erasure) and a list; a confirmation token also carries the nonce of the
+sign-up request it was mailed for. Test sends carry tokens of the ``test`` purpose: their
+pages say nothing was changed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import string
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -19,16 +26,21 @@ from typing import Any
 from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 from pydantic import SecretStr
 
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.models import Links
 
 KEY_FILE = "secret.key"
+MIN_KEY_BITS = 256  # 32 bytes of entropy
+_HEX = frozenset(string.hexdigits)
+_URLSAFE = frozenset(string.ascii_letters + string.digits + "-_=")
+_BASE64 = _URLSAFE | frozenset("+/")
 
 
 class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     CONFIRM = "confirm"
+    TEST = "test"  # the links of a test send: they show a page and change nothing
 
 
 class BadToken(MailerError, ValueError):
@@ -42,11 +54,14 @@ class Signer:
         if not keys:
             raise ValueError("at least one secret key is needed")
         self._keys = list(keys)
+        # itsdangerous signs with the *last* key of its list and verifies with any: give it
+        # ours oldest first, so new links are signed with the newest (first) key.
+        ordered = list(reversed(self._keys))
         self._plain = {
-            p: URLSafeSerializer(self._keys, salt=f"mailer.{p.value}")
-            for p in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES)
+            p: URLSafeSerializer(ordered, salt=f"mailer.{p.value}")
+            for p in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.TEST)
         }
-        self._timed = URLSafeTimedSerializer(self._keys, salt=f"mailer.{Purpose.CONFIRM.value}")
+        self._timed = URLSafeTimedSerializer(ordered, salt=f"mailer.{Purpose.CONFIRM.value}")
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -68,10 +83,46 @@ class Signer:
             raise BadToken("this link is not valid (or has expired)") from None
 
 
+def new_key() -> str:
+    """A fresh secret key (256 random bits), for ``mailer config new-key``."""
+    return secrets.token_urlsafe(32)
+
+
+def key_bits(key: str) -> float:
+    """A cautious estimate of a key's entropy: its length times the bits of the smallest
+    alphabet it is written in (hex, base64, printable); none for a key of few symbols
+    ("aaaa...", "abab...")."""
+    chars = set(key)
+    if len(chars) < 10:
+        return 0.0
+    if chars <= _HEX:
+        per = 4.0
+    elif chars <= _BASE64:
+        per = 6.0
+    else:
+        per = math.log2(95)
+    return len(key) * per
+
+
+def check_key(key: str, where: str) -> str:
+    """``key`` if it holds at least 256 bits; a ConfigError saying how to make one if not."""
+    if key_bits(key) < MIN_KEY_BITS:
+        raise ConfigError(
+            f"{where}: a secret key must hold at least 32 random bytes (e.g. 43 characters of "
+            "base64 or 64 hexadecimal digits); this one is too short or too simple. Make one "
+            "with `mailer config new-key`"
+        )
+    return key
+
+
 def load_keys(configured: Sequence[str], data_dir: Path) -> list[str]:
-    """The configured keys, or a key generated once and kept in the data folder."""
+    """The configured keys, or a key generated once and kept in the data folder. Each must
+    hold 256 bits (a short key is recovered offline from any link)."""
     if configured:
-        return list(configured)
+        return [
+            check_key(k.strip(), f"MAILER_SECRET_KEYS (key {i} of {len(configured)})")
+            for i, k in enumerate(configured, 1)
+        ]
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,12 +133,18 @@ def load_keys(configured: Sequence[str], data_dir: Path) -> list[str]:
         else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48) + "\n")
-    key = path.read_text(encoding="utf-8").strip()
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot read the secret key ({exc}); fix its permissions, or set "
+            "MAILER_SECRET_KEYS"
+        ) from None
     if not key:
         raise MailerError(
             f"{path} is empty: delete it to generate a new key, or set MAILER_SECRET_KEYS"
         )
-    return [key]
+    return [check_key(key, str(path))]
 
 
 def load_signer(configured: Sequence[SecretStr], data_dir: Path) -> Signer:
@@ -96,13 +153,32 @@ def load_signer(configured: Sequence[SecretStr], data_dir: Path) -> Signer:
 
 
 def links_for(
-    signer: Signer, base_url: str, *, subscriber_id: int, list_id: int, confirm: bool = False
+    signer: Signer,
+    base_url: str,
+    *,
+    public_id: str,
+    list_id: int,
+    confirm_nonce: str | None = None,
+    test: bool = False,
 ) -> Links:
     """The links every mail carries for one subscriber of one list (and, in a double opt-in
-    confirmation, the link that confirms the subscription)."""
-    payload = [subscriber_id, list_id]
+    confirmation, with the nonce of its request, the link that confirms the subscription).
+
+    ``test``: the links of a test send, which name nobody and change nothing."""
+    if test:
+        token = signer.sign(Purpose.TEST, ["test", list_id])
+        return Links(
+            unsubscribe=f"{base_url}/u/{token}",
+            preferences=f"{base_url}/p/{token}",
+            confirm=f"{base_url}/c/{token}" if confirm_nonce is not None else None,
+        )
+    payload = [public_id, list_id]
     return Links(
         unsubscribe=f"{base_url}/u/{signer.sign(Purpose.UNSUBSCRIBE, payload)}",
         preferences=f"{base_url}/p/{signer.sign(Purpose.PREFERENCES, payload)}",
-        confirm=f"{base_url}/c/{signer.sign(Purpose.CONFIRM, payload)}" if confirm else None,
+        confirm=(
+            f"{base_url}/c/{signer.sign(Purpose.CONFIRM, [*payload, confirm_nonce])}"
+            if confirm_nonce is not None
+            else None
+        ),
     )

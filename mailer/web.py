@@ -10,8 +10,12 @@
 - ``/healthz`` (JSON; 503 when the database or the scheduler is not well) and ``/metrics``
   (Prometheus text format, read from storage, so every daemon reports the same figures).
 
-A bad, tampered, foreign, expired or wrong-purpose token gets the same generic page and
-changes nothing. Pages speak the subscriber's language, else the browser's
+Only ``POST`` changes anything: ``GET``, ``HEAD`` and ``OPTIONS`` show or refuse, whatever
+body they carry. A bad, tampered, foreign, expired or wrong-purpose token, or one naming an
+erased subscriber, gets the same generic 404 page and changes nothing; the links of a test
+send get a page saying so. Every response, error pages included, carries a CSP that forbids
+framing and ``<base>``. Redirects go to ``MAILER_WEB__BASE_URL``, never to the Host header.
+Pages speak the subscriber's language, else the browser's
 ``Accept-Language``, else the list's. Storage failures answer 503 with nothing half-written
 (every change is one transaction). The daemon embeds the server (:class:`WebServer`) and
 keeps the signals for itself; ``mailer web`` runs it alone.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -40,8 +45,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,6 +63,8 @@ log = logging.getLogger("mailer.web")
 LOCALES = ("fr", "en")
 MAX_BODY = 64 * 1024  # a form of ours is a few hundred bytes
 MAX_NAME = 200
+MAX_ID = 2**63 - 1  # a list id beyond a BIGINT is no list of ours
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 section 3.2
 
 
@@ -137,12 +144,19 @@ class Views:
         )
 
 
-_NO_STORE = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",  # the token is in the URL: keep it out of Referer
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-}
+_NO_STORE = {"Cache-Control": "no-store"}
+
+# Set on every response by :class:`SecurityHeaders`, error pages and 500s included.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # the token is in the URL: keep it out of Referer
+)
 
 
 def pick_locale(request: Request, *preferred: str | None) -> str:
@@ -219,6 +233,28 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response, whoever made it (a view, an
+    error handler, Starlette's own 500 page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in SECURITY_HEADERS}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
@@ -318,8 +354,12 @@ def create_app(
                 return await fn(web, request)
             except _TooLarge:  # a body without Content-Length grew past the limit
                 return web.pages.message(pick_locale(request), "too_large", status=413)
+            except ClientDisconnect:
+                # the client went away mid-body: nothing was read, nothing changes
+                log.debug("%s %s: client disconnected", request.method, _route_name(request))
+                return Response(status_code=400)
             except StorageError as exc:
-                log.error("%s %s: %s", request.method, request.url.path.split("/")[1], exc)
+                log.error("%s %s: %s", request.method, _route_name(request), exc)
                 if request.url.path in ("/healthz", "/metrics"):
                     return JSONResponse(
                         {"status": "unavailable", "database": str(exc)}, status_code=503
@@ -343,8 +383,24 @@ def create_app(
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         lang = pick_locale(request)
         if code == 405:
-            return web.pages.message(lang, "bad_request", status=405)
+            allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+            response = web.pages.message(lang, "bad_request", status=405)
+            if allowed:
+                response.headers["Allow"] = allowed
+            return response
+        path = request.url.path
+        if path.endswith("/") and path.rstrip("/") and _is_route(app, path.rstrip("/")):
+            # /s/list/ -> /s/list, on the configured base URL (never the Host header)
+            target = web.settings.web.base_url + path.rstrip("/")
+            if request.url.query:
+                target += "?" + request.url.query
+            return RedirectResponse(target, status_code=308 if request.method != "GET" else 307)
         return web.pages.message(lang, "notfound", status=404)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("%s %s: unexpected %s", request.method, _route_name(request),
+                  type(exc).__name__, exc_info=exc)  # fmt: skip
+        return web.pages.message(pick_locale(request), "error", status=500)
 
     app = Starlette(
         routes=[
@@ -356,15 +412,36 @@ def create_app(
             Route("/healthz", handler(healthz)),
             Route("/metrics", handler(metrics)),
         ],
-        exception_handlers={404: not_found, 405: not_found},
+        exception_handlers={404: not_found, 405: not_found, Exception: server_error},
         lifespan=lifespan,
     )
-    return BodyLimit(app, MAX_BODY)
+    # Starlette's own trailing-slash redirect builds its URL from the Host header.
+    app.router.redirect_slashes = False
+    return SecurityHeaders(BodyLimit(app, MAX_BODY))
+
+
+def _is_route(app: Starlette, path: str) -> bool:
+    from starlette.routing import Match
+
+    scope: Scope = {"type": "http", "path": path, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
+
+
+def _route_name(request: Request) -> str:
+    """The first segment of the path: never the token, which is a credential."""
+    return "/" + request.url.path.split("/")[1][:20]
 
 
 def client_ip(request: Request) -> str:
-    """The client's address (uvicorn has applied the trusted proxies' headers)."""
-    return request.client.host if request.client else "unknown"
+    """The client's address (uvicorn has applied the trusted proxies' headers), checked to
+    be an IP address: a proxy's X-Forwarded-For may hold anything."""
+    host = request.client.host if request.client else ""
+    try:
+        return str(ipaddress.ip_address(host.strip()))
+    except ValueError:
+        if host:
+            log.warning("client address %r is not an IP address: recorded as unknown", host[:80])
+        return "unknown"
 
 
 async def read_form(request: Request) -> dict[str, str] | None:
@@ -402,37 +479,80 @@ async def read_form(request: Request) -> dict[str, str] | None:
     return None
 
 
-def read_token(web: Web, purpose: Purpose, token: str) -> tuple[int, int] | None:
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What a valid token names: a subscriber's public id and a list (and, for a
+    confirmation, the nonce of the sign-up request it was mailed for)."""
+
+    public_id: str
+    list_id: int
+    nonce: str | None = None
+
+
+def read_token(web: Web, purpose: Purpose, token: str) -> Link | None:
+    """The link a token names; None for anything not made by us for this purpose."""
+    if len(token) > 400:
+        return None
     max_age = int(web.settings.web.confirm_max_age) if purpose is Purpose.CONFIRM else None
     try:
         payload = web.signer.read(purpose, token, max_age=max_age)
-    except BadToken:
+    except (BadToken, ValueError, TypeError, UnicodeError, OverflowError):
         return None
+    size = 3 if purpose is Purpose.CONFIRM else 2
+    if not isinstance(payload, list) or len(payload) != size:
+        return None
+    public_id, list_id = payload[0], payload[1]
     if (
-        not isinstance(payload, list)
-        or len(payload) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in payload)
+        not isinstance(public_id, str)
+        or not 0 < len(public_id) <= 32
+        or isinstance(list_id, bool)
+        or not isinstance(list_id, int)
+        or not 0 < list_id <= MAX_ID
     ):
         return None
-    return payload[0], payload[1]
+    nonce = payload[2] if size == 3 else None
+    if size == 3 and (not isinstance(nonce, str) or not 0 < len(nonce) <= 32):
+        return None
+    return Link(public_id, list_id, nonce)
 
 
-async def linked(web: Web, request: Request, purpose: Purpose) -> LinkTarget | Response:
-    """The target of the token in the URL, or the generic invalid-link page."""
-    ids = read_token(web, purpose, request.path_params["token"])
-    target = None if ids is None else await web.store.pages.target(*ids)
-    if target is None:
-        return web.pages.message(pick_locale(request), "invalid", status=404)
-    return target
+def is_test_token(web: Web, token: str) -> bool:
+    """A link of a test send (``mailer campaign test``): it names nobody."""
+    if len(token) > 400:
+        return False
+    try:
+        payload = web.signer.read(Purpose.TEST, token)
+    except (BadToken, ValueError, TypeError, UnicodeError, OverflowError):
+        return False
+    return isinstance(payload, list) and payload[:1] == ["test"]
+
+
+async def linked(
+    web: Web, request: Request, purpose: Purpose
+) -> tuple[LinkTarget, Link] | Response:
+    """The target of the token in the URL; else the test-message page for a test send's
+    link, else the generic invalid-link page. None of these changes anything."""
+    token = request.path_params["token"]
+    link = read_token(web, purpose, token)
+    target = None if link is None else await web.store.pages.target(link.public_id, link.list_id)
+    if target is None or link is None:
+        lang = pick_locale(request)
+        if is_test_token(web, token):
+            log.info("%s %s: a test message's link, nothing changed",
+                     request.method, _route_name(request))  # fmt: skip
+            return web.pages.message(lang, "test", status=200)
+        return web.pages.message(lang, "invalid", status=404)
+    return target, link
 
 
 # --- unsubscribe ---------------------------------------------------------------------------
 
 
 async def unsubscribe(web: Web, request: Request) -> Response:
-    target = await linked(web, request, Purpose.UNSUBSCRIBE)
-    if isinstance(target, Response):
-        return target
+    found = await linked(web, request, Purpose.UNSUBSCRIBE)
+    if isinstance(found, Response):
+        return found
+    target, _ = found
     lang = pick_locale(request, target.locale, target.list_locale)
     words = {"email": target.email, "list": target.list_title}
     title = web.pages.say(lang, "unsubscribe_title")
@@ -440,7 +560,7 @@ async def unsubscribe(web: Web, request: Request) -> Response:
         "action": request.url.path,
         "preferences": _preferences_url(web, target),
     }
-    if request.method == "GET":
+    if request.method != "POST":  # GET, HEAD: show, whatever the body says
         already = target.status != "subscribed"
         return web.pages.render(
             "unsubscribe.html",
@@ -483,7 +603,7 @@ async def unsubscribe(web: Web, request: Request) -> Response:
 
 
 def _preferences_url(web: Web, target: LinkTarget) -> str:
-    token = web.signer.sign(Purpose.PREFERENCES, [target.subscriber_id, target.list_id])
+    token = web.signer.sign(Purpose.PREFERENCES, [target.public_id, target.list_id])
     return f"/p/{token}"
 
 
@@ -506,7 +626,7 @@ async def subscribe(web: Web, request: Request) -> Response:
     if public is None:
         return web.pages.message(pick_locale(request), "notfound", status=404)
     lang = pick_locale(request, None, public.default_locale)
-    if request.method == "GET":
+    if request.method != "POST":
         return _signup_form(web, lang, public, request)
     if not web.signups.allow(client_ip(request)):
         log.warning("sign-up refused: too many from %s this hour", client_ip(request))
@@ -579,15 +699,17 @@ def _signup_form(
 
 
 async def confirm(web: Web, request: Request) -> Response:
-    target = await linked(web, request, Purpose.CONFIRM)
-    if isinstance(target, Response):
-        return target
+    found = await linked(web, request, Purpose.CONFIRM)
+    if isinstance(found, Response):
+        return found
+    target, link = found
     lang = pick_locale(request, target.locale, target.list_locale)
     words = {"email": target.email, "list": target.list_title}
-    if request.method == "GET":
-        if target.status == "subscribed":
+    current = target.confirm_nonce is not None and target.confirm_nonce == link.nonce
+    if request.method != "POST":
+        if not current and target.status == "subscribed":
             return web.pages.message(lang, "confirmed", status=200, **words)
-        if target.status != "pending" or target.suppressed:
+        if not current or target.suppressed:
             return web.pages.message(lang, "invalid", status=404)
         return web.pages.render(
             "confirm.html",
@@ -596,8 +718,9 @@ async def confirm(web: Web, request: Request) -> Response:
             intro=web.pages.say(lang, "confirm_intro", **words),
             action=request.url.path,
         )
+    assert link.nonce is not None
     result = await web.store.pages.confirm(
-        target.subscriber_id, target.list_id, ip=client_ip(request), now=web.clock()
+        target.public_id, target.list_id, link.nonce, ip=client_ip(request), now=web.clock()
     )
     log.info("confirmation of subscriber %s to %s: %s",
              target.subscriber_id, target.list_slug, result.value)  # fmt: skip
@@ -618,9 +741,10 @@ async def confirm(web: Web, request: Request) -> Response:
 
 
 async def preferences(web: Web, request: Request) -> Response:
-    target = await linked(web, request, Purpose.PREFERENCES)
-    if isinstance(target, Response):
-        return target
+    found = await linked(web, request, Purpose.PREFERENCES)
+    if isinstance(found, Response):
+        return found
+    target, _ = found
     saved = False
     if request.method == "POST":
         form_items = await _multi_form(request)

@@ -140,13 +140,13 @@ async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator
         tmp_path,
         database={"url": database_url},
         paths={"templates_dir": ROOT / "templates"},
-        secret_keys="browser-key",
+        secret_keys="browser-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
         web={"port": 0},
     )
     outbox = tmp_path / "outbox"
     shutil.rmtree(outbox, ignore_errors=True)
     async with CaptureTransport(outbox) as transport:
-        signer = Signer(["browser-key"])
+        signer = Signer(["browser-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU"])
         holder: list[Site] = []
         app = create_app(base, store, signer=signer, on_send=lambda i: holder[0].queued.append(i))
         server = WebServer(app, base)

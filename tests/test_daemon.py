@@ -64,7 +64,7 @@ async def daemon(
         smtp=smtp_server.settings().model_dump(),
         paths={"templates_dir": ROOT / "templates"},
         scheduler={"misfire_grace": 3600},
-        secret_keys="k",
+        secret_keys="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
     )
     await members(store, tmp_path, 40)
     async with SmtpTransport(settings.smtp) as transport:
@@ -129,7 +129,7 @@ async def test_missed_sends_past_their_grace_are_marked_not_sent(
     )  # fmt: skip
     settings = make_settings(
         tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
-        paths={"templates_dir": ROOT / "templates"}, secret_keys="k",
+        paths={"templates_dir": ROOT / "templates"}, secret_keys="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
     )  # fmt: skip
     async with SmtpTransport(settings.smtp) as transport:
         engine = Engine(settings, store, transport, worker="test")
@@ -240,7 +240,7 @@ async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
         MAILER_PATHS__DATA_DIR=str(tmp_path / "data"),
         MAILER_PATHS__TEMPLATES_DIR=str(ROOT / "templates"),
         MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
-        MAILER_SMTP__SECURITY="none", MAILER_SECRET_KEYS="k",
+        MAILER_SMTP__SECURITY="none", MAILER_SECRET_KEYS="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
         MAILER_SCHEDULER__SYNC_INTERVAL="0.2", MAILER_WEB__PORT="0",
     )  # fmt: skip
     command = [sys.executable, "-m", "mailer", "run"]

@@ -30,8 +30,10 @@ from mailer.models import (
 from mailer.storage.tables import (
     campaign_lists,
     campaigns,
+    consent_events,
     deliveries,
     lists,
+    new_nonce,
     sends,
     subscribers,
     subscriptions,
@@ -51,6 +53,7 @@ class LinkTarget:
     """The subscriber and list a signed link points at, as they are now."""
 
     subscriber_id: int
+    public_id: str
     email: str
     name: str
     locale: str | None
@@ -60,6 +63,7 @@ class LinkTarget:
     list_locale: str
     status: str | None  # the subscription's status; None: not (or no longer) on the list
     suppressed: bool
+    confirm_nonce: str | None = None  # the pending sign-up request's, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ class Requested(StrEnum):
 class Confirmed(StrEnum):
     CONFIRMED = "confirmed"
     ALREADY = "already subscribed"
-    INVALID = "invalid"  # unsubscribed since, removed, or suppressed: nothing changes
+    INVALID = "invalid"  # unsubscribed since, removed, suppressed, or an older request's link
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +128,11 @@ class Pages:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def target(self, subscriber_id: int, list_id: int) -> LinkTarget | None:
-        """The subscriber and list of a link; None if either is gone."""
+    async def target(self, public_id: str, list_id: int) -> LinkTarget | None:
+        """The subscriber (by the public id a link names) and list of a link; None if either
+        is gone (an erased subscriber's links die with its row)."""
         async with self._store._begin() as conn:
-            return await _target(conn, subscriber_id, list_id)
+            return await _target(conn, public_id, list_id)
 
     async def unsubscribe(
         self, subscriber_id: int, list_id: int, *, everywhere: bool, source: str, now: datetime
@@ -224,17 +229,26 @@ class Pages:
                 >= per_day
             ):
                 return Requested.RATE_LIMITED, None
-            values = {
-                "status": SubscriptionStatus.PENDING.value,
-                "source": WEB_SOURCE,
-                "consent_at": now,
-                "consent_ip": ip,
-                "confirmed_at": None,
-                "confirmed_ip": None,
-                "updated_at": now,
-            }
+            nonce = new_nonce()
+            if current is None or current == SubscriptionStatus.PENDING:
+                values: dict[str, Any] = {
+                    "status": SubscriptionStatus.PENDING.value,
+                    "source": WEB_SOURCE,
+                    "consent_at": now,
+                    "consent_ip": ip,
+                    "confirmed_at": None,
+                    "confirmed_ip": None,
+                }
+            else:
+                # Unsubscribed (or any other state): the request waits beside it. Whoever
+                # typed the address, the unsubscribe stands until the new link is confirmed.
+                values = {}
+            values |= {"confirm_nonce": nonce, "requested_at": now, "updated_at": now}
             await write_subscription(
                 conn, subscriber_id, public.id, exists=current is not None, values=values, now=now
+            )
+            await record_consent(
+                conn, subscriber_id, public.id, "requested", source=WEB_SOURCE, ip=ip, now=now
             )
             campaign_id = await _confirm_campaign(conn, public, timezone=timezone, now=now)
             result = await conn.execute(
@@ -263,30 +277,55 @@ class Pages:
             return Requested.MAIL_QUEUED, send_id
 
     async def confirm(
-        self, subscriber_id: int, list_id: int, *, ip: str | None, now: datetime
+        self, public_id: str, list_id: int, nonce: str, *, ip: str | None, now: datetime
     ) -> Confirmed:
-        """Activate a pending subscription and record the consent; idempotent."""
+        """Confirm the pending request whose nonce the link carries: the subscription becomes
+        active and the consent is recorded; idempotent. An older request's link, or one
+        whose request was confirmed already and then unsubscribed, confirms nothing."""
         async with self._store._begin(write=True) as conn:
-            target = await _target(conn, subscriber_id, list_id)
+            target = await _target(conn, public_id, list_id)
             if target is None or target.suppressed:
                 return Confirmed.INVALID
-            if target.status == SubscriptionStatus.SUBSCRIBED:
-                return Confirmed.ALREADY
-            if target.status != SubscriptionStatus.PENDING:
+            if target.confirm_nonce is None or target.confirm_nonce != nonce:
+                if target.status == SubscriptionStatus.SUBSCRIBED:
+                    return Confirmed.ALREADY
                 return Confirmed.INVALID
-            await conn.execute(
+            requested = (
+                await conn.execute(
+                    select(consent_events.c.at, consent_events.c.ip)
+                    .where(
+                        consent_events.c.subscriber_id == target.subscriber_id,
+                        consent_events.c.list_id == list_id,
+                        consent_events.c.event == "requested",
+                    )
+                    .order_by(consent_events.c.id.desc())
+                    .limit(1)
+                )
+            ).one_or_none()
+            changed = await conn.execute(
                 update(subscriptions)
                 .where(
-                    subscriptions.c.subscriber_id == subscriber_id,
+                    subscriptions.c.subscriber_id == target.subscriber_id,
                     subscriptions.c.list_id == list_id,
-                    subscriptions.c.status == SubscriptionStatus.PENDING,
+                    subscriptions.c.confirm_nonce == nonce,
                 )
                 .values(
                     status=SubscriptionStatus.SUBSCRIBED.value,
+                    source=WEB_SOURCE,
+                    consent_at=requested.at if requested is not None else now,
+                    consent_ip=requested.ip if requested is not None else None,
                     confirmed_at=now,
                     confirmed_ip=ip,
+                    confirm_nonce=None,
+                    unsubscribed_at=None,
+                    unsubscribe_source=None,
                     updated_at=now,
                 )
+            )
+            if not changed.rowcount:
+                return Confirmed.INVALID  # a concurrent confirmation or a newer request
+            await record_consent(
+                conn, target.subscriber_id, list_id, "confirmed", source=WEB_SOURCE, ip=ip, now=now
             )
             return Confirmed.CONFIRMED
 
@@ -474,7 +513,13 @@ async def write_subscription(
     values: dict[str, Any],
     now: datetime,
 ) -> None:
-    """Insert the (subscriber, list) subscription, or update the one that ``exists``."""
+    """Insert the (subscriber, list) subscription, or update the one that ``exists``. A
+    subscription made active here is written to the consent history too."""
+    if values.get("status") == SubscriptionStatus.SUBSCRIBED:
+        await record_consent(
+            conn, subscriber_id, list_id, "subscribed", source=str(values.get("source", "")),
+            ip=values.get("consent_ip"), now=now,
+        )  # fmt: skip
     if exists:
         await conn.execute(
             update(subscriptions)
@@ -503,15 +548,50 @@ async def unsubscribe_rows(
     )
     if list_id is not None:
         query = query.where(subscriptions.c.list_id == list_id)
-    result = await conn.execute(
-        query.values(
-            status=SubscriptionStatus.UNSUBSCRIBED.value,
-            unsubscribed_at=now,
-            unsubscribe_source=source[:200],
-            updated_at=now,
+    changed = (
+        (
+            await conn.execute(
+                query.values(
+                    status=SubscriptionStatus.UNSUBSCRIBED.value,
+                    unsubscribed_at=now,
+                    unsubscribe_source=source[:200],
+                    confirm_nonce=None,  # a pending request dies with the unsubscribe
+                    updated_at=now,
+                ).returning(subscriptions.c.list_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for changed_list in changed:
+        await record_consent(
+            conn, subscriber_id, int(changed_list), "unsubscribed", source=source, ip=None, now=now
+        )
+    return len(changed)
+
+
+async def record_consent(
+    conn: AsyncConnection,
+    subscriber_id: int,
+    list_id: int | None,
+    event: str,
+    *,
+    source: str,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """Append one event to the consent history (never updated, never deleted but by an
+    erasure of the subscriber)."""
+    await conn.execute(
+        insert(consent_events).values(
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            event=event,
+            source=source[:200],
+            ip=ip[:64] if ip else None,
+            at=now,
         )
     )
-    return int(result.rowcount or 0)
 
 
 def subscribed_values(source: str, now: datetime) -> dict[str, Any]:
@@ -523,15 +603,17 @@ def subscribed_values(source: str, now: datetime) -> dict[str, Any]:
         "confirmed_at": now,
         "unsubscribed_at": None,
         "unsubscribe_source": None,
+        "confirm_nonce": None,
         "updated_at": now,
     }
 
 
-async def _target(conn: AsyncConnection, subscriber_id: int, list_id: int) -> LinkTarget | None:
+async def _target(conn: AsyncConnection, public_id: str, list_id: int) -> LinkTarget | None:
     row = (
         await conn.execute(
             select(
                 subscribers.c.id,
+                subscribers.c.public_id,
                 subscribers.c.email,
                 subscribers.c.name,
                 subscribers.c.locale,
@@ -540,6 +622,7 @@ async def _target(conn: AsyncConnection, subscriber_id: int, list_id: int) -> Li
                 lists.c.title,
                 lists.c.default_locale,
                 subscriptions.c.status,
+                subscriptions.c.confirm_nonce,
                 suppressions.c.id.label("suppression"),
             )
             .select_from(subscribers)
@@ -552,13 +635,14 @@ async def _target(conn: AsyncConnection, subscriber_id: int, list_id: int) -> Li
                 ),
             )
             .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-            .where(subscribers.c.id == subscriber_id)
+            .where(subscribers.c.public_id == public_id)
         )
     ).one_or_none()
     if row is None:
         return None
     return LinkTarget(
         subscriber_id=row.id,
+        public_id=row.public_id,
         email=row.email,
         name=row.name,
         locale=row.locale,
@@ -568,6 +652,7 @@ async def _target(conn: AsyncConnection, subscriber_id: int, list_id: int) -> Li
         list_locale=row.default_locale,
         status=row.status,
         suppressed=row.suppression is not None,
+        confirm_nonce=row.confirm_nonce,
     )
 
 
