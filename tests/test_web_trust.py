@@ -442,3 +442,33 @@ def test_config_new_key_makes_a_key_that_is_accepted(tmp_path: Path) -> None:
     assert result.exit_code == 0
     key = result.output.strip()
     assert load_signer([SecretStr(key)], tmp_path).keys == (key,)
+
+
+# --- 12. a database that vanished is unhealthy --------------------------------------------------
+
+
+def _vanish(database: Path, how: str) -> None:
+    if how == "deleted":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    else:
+        copy = database.with_suffix(".copy")
+        copy.write_bytes(database.read_bytes())
+        copy.replace(database)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_deleted_or_replaced_sqlite_file_is_unhealthy_and_refuses_writes(
+    lab: Lab, backend: str, how: str
+) -> None:
+    mails = await lab.deliver(await lab.campaign())
+    path = links(to_of(mails, CLAIRE))["u"]
+    assert (await lab.client.get("/healthz")).status_code == 200
+    _vanish(Path(str(lab.store.engine.url.database)), how)
+    health = await lab.client.get("/healthz")
+    assert health.status_code == 503
+    assert how.split()[0] in health.json()["database"]
+    page = await lab.client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert page.status_code == 503
+    assert "Rien n’a été modifié" in page.text

@@ -100,12 +100,58 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=10,
         )
         _sqlite_pragmas(engine, settings.database.busy_timeout_ms)
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            _watch_file(engine, Path(url.database))
         return engine
     if backend == "postgresql":
         if url.drivername != "postgresql+asyncpg":
             url = url.set(drivername="postgresql+asyncpg")
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     raise ConfigError(f"MAILER_DATABASE__URL: expected a sqlite or postgresql URL, got {backend!r}")
+
+
+class DatabaseVanished(OSError):
+    """The SQLite file this process opened is no longer the file at its path."""
+
+
+def _watch_file(engine: AsyncEngine, path: Path) -> None:
+    """Refuse every transaction once the SQLite file at ``path`` is deleted or replaced.
+
+    An open connection keeps writing into a deleted (unlinked) file, so without this check a
+    daemon whose database was removed or restored under it answered 200 to unsubscribes that
+    never reached the disk. The identity (device, inode) is taken at the first connection
+    and compared at every checkout: one ``stat``, a few microseconds.
+    """
+    seen: list[tuple[int, int]] = []
+
+    def identity() -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check() -> None:
+        now = identity()
+        if not seen:
+            if now is not None:
+                seen.append(now)
+            return
+        if now != seen[0]:
+            what = "deleted" if now is None else "replaced by another file"
+            raise DatabaseVanished(
+                f"the database file {path} was {what} while this process had it open; "
+                "nothing more is written: restore it (or start from an empty one) and restart "
+                "the daemon"
+            )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(_dbapi_connection: Any, _record: Any) -> None:
+        check()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        check()
 
 
 def _sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int) -> None:
