@@ -50,7 +50,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.addresses import normalize
+from mailer.addresses import check_name, normalize
 from mailer.errors import AddressError, ConfigError, StorageError, StorageUnavailable
 from mailer.models import FALLBACK_LOCALE
 from mailer.settings import Settings
@@ -642,7 +642,9 @@ async def subscribe(web: Web, request: Request) -> Response:
     except AddressError as exc:
         error = web.pages.say(lang, "error_email", detail=str(exc))
         return _signup_form(web, lang, public, request, error=error, email=raw_email, name=name)
-    if len(name) > MAX_NAME or any(ord(c) < 32 or c in "\x7f\u2028\u2029" for c in name):
+    try:
+        check_name(name)  # the rule of the import and the message builder
+    except AddressError:
         error = web.pages.say(lang, "error_name")
         return _signup_form(
             web, lang, public, request, error=error, email=address.email, name=name[:MAX_NAME]
