@@ -315,6 +315,7 @@ class Engine:
         late: list[str] = []  # a reminder whose event started: the rest is missed
         halted_by_staff: list[bool] = []  # paused or cancelled from the CLI meanwhile
         streak = _Streak(self.settings.delivery.error_threshold)
+        watch = _RejectWatch(spec.id)
 
         loop = asyncio.get_running_loop()
         checked = loop.time()
@@ -447,8 +448,30 @@ class Engine:
                     halt.append(str(exc))
                     continue
                 outcome = self._outcome(due, built, result)
-                await results.put(outcome)
                 problem = streak.add(outcome)
+                if result.policy:
+                    # 5.7.x: our sending is refused (policy, authentication, reputation).
+                    # Never the recipient's fault: put back, and pause at once.
+                    problem = (
+                        f"the relay refused a message for a policy reason "
+                        f"({result.code} {result.reply}): check the relay, the sender address "
+                        f"(SPF, DKIM) and this machine's reputation, then resume with "
+                        f"`mailer send run {spec.id}`; nobody was failed or suppressed for it"
+                    )
+                    outcome = put_back(outcome, problem)
+                    to_record = [outcome]
+                else:
+                    permanent = outcome.status == DeliveryStatus.FAILED and result.code is not None
+                    to_record = watch.add(outcome, permanent=permanent)
+                    if watch.tripped is not None:
+                        problem = watch.tripped
+                if outcome not in to_record and due.id in held:
+                    # held back by the watch: a refused message cannot be a duplicate, so
+                    # its slot of the duplicate window is free now
+                    held.discard(due.id)
+                    unrecorded.release()
+                for recorded in to_record:
+                    await results.put(recorded)
                 if problem and not halt:
                     halt.append(problem)
 
@@ -461,7 +484,9 @@ class Engine:
                 if not buffer:
                     return
                 try:
-                    await self.store.sending.record(buffer, now=self.clock())
+                    await self.store.sending.record(
+                        buffer, now=self.clock(), actor=f"send {spec.id}"
+                    )
                 except BaseException:
                     # Never send without a record: stop the workers, leave the rest queued.
                     halt.append("results cannot be recorded")
@@ -521,6 +546,8 @@ class Engine:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, MailerError):
                 await renewer
+            for item in watch.flush(complete=not stopping()):
+                await results.put(item)
             await results.put(None)
             try:
                 await recorder
@@ -565,6 +592,88 @@ class Engine:
             due.id, DeliveryStatus.DEFERRED, code=result.code, reply=result.reply,
             message_id=built.message_id, next_attempt_at=now + delay,
         )  # fmt: skip
+
+
+class _RejectWatch:
+    """Permanent refusals at a rate no real list has: the relay is broken, not the addresses.
+
+    A relay misconfigured for a minute answers ``550 5.1.1`` to everyone; recording that
+    would fail and suppress the whole list for good. So permanent refusals are held back
+    (not recorded, not suppressed) while they could still add up to an implausible rate:
+    at least ``FIRST_LIMIT`` of the first ``FIRST`` attempts, or half of the last ``WINDOW``
+    attempts once ``WINDOW_MIN`` are in it. Then the send pauses and every refusal held, and
+    every one that comes after, is put back in the queue (to be retried once the relay is
+    fixed) instead. A refusal that can no longer tip the rate is released, as a failure.
+    """
+
+    FIRST, FIRST_LIMIT = 20, 10
+    WINDOW, WINDOW_MIN = 50, 20
+
+    def __init__(self, send_id: int) -> None:
+        self.send_id = send_id
+        self.attempts = 0
+        self.first_rejects = 0
+        self.window: deque[bool] = deque(maxlen=self.WINDOW)
+        self.held: deque[tuple[int, Outcome]] = deque()  # (attempt number, outcome)
+        self.first_reply: str | None = None
+        self.tripped: str | None = None  # the reason to pause, once tripped
+
+    def add(self, outcome: Outcome, *, permanent: bool) -> list[Outcome]:
+        """Take one attempt's outcome; return the outcomes to record now."""
+        self.attempts += 1
+        self.window.append(permanent)
+        if not permanent:
+            return [outcome, *self._release()]
+        if self.tripped is not None:
+            return [put_back(outcome, self.tripped)]
+        if self.first_reply is None:
+            self.first_reply = f"{outcome.code or ''} {outcome.reply or ''}".strip()
+        if self.attempts <= self.FIRST:
+            self.first_rejects += 1
+        self.held.append((self.attempts, outcome))
+        refused, among = 0, 0
+        if self.attempts <= self.FIRST and self.first_rejects >= self.FIRST_LIMIT:
+            refused, among, which = self.first_rejects, self.attempts, "first"
+        elif len(self.window) >= self.WINDOW_MIN and 2 * sum(self.window) >= len(self.window):
+            refused, among, which = sum(self.window), len(self.window), "last"
+        if not among:
+            return self._release()
+        self.tripped = (
+            f"{refused} of the {which} {among} recipients were refused permanently "
+            f"({self.first_reply}): that is the relay, not the addresses, so nobody was "
+            f"failed or suppressed for it; check the relay, then resume with "
+            f"`mailer send run {self.send_id}`"
+        )
+        held = [put_back(o, self.tripped) for _, o in self.held]
+        self.held.clear()
+        return held
+
+    def _release(self) -> list[Outcome]:
+        """The refusals held that can no longer tip the rate: out of the first attempts
+        and out of the window."""
+        out = []
+        while (
+            self.held
+            and self.attempts >= self.FIRST
+            and self.held[0][0] <= self.attempts - self.WINDOW
+        ):
+            out.append(self.held.popleft()[1])
+        return out
+
+    def flush(self, *, complete: bool) -> list[Outcome]:
+        """At the end of a pass: the refusals still held, recorded as they are when the
+        pass went through (``complete``), else put back (nothing is known about them)."""
+        held = [o if complete else put_back(o, "put back: the pass stopped") for _, o in self.held]
+        self.held.clear()
+        return held
+
+
+def put_back(outcome: Outcome, reason: str) -> Outcome:
+    """The delivery goes back to the queue: no failure, no suppression, attempted again."""
+    return Outcome(
+        outcome.delivery_id, DeliveryStatus.QUEUED, code=outcome.code, reply=outcome.reply,
+        reason=f"put back: {reason}"[:1000], message_id=outcome.message_id,
+    )  # fmt: skip
 
 
 class _Streak:

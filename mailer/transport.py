@@ -60,6 +60,7 @@ class Result:
     reply: str  # server text, or a short description of what went wrong
     suppress: bool = False  # permanent "no such user": add a suppression
     throttled: bool = False  # the relay asks us to slow down
+    policy: bool = False  # 5.7.x: policy, authentication, reputation; about us, not them
 
 
 class TransportFatal(MailerError, ConnectionError):
@@ -104,7 +105,8 @@ def classify_reply(code: int, reply: str, *, stage: str = "RCPT") -> Result:
     2xx is sent; 4xx deferred (throttled for 421, 454 and 4.7.x: the relay asks us to slow
     down; a 450/451 for one recipient, greylisting or a busy mailbox, only defers it); 5xx
     failed, with ``suppress`` for a "no such user" refusal of the recipient (5.1.x, or
-    550/551/553 saying so).
+    550/551/553 saying so), and ``policy`` for 5.7.x (policy, authentication, reputation:
+    it speaks of our sending, so it never suppresses the recipient).
     """
     text = reply.strip()
     first_line = text.split("\n", 1)[0].strip()
@@ -116,6 +118,8 @@ def classify_reply(code: int, reply: str, *, stage: str = "RCPT") -> Result:
         throttled = code in _THROTTLE_CODES or status.startswith("4.7.")
         return Result(Outcome.DEFERRED, code, text, throttled=throttled)
     if 500 <= code < 600:
+        if status.startswith("5.7."):
+            return Result(Outcome.FAILED, code, text, policy=True)
         about_recipient = stage in {"RCPT", "DATA"} and status not in _SENDER_STATUS
         no_such_user = status.startswith("5.1.") or (
             code in {550, 551, 553} and _NO_SUCH_USER.search(text) is not None
@@ -224,10 +228,37 @@ class RateLimiter:
 # --- SMTP --------------------------------------------------------------------------------------
 
 
+class OutOfStep(aiosmtplib.SMTPException):
+    """The relay wrote a line nobody asked for: its replies no longer match our commands."""
+
+
 class _Client(aiosmtplib.SMTP):
-    """aiosmtplib's client, noting which command failed first (for a precise reply)."""
+    """aiosmtplib's client, noting which command failed first (for a precise reply), and
+    whether the relay's reply stream fell out of step with the commands.
+
+    A relay that writes an unsolicited line (a ``554`` right after its ``250``) leaves it
+    in the protocol's buffer, where it would be read as the reply to our next command: the
+    next recipient refused by a stale line. Whenever a reply leaves bytes behind, the
+    connection is marked ``out_of_step``; a command that would read them raises
+    :class:`OutOfStep` instead, and the caller resets the connection.
+    """
 
     failed_stage: str | None = None
+    out_of_step: bool = False
+
+    def _leftover(self) -> bool:
+        """Bytes received beyond the last reply (aiosmtplib keeps them in ``_buffer``)."""
+        buffer = getattr(self.protocol, "_buffer", None)
+        return bool(buffer)
+
+    async def execute_command(self, *args: bytes, **kwargs: Any) -> SMTPResponse:
+        if self.out_of_step or self._leftover():
+            self.out_of_step = True
+            raise OutOfStep("the relay's replies are out of step with the commands")
+        response = await super().execute_command(*args, **kwargs)
+        if self._leftover():
+            self.out_of_step = True
+        return response
 
     async def _in(self, stage: str, call: Awaitable[_T]) -> _T:
         try:
@@ -239,6 +270,7 @@ class _Client(aiosmtplib.SMTP):
 
     async def connect(self, *args: Any, **kwargs: Any) -> SMTPResponse:
         self.failed_stage = None
+        self.out_of_step = False
         return await self._in("connect", super().connect(*args, **kwargs))
 
     async def ehlo(self, *args: Any, **kwargs: Any) -> SMTPResponse:
@@ -284,16 +316,25 @@ class _Client(aiosmtplib.SMTP):
             return await super().data(message, **kwargs)
         await self._ehlo_or_helo_if_needed()
         timeout = kwargs.get("timeout", self.timeout)
+        if self.out_of_step or self._leftover():
+            self.out_of_step = True
+            raise OutOfStep("the relay's replies are out of step with the commands")
         try:
             async with lock:
                 protocol._response_pending = True
                 protocol.write(b"DATA\r\n")
                 start = await protocol.read_response(timeout=timeout)
                 if start.code != 354:
+                    if 200 <= start.code < 300 or self._leftover():
+                        # a 2xx where 354 is due: a stale line; the message was not sent
+                        self.out_of_step = True
+                        raise OutOfStep(f"a {start.code} reply where DATA's 354 was due")
                     raise aiosmtplib.SMTPDataError(start.code, start.message)
                 protocol._response_pending = True
                 protocol.write(wire)
                 response = await protocol.read_response(timeout=timeout)
+                if self._leftover():
+                    self.out_of_step = True  # this reply stands; the connection does not
                 if response.code != 250:
                     raise aiosmtplib.SMTPDataError(response.code, response.message)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
@@ -658,6 +699,8 @@ class SmtpTransport:
                 result = Result(Outcome.DEFERRED, None, "connection dropped after MAIL")
             if result.code == 421 or (result.outcome is Outcome.DEFERRED and result.code is None):
                 client.close()  # the relay is closing, or the session state is unknown
+            if client.out_of_step:
+                client.close()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -689,7 +732,29 @@ class SmtpTransport:
             stage = client.failed_stage or "MAIL"
             if stage == "MAIL" and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                 return None
+            if client.out_of_step or isinstance(exc, OutOfStep):
+                # Whatever reply was read may belong to another command: never a verdict
+                # on this recipient. Reset the connection and try again later.
+                log.warning(
+                    "the relay %s wrote a line nobody asked for; connection %d reset",
+                    self._where,
+                    connection.number,
+                )
+                return Result(
+                    Outcome.DEFERRED,
+                    None,
+                    f"the relay's replies were out of step at {stage} (an unsolicited line); "
+                    "connection reset",
+                )
             return self._failure(stage, exc, message)
+        if client.out_of_step:
+            log.warning(
+                "the relay %s wrote a line nobody asked for after accepting a message; "
+                "connection %d reset",
+                self._where,
+                connection.number,
+            )
+            client.close()
         if refused:  # not reached with one recipient (all refused raises); kept for safety
             code, text = next(iter(refused.values()))
             return classify_reply(code, text, stage="RCPT")
@@ -754,7 +819,9 @@ class CaptureTransport:
     """Writes each message into a Maildir (``folder/{tmp,new,cur}``) instead of sending it.
 
     For development and previews without a relay: ``mutt -f folder`` or Python's
-    ``mailbox.Maildir`` reads it. The bytes are stored exactly as built, nothing prepended.
+    ``mailbox.Maildir`` reads it. The bytes are stored as built, nothing prepended, but with
+    LF line ends as local mail files have them (mutt would show CRLF's CR as ``^M``); the
+    wire form (SMTP) stays CRLF.
     Each file is written in ``tmp/`` and renamed into ``new/``, so a reader never sees half a
     message; it is not fsynced (a capture folder is not a mail queue).
     """
@@ -804,6 +871,6 @@ class CaptureTransport:
         temporary = self.folder / "tmp" / name
         final = self.folder / "new" / name
         with temporary.open("xb") as file:
-            file.write(data)
+            file.write(data.replace(b"\r\n", b"\n"))  # a Maildir is a local file: LF
         os.rename(temporary, final)  # atomic within one file system
         return final

@@ -25,6 +25,7 @@ first that matches answers, and ``times`` limits how often a rule fires::
     plan.drop("MAIL")  # hang up instead of answering MAIL
     plan.delay("DATA", 5.0)  # store the message, answer 250 after 5 s
     plan.hide("STARTTLS", "SMTPUTF8")  # leave extensions out of the EHLO reply
+    plan.unsolicited("DATA", "554 5.0.0 Oops")  # answer 250, then write this line unasked
 
 Commands a rule may name: CONNECT, EHLO, AUTH, MAIL, RCPT, DATA; ``recipient`` and
 ``fraction`` apply to RCPT and DATA (a DATA rule matches when any recipient does). A DATA
@@ -87,6 +88,7 @@ class Rule:
     reply: str | None = None
     drop: bool = False
     delay: float = 0.0
+    extra: str | None = None  # a line written right after the reply, unasked
     recipient: str | None = None
     fraction: float | None = None
     seed: int = 0
@@ -134,6 +136,11 @@ class FaultPlan:
     def delay(self, command: str, seconds: float, **match: Any) -> Rule:
         """Wait ``seconds`` before answering (normally, or with ``reply=``)."""
         return self.add(Rule(command, delay=seconds, **match))
+
+    def unsolicited(self, command: str, line: str, **match: Any) -> Rule:
+        """Answer ``command`` normally, then write ``line`` in the same packet, unasked: a
+        relay whose reply stream is out of step with the commands (DATA only)."""
+        return self.add(Rule(command, extra=line, **match))
 
     def hide(self, *extensions: str) -> None:
         """Leave EHLO keywords out (STARTTLS, SMTPUTF8, 8BITMIME, SIZE, AUTH)."""
@@ -239,7 +246,11 @@ class _Handler:
             async with self.owner.arrived:
                 self.owner.arrived.notify_all()
         reply = await self.act(server, rule) if rule else None
-        return f"250 2.0.0 Ok: queued as {len(self.owner.received)}" if reply is None else reply
+        if reply is None:
+            reply = f"250 2.0.0 Ok: queued as {len(self.owner.received)}"
+        if rule is not None and rule.extra is not None:
+            reply += f"\r\n{rule.extra}"  # aiosmtpd writes both lines in one packet
+        return reply
 
     @staticmethod
     def _record(server: _SMTPD, session: Session, envelope: Envelope) -> Received:

@@ -28,6 +28,7 @@ from tests.smtpd import SmtpServer
 ROOT = Path(__file__).resolve().parent.parent
 RECIPIENTS = int(os.environ.get("MAILER_TEST_CLUSTER_RECIPIENTS", "3000"))
 POOL, BATCH, LEASE = 3, 25, 2
+KEY = "cluster-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # 256 bits, as required
 
 pytestmark = [
     pytest.mark.postgres,
@@ -72,7 +73,7 @@ async def _daemon(
         MAILER_SMTP__SECURITY="none", MAILER_SMTP__POOL_SIZE=str(POOL),
         MAILER_DELIVERY__RECORD_BATCH=str(BATCH), MAILER_DELIVERY__BATCH_SIZE="100",
         MAILER_DELIVERY__LEASE=str(LEASE), MAILER_SCHEDULER__SYNC_INTERVAL="0.2",
-        MAILER_WEB__ENABLED="false", MAILER_SECRET_KEYS="cluster-key",
+        MAILER_WEB__ENABLED="false", MAILER_SECRET_KEYS=KEY,
     )  # fmt: skip
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mailer", "--log-format", "text", "run",

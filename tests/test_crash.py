@@ -57,7 +57,7 @@ def _env(tmp_path: Path, server: SmtpServer) -> dict[str, str]:
         MAILER_SMTP__SECURITY="none",
         MAILER_SMTP__POOL_SIZE=str(POOL),
         MAILER_DELIVERY__RECORD_BATCH=str(BATCH),
-        MAILER_SECRET_KEYS="crash-test-key",
+        MAILER_SECRET_KEYS="crash-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE",
         MAILER_LOG__LEVEL="WARNING",
     )
     return env

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+KEY = "dispatch-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # 256 bits, as required
 
 
 def settings_for(
@@ -40,7 +41,7 @@ def settings_for(
         smtp=server.settings().model_dump(),
         delivery={"retry_base": 0.05, "record_batch": 10, "error_threshold": 1000, **delivery},
         paths={"templates_dir": ROOT / "templates"},
-        secret_keys="test-key",
+        secret_keys=KEY,
     )
 
 
@@ -198,18 +199,88 @@ async def test_unsubscribe_mid_send_skips_the_rest(
 async def test_consecutive_failures_pause_the_send(
     store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
 ) -> None:
-    """A relay refusing everything pauses the send after the threshold, not after the list."""
+    """A relay deferring everything pauses the send after the threshold, not after the list."""
     settings = settings_for(tmp_path, database_url, smtp_server, error_threshold=10)
     send_id = await prepare(store, tmp_path, 100)
-    smtp_server.plan.reply("MAIL", "550 5.7.1 Sender rejected")
+    smtp_server.plan.reply("MAIL", "451 4.3.0 Local problem")
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.PAUSED
-    assert "10 messages in a row were not accepted; last reply: 550 5.7.1 Sender rejected" in (
+    assert "10 messages in a row were not accepted; last reply: 451 4.3.0 Local problem" in (
         summary.reason or ""
     )
-    touched = summary.counts["failed"]
+    touched = summary.counts["deferred"]
     assert 10 <= touched <= 10 + settings.smtp.pool_size
     assert summary.counts["queued"] == 100 - touched
+
+
+async def _suppressed(store: Store, count: int) -> list[str]:
+    found = []
+    for i in range(count):
+        view = await store.show_subscriber(f"person{i}@example.org")
+        if view.suppression is not None:
+            found.append(view.email)
+    return found
+
+
+async def test_a_relay_refusing_everyone_pauses_and_suppresses_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """A misconfigured relay answers 550 5.1.1 to all 14 recipients: that is not 14 dead
+    addresses. The send pauses with a reason that says to check the relay, nobody is failed
+    or suppressed, and once the relay is fixed a resume sends to everyone."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 14)
+    smtp_server.plan.reply("RCPT", "550 5.1.1 No such user")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED, summary
+    assert "of the first" in (summary.reason or "")
+    assert "refused permanently (550 5.1.1 No such user)" in (summary.reason or "")
+    assert "check the relay" in (summary.reason or "")
+    assert summary.counts["failed"] == 0
+    assert summary.counts["queued"] == 14
+    assert await _suppressed(store, 14) == []
+    smtp_server.plan.clear()
+    await store.sending.set_status(send_id, SendStatus.RUNNING, now=NOW)
+    again = await run(settings, store, send_id)
+    assert again.status == SendStatus.DONE
+    assert again.counts["sent"] == 14
+    await check_invariants(store, send_id, smtp_server)
+
+
+async def test_a_57x_reply_pauses_the_send_and_suppresses_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """550 5.7.1 (policy, reputation) speaks of our sending: the first one pauses the send
+    with the reply as reason; the recipient is put back, not failed, never suppressed."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 14)
+    smtp_server.plan.reply("RCPT", "550 5.7.1 Service unavailable; client host blocked")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED, summary
+    assert "550 5.7.1 Service unavailable; client host blocked" in (summary.reason or "")
+    assert summary.counts["failed"] == 0
+    assert summary.counts["queued"] == 14
+    assert await _suppressed(store, 14) == []
+
+
+async def test_a_few_unknown_users_are_failed_and_suppressed_with_a_record(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """3 of 14 addresses unknown is plausible: those 3 fail and are suppressed, each with a
+    suppression event that names the send; the other 11 are sent."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 14)
+    for i in (2, 5, 11):
+        smtp_server.plan.reply("RCPT", "550 5.1.1 No such user", recipient=f"person{i}@example.org")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE, summary
+    assert (summary.counts["sent"], summary.counts["failed"]) == (11, 3)
+    assert await _suppressed(store, 14) == [f"person{i}@example.org" for i in (2, 5, 11)]
+    view = await store.show_subscriber("person5@example.org")
+    assert [(e.action, e.reason, e.actor) for e in view.suppression_history] == [
+        ("suppress", "hard_bounce", f"send {send_id}")
+    ]
+    assert "550 5.1.1 No such user" in view.suppression_history[0].detail
 
 
 async def test_authentication_failure_pauses_and_touches_nobody(
@@ -234,7 +305,7 @@ async def test_authentication_failure_pauses_and_touches_nobody(
             username=USER, password=PASSWORD, recycle_after=5, pool_size=1
         ).model_dump(),
         paths={"templates_dir": ROOT / "templates"},
-        secret_keys="test-key",
+        secret_keys=KEY,
     )
     async with SmtpTransport(settings.smtp) as transport:
         server.plan.reply("AUTH", "535 5.7.8 Password expired")  # from the next login on
@@ -320,7 +391,7 @@ async def test_a_stalled_database_stops_the_sending_within_the_window(
         smtp=smtp_server.settings(pool_size=pool).model_dump(),
         delivery={"record_batch": batch, "error_threshold": 1000, "batch_size": 50},
         paths={"templates_dir": ROOT / "templates"},
-        secret_keys="test-key",
+        secret_keys=KEY,
     )
     send_id = await prepare(store, tmp_path, 1500)
     smtp_server.plan.delay("DATA", 0.002)
@@ -366,7 +437,7 @@ async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
         smtp=smtp_server.settings(pool_size=2).model_dump(),
         delivery={"record_batch": 10, "error_threshold": 1000, "batch_size": 50},
         paths={"templates_dir": ROOT / "templates"},
-        secret_keys="test-key",
+        secret_keys=KEY,
     )
     send_id = await prepare(store, tmp_path, 600)
     smtp_server.plan.delay("DATA", 0.005)

@@ -215,6 +215,35 @@ async def test_connection_closed_before_mail_is_retried_once(smtp_server: SmtpSe
     assert smtp_server.recipients() == ["ada@example.org"]
 
 
+async def test_an_unsolicited_line_after_250_resets_the_connection_and_fails_nobody(
+    smtp_server: SmtpServer,
+) -> None:
+    """A relay that writes a 554 right after its 250 puts its replies out of step: the
+    message it accepted is sent, the connection is reset, and the next ones go on a new
+    connection instead of being refused by the stale line."""
+    smtp_server.plan.unsolicited("DATA", "554 5.0.0 Unsolicited complaint", times=1)
+    async with smtp(smtp_server, pool_size=1) as transport:
+        results = [await transport.send(built(f"u{n}@example.org", number=n)) for n in range(3)]
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert smtp_server.recipients() == ["u0@example.org", "u1@example.org", "u2@example.org"]
+    assert smtp_server.connections == 2
+
+
+async def test_a_stray_250_after_data_resets_the_connection_at_once(
+    smtp_server: SmtpServer,
+) -> None:
+    """A stray 250 after DATA's reply would be read as the next command's reply (and the
+    next message wait for a 354 that never comes): the connection is reset at once and the
+    next messages go on a new one."""
+    smtp_server.plan.unsolicited("DATA", "250 2.0.0 Stray", times=1)
+    started = time.monotonic()
+    async with smtp(smtp_server, pool_size=1) as transport:
+        results = [await transport.send(built(f"u{n}@example.org", number=n)) for n in range(3)]
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3
+    assert smtp_server.recipients() == ["u0@example.org", "u1@example.org", "u2@example.org"]
+    assert time.monotonic() - started < 5
+
+
 async def test_fault_plan_fraction_picks_the_same_recipients(smtp_server: SmtpServer) -> None:
     """A seeded fraction refuses a fixed subset of addresses, about the fraction asked."""
     rule = smtp_server.plan.reply("RCPT", "550 5.1.1 No such user", fraction=0.2, seed=3)
@@ -590,11 +619,35 @@ def test_classify_reply(
     assert (result.code, result.reply) == (code, reply)
 
 
+@pytest.mark.parametrize(
+    ("code", "reply", "stage", "policy"),
+    [
+        (550, "5.7.1 Message rejected as spam", "DATA", True),
+        (554, "5.7.1 Relay access denied", "RCPT", True),
+        (550, "5.7.1 Sender rejected", "MAIL", True),
+        (550, "5.7.1 user unknown here, policy", "RCPT", True),
+        (550, "5.1.1 No such user", "RCPT", False),
+        (552, "5.2.2 Mailbox full", "RCPT", False),
+    ],
+)
+def test_a_57x_reply_is_about_policy_and_never_suppresses(
+    code: int, reply: str, stage: str, policy: bool
+) -> None:
+    """5.7.x (policy, authentication, reputation) speaks of us, not of the recipient: it is
+    marked ``policy`` (dispatch pauses the send) and never asks for a suppression."""
+    result = classify_reply(code, reply, stage=stage)
+    assert result.outcome is Outcome.FAILED
+    assert result.policy is policy
+    if policy:
+        assert not result.suppress
+
+
 # --- capture ---------------------------------------------------------------------------------
 
 
 async def test_capture_writes_a_maildir_that_mailbox_reads(tmp_path: Path) -> None:
-    """Each message is one file in new/, byte for byte, readable by mailbox.Maildir."""
+    """Each message is one file in new/, as built but with LF line ends (mutt shows no ^M),
+    readable by mailbox.Maildir."""
     folder = tmp_path / "outbox"
     messages = [built(f"u{n}@example.org", number=n, body="café", eight_bit=True) for n in range(3)]
     async with CaptureTransport(folder) as transport:
@@ -607,7 +660,8 @@ async def test_capture_writes_a_maildir_that_mailbox_reads(tmp_path: Path) -> No
     assert list((folder / "tmp").iterdir()) == []
     box = mailbox.Maildir(folder, create=False)
     stored = sorted(box.get_bytes(key) for key in box.iterkeys())
-    assert stored == sorted(m.data for m in messages)
+    assert stored == sorted(m.data.replace(b"\r\n", b"\n") for m in messages)
+    assert not any(b"\r" in path.read_bytes() for path in (folder / "new").iterdir())
     assert sorted(str(box.get_message(k)["To"]) for k in box.iterkeys()) == [
         "u0@example.org",
         "u1@example.org",

@@ -30,6 +30,7 @@ from mailer.models import (
     SendStatus,
     SubscriberStatus,
     SubscriptionStatus,
+    SuppressionReason,
 )
 from mailer.storage.tables import (
     campaign_lists,
@@ -40,6 +41,7 @@ from mailer.storage.tables import (
     sends,
     subscribers,
     subscriptions,
+    suppression_events,
     suppressions,
 )
 
@@ -787,8 +789,13 @@ class Sending:
             )
         return out
 
-    async def record(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
-        """Write a batch of results in one commit (the group commit of dispatch)."""
+    async def record(
+        self, outcomes: Sequence[Outcome], *, now: datetime, actor: str = "dispatch"
+    ) -> None:
+        """Write a batch of results in one commit (the group commit of dispatch).
+
+        An outcome's ``suppress_key`` suppresses that address (a "no such user" reply), with
+        a suppression event naming ``actor`` (``send <id>``) and the reply."""
         if not outcomes:
             return
         async with self._store._begin(write=True) as conn:
@@ -822,19 +829,45 @@ class Sending:
                     for o in outcomes
                 ],
             )
-            keys = sorted({o.suppress_key for o in outcomes if o.suppress_key})
-            if keys:
-                await conn.execute(
-                    _insert(self._store.dialect, suppressions)
-                    .values(
-                        [
-                            {"email_key": k, "reason": "hard_bounce", "detail": "5.1.x reply",
-                             "created_at": now}
-                            for k in keys
-                        ]
+            replies = {
+                o.suppress_key: f"{o.code or ''} {o.reply or ''}".strip()
+                for o in outcomes
+                if o.suppress_key
+            }
+            if not replies:
+                return
+            already = set(
+                (
+                    await conn.execute(
+                        select(suppressions.c.email_key).where(
+                            suppressions.c.email_key.in_(sorted(replies))
+                        )
                     )
-                    .on_conflict_do_nothing(index_elements=["email_key"])
-                )  # fmt: skip
+                ).scalars()
+            )
+            fresh = sorted(set(replies) - already)
+            if not fresh:
+                return
+            await conn.execute(
+                _insert(self._store.dialect, suppressions)
+                .values(
+                    [
+                        {"email_key": k, "reason": SuppressionReason.HARD_BOUNCE.value,
+                         "detail": replies[k][:1000], "created_at": now}
+                        for k in fresh
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["email_key"])
+            )  # fmt: skip
+            await conn.execute(
+                suppression_events.insert(),
+                [
+                    {"email_key": k, "action": "suppress",
+                     "reason": SuppressionReason.HARD_BOUNCE.value,
+                     "detail": replies[k][:1000], "actor": actor, "at": now}
+                    for k in fresh
+                ],
+            )  # fmt: skip
 
     async def counts(self, send_id: int) -> dict[str, int]:
         async with self._store._begin() as conn:
@@ -1014,7 +1047,10 @@ class Sending:
         return str(row[0]), row[1], row[2]
 
     async def retry_failed(self, send_id: int, *, now: datetime) -> int:
-        """Queue the failed deliveries of a send again; the send runs again."""
+        """Queue the failed deliveries of a send again, and those skipped because their
+        address was suppressed when the suppression has been lifted since; the send runs
+        again. Returns how many were queued. (Who is still suppressed, or unsubscribed, is
+        skipped again when their turn comes.)"""
         async with self._store._begin(write=True) as conn:
             status = (
                 await conn.execute(select(sends.c.status).where(sends.c.id == send_id))
@@ -1023,13 +1059,29 @@ class Sending:
                 raise NotFoundError(f"no send {send_id}")
             if status in (SendStatus.CANCELLED, SendStatus.MISSED):
                 raise StateError(f"send {send_id} is {status}; it cannot be retried")
+            lifted = (
+                select(deliveries.c.id)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+                .where(
+                    deliveries.c.send_id == send_id,
+                    deliveries.c.status == DeliveryStatus.SKIPPED,
+                    deliveries.c.reason.startswith("suppressed:"),
+                    suppressions.c.id.is_(None),
+                )
+            )
             result = await conn.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.send_id == send_id, deliveries.c.status == DeliveryStatus.FAILED
+                    deliveries.c.send_id == send_id,
+                    (deliveries.c.status == DeliveryStatus.FAILED)
+                    | deliveries.c.id.in_(lifted.scalar_subquery()),
                 )
-                .values(status=DeliveryStatus.QUEUED.value, next_attempt_at=None, updated_at=now)
-            )
+                .values(
+                    status=DeliveryStatus.QUEUED.value, next_attempt_at=None, reason=None,
+                    updated_at=now,
+                )
+            )  # fmt: skip
             if result.rowcount and status == SendStatus.DONE:
                 await conn.execute(
                     update(sends)

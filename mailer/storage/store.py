@@ -38,7 +38,13 @@ from mailer.storage.pages import (
     write_subscription,
 )
 from mailer.storage.sending import Sending
-from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
+from mailer.storage.tables import (
+    lists,
+    subscribers,
+    subscriptions,
+    suppression_events,
+    suppressions,
+)
 
 IMPORT_SOURCE_PREFIX = "import:"
 
@@ -86,6 +92,17 @@ class ExportRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SuppressionEvent:
+    """One entry of an address's suppression history (append-only)."""
+
+    at: datetime
+    action: str  # suppress, unsuppress
+    reason: str
+    detail: str
+    actor: str  # who: "cli:<unix user>", "send <id>", "web"...
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriberView:
     id: int
     email: str
@@ -97,6 +114,7 @@ class SubscriberView:
     created_at: datetime
     subscriptions: list[tuple[str, str, str]]  # (list slug, status, source)
     suppression: str | None
+    suppression_history: list[SuppressionEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -431,9 +449,16 @@ class Store:
             return await unsubscribe_rows(conn, sub_id, list_id, source=source, now=now)
 
     async def suppress(
-        self, key: str, *, reason: SuppressionReason, detail: str, now: datetime
+        self,
+        key: str,
+        *,
+        reason: SuppressionReason,
+        detail: str,
+        now: datetime,
+        actor: str = "system",
     ) -> bool:
-        """Add a suppression; return False if the address was already suppressed."""
+        """Add a suppression, with its event in the history (who, when, why); return False
+        (and write nothing) if the address was already suppressed."""
         async with self._begin() as conn:
             if await _suppressed_keys(conn, [key]):
                 return False
@@ -442,7 +467,34 @@ class Store:
                     email_key=key, reason=reason.value, detail=detail, created_at=now
                 )
             )
+            await conn.execute(
+                insert(suppression_events).values(
+                    email_key=key, action="suppress", reason=reason.value, detail=detail,
+                    actor=actor, at=now,
+                )
+            )  # fmt: skip
             return True
+
+    async def unsuppress(self, key: str, *, why: str, actor: str, now: datetime) -> str:
+        """Lift a suppression: the address may be mailed again (its subscriptions decide).
+        The history keeps the suppression and this lift, with who, when and why. Returns
+        the reason it was suppressed for; StateError if it is not suppressed."""
+        async with self._begin() as conn:
+            reason = (
+                await conn.execute(
+                    select(suppressions.c.reason).where(suppressions.c.email_key == key)
+                )
+            ).scalar()
+            if reason is None:
+                raise StateError(f"{key} is not suppressed; nothing to lift")
+            await conn.execute(delete(suppressions).where(suppressions.c.email_key == key))
+            await conn.execute(
+                insert(suppression_events).values(
+                    email_key=key, action="unsuppress", reason=SuppressionReason.MANUAL.value,
+                    detail=why, actor=actor, at=now,
+                )
+            )  # fmt: skip
+            return str(reason)
 
     async def show_subscriber(self, key: str) -> SubscriberView:
         async with self._begin() as conn:
@@ -461,6 +513,13 @@ class Store:
                     select(suppressions.c.reason).where(suppressions.c.email_key == key)
                 )
             ).scalar()
+            history = (
+                await conn.execute(
+                    select(suppression_events)
+                    .where(suppression_events.c.email_key == key)
+                    .order_by(suppression_events.c.at, suppression_events.c.id)
+                )
+            ).all()
             return SubscriberView(
                 id=row.id,
                 email=row.email,
@@ -472,7 +531,14 @@ class Store:
                 created_at=row.created_at,
                 subscriptions=[(r[0], r[1], r[2]) for r in subs],
                 suppression=reason,
-            )
+                suppression_history=[
+                    SuppressionEvent(
+                        at=h.at, action=h.action, reason=h.reason, detail=h.detail,
+                        actor=h.actor,
+                    )
+                    for h in history
+                ],
+            )  # fmt: skip
 
 
 class ListImport:
@@ -687,4 +753,5 @@ __all__ = [
     "Store",
     "SubscriberRow",
     "SubscriberView",
+    "SuppressionEvent",
 ]
