@@ -7,6 +7,14 @@ turned to HTML once, with its Jinja placeholders kept), the subject. Each recipi
 rendered from those compiled pieces (:meth:`CompiledSend.render`). Any template problem is a
 :class:`~mailer.errors.TemplateError` naming the template, the line and the cause.
 
+Limits, since a body is written by staff and may be written in a browser: each recipient
+gets :data:`RENDER_BUDGET` seconds and each rendered part :data:`MAX_OUTPUT` characters;
+``range()`` stops at :data:`MAX_RANGE`; a macro that calls itself without end, a huge
+power or repetition is a TemplateError. The sandbox counts its own steps (every loop
+iteration, call, attribute look-up, filter and piece of output) and looks at the clock
+every few hundred of them. A render worker process is also stopped from outside (see
+:mod:`mailer.workers`), for what the sandbox cannot see.
+
 Template files: ``email/<kind>.<locale>.html`` extends ``email/base.<locale>.html``; an
 optional ``email/<kind>.<locale>.txt`` is the text part, otherwise the text is derived from
 the HTML. A kind template has a ``subject`` block used when the campaign has no subject.
@@ -15,10 +23,13 @@ The locale is the subscriber's, else the list's default, else French.
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +50,8 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2 import TemplateError as JinjaTemplateError
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
@@ -59,6 +72,207 @@ _PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _CACHE_SIZE = 64
 _PRIVATE = "\ue000"  # marks recipient values while HTML is finished once for many recipients
 
+RENDER_BUDGET = 2.0  # seconds of rendering per recipient
+MAX_OUTPUT = 1 << 20  # characters in one rendered part (subject, body, HTML, text): 1 MiB
+MAX_RANGE = 10_000  # items range() gives; jinja's sandbox allows 100,000
+_CHECK_EVERY = 256  # sandbox steps between two looks at the clock
+# A width or precision of a million or more in a %-format or a str.format field.
+_WIDE_PERCENT = re.compile(r"%(\([^)]*\))?[-+ #0]*(\d{7,}|\d*\.\d{7,})")
+_WIDE_FIELD = re.compile(r"\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+_GIVE_UP_AFTER = 3  # recipients over the budget, none rendered: the template is at fault
+_TICK = "_mailer_tick"  # the filter every for-loop's iterable goes through
+
+
+class _Overrun(TemplateError):
+    """A limit was passed while rendering (time, size, depth); raised inside Jinja code."""
+
+
+class _Budget:
+    """Steps and the deadline of one recipient's rendering."""
+
+    __slots__ = ("deadline", "steps")
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.steps = 0
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("mailer_render_budget", default=None)
+
+
+def _tick() -> None:
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget.steps += 1
+    if budget.steps % _CHECK_EVERY == 0 and time.monotonic() > budget.deadline:
+        raise _Overrun(
+            f"the template took more than {RENDER_BUDGET:g} s for one recipient "
+            "(a loop or a macro that runs too long?)"
+        )
+
+
+def _too_large(what: str) -> _Overrun:
+    return _Overrun(f"{what} would produce more than 1 MiB ({MAX_OUTPUT} characters)")
+
+
+def _ticking(iterable: Iterable[Any]) -> Iterator[Any]:
+    for item in iterable:
+        _tick()
+        yield item
+
+
+def _bounded(pieces: Iterable[str]) -> str:
+    """The pieces of a template's output joined, stopping past MAX_OUTPUT."""
+    out: list[str] = []
+    size = 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_OUTPUT:
+            raise _Overrun(
+                f"the template produced more than 1 MiB for one recipient ({size} characters)"
+            )
+        out.append(piece)
+    return "".join(out)
+
+
+def _render(template: Template, context: dict[str, Any]) -> str:
+    """``template.render(context)`` with its output bounded (render joins it unbounded)."""
+    try:
+        return _bounded(template.root_render_func(template.new_context(context)))
+    except Exception:
+        # as Template.render does: the traceback gets the template's own line numbers
+        template.environment.handle_exception()
+
+
+def _safe_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise _Overrun(f"range() gives at most {MAX_RANGE} items, not {len(numbers)}")
+    return numbers
+
+
+def _check_arguments(what: str, args: Iterable[Any]) -> None:
+    """Integer arguments (widths, counts) past MAX_OUTPUT are refused before the call."""
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_OUTPUT:
+            raise _too_large(f"{what}({arg})")
+
+
+def _check_format(text: Any, *, percent: bool) -> None:
+    if isinstance(text, str) and (_WIDE_PERCENT if percent else _WIDE_FIELD).search(text):
+        raise _too_large(f"the format {text[:40]!r}")
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    # pass_context / pass_eval_context / pass_environment filters get one more first argument
+    skip = 2 if hasattr(func, "jinja_pass_arg") else 1
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if len(args) > skip or kwargs:  # the filter's own arguments, past the value
+            _check_arguments(f"|{name}", [*args[skip:], *kwargs.values()])
+        if name == "format" and len(args) >= skip:
+            _check_format(args[skip - 1], percent=True)
+        result = func(*args, **kwargs)
+        if isinstance(result, str) and len(result) > MAX_OUTPUT:
+            raise _too_large(f"|{name}")
+        return result
+
+    return wrapper
+
+
+class _LoopTicks(Extension):
+    """Every ``{% for x in ITERABLE %}`` becomes ``{% for x in (ITERABLE)|_mailer_tick %}``,
+    so that loops that produce nothing and call nothing still count their steps."""
+
+    def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
+        state = "out"  # out -> target (after "for") -> iterable (after "in")
+        depth = 0
+        after_block_begin = False
+        for token in stream:
+            if state == "target" and token.test("name:in"):
+                yield token
+                yield Token(token.lineno, "lparen", "(")
+                state, depth = "iterable", 0
+                continue
+            if state == "iterable":
+                if token.type in ("lparen", "lbracket", "lbrace"):
+                    depth += 1
+                elif token.type in ("rparen", "rbracket", "rbrace"):
+                    depth -= 1
+                elif depth == 0 and (
+                    token.test("name:if") or token.test("name:recursive")
+                    or token.type == "block_end"
+                ):  # fmt: skip
+                    yield Token(token.lineno, "rparen", ")")
+                    yield Token(token.lineno, "pipe", "|")
+                    yield Token(token.lineno, "name", _TICK)
+                    state = "out"
+            elif token.test("name:for") and state == "out" and after_block_begin:
+                state = "target"
+            after_block_begin = token.type == "block_begin"
+            yield token
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, counting its steps and refusing sizes past the limits."""
+
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | list | tuple):
+            _check_arguments(getattr(__obj, "__name__", "a method"), [*args, *kwargs.values()])
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _tick()
+        if attribute in ("format", "format_map"):
+            _check_format(obj, percent=False)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _tick()
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and abs(left).bit_length() * right > 4096:
+                raise _Overrun(f"{left} ** {right} is too large a number")
+        elif operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if repeated and len(seq) * times > MAX_OUTPUT:
+                    raise _too_large(f"repeating {len(seq)} items {times} times")
+        elif operator == "%" and isinstance(left, str):
+            _check_format(left, percent=True)
+            _check_arguments("%", right if isinstance(right, tuple) else [right])
+        result = super().call_binop(context, operator, left, right)
+        if isinstance(result, str | list | tuple) and len(result) > MAX_OUTPUT:
+            raise _too_large(f"the {operator!r} operation")
+        return result
+
+
+class _FolderLoader(FileSystemLoader):
+    """A FileSystemLoader that reads nothing outside its folder, links resolved."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(str(folder))
+        self._root = folder.resolve()
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if not Path(filename).resolve().is_relative_to(self._root):
+            raise TemplateError(
+                f"template {template} is outside the templates folder {self._root} (a link?); "
+                "keep the templates there"
+            )
+        return source, filename, uptodate
+
 
 @dataclass(frozen=True, slots=True)
 class _Variant:
@@ -72,8 +286,9 @@ class Renderer:
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
-        self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
+        self.env = _Sandbox(
+            loader=_FolderLoader(templates_dir),
+            extensions=[_LoopTicks],
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             auto_reload=False,  # dispatch makes a new Renderer when the template files change
@@ -82,6 +297,12 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters.update(date=_date, time=_time, datetime=_datetime)
+        self.env.filters = {
+            name: _bounded_filter(name, func) for name, func in self.env.filters.items()
+        }
+        self.env.filters[_TICK] = _ticking
+        self.env.globals["range"] = _safe_range
+        self.env.globals.pop("lipsum", None)  # up to 100,000 paragraphs of filler text
         self._markdown = MarkdownIt("commonmark", {"html": False})
         self._inliner = css_inline.CSSInliner(
             load_remote_stylesheets=False, keep_at_rules=True, keep_style_tags=False
@@ -192,6 +413,8 @@ class CompiledSend:
         self._body_html = body_html
         self._body_text = body_text
         self._cache: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._overruns = 0  # recipients whose rendering passed the time budget
+        self._rendered = 0  # and those rendered
         self.zone = ZoneInfo(send.content.timezone)
         self._shared = {
             "list": {"slug": send.list.slug, "title": send.list.title},
@@ -241,21 +464,39 @@ class CompiledSend:
             },
         }
         where = f"{self.send.content.template_name}.{locale}"
+        if self._overruns >= _GIVE_UP_AFTER and not self._rendered:
+            raise TemplateError(
+                f"{where}: the template took more than {RENDER_BUDGET:g} s for each of the "
+                f"first {self._overruns} recipients: it is not tried for the others"
+            )
+        budget = _budget.set(_Budget(RENDER_BUDGET))
         try:
-            body_text = self._body_text.render(context)
-            body_html = Markup(self._body_html.render(context))  # noqa: S704 - autoescaped template
+            body_text = _render(self._body_text, context)
+            body_html = Markup(_render(self._body_html, context))  # noqa: S704 - autoescaped template
             subject = _one_line(_render_subject(variant.subject, context))
             context["subject"] = subject
-            html = variant.html.render({**context, "body": body_html})
+            html = _render(variant.html, {**context, "body": body_html})
             text = (
-                variant.text.render({**context, "body": body_text})
+                _render(variant.text, {**context, "body": body_text})
                 if variant.text is not None
                 else None
             )
+        except _Overrun as exc:
+            if "took more than" in str(exc):
+                self._overruns += 1
+            raise _template_error(exc, where) from None
         except TemplateError:
             raise
+        except RecursionError as exc:
+            exc.args = ("the template calls itself too deeply (a macro that calls itself?)",)
+            raise _template_error(exc, where) from None
+        except MemoryError:
+            raise TemplateError(f"{where}: the template needs too much memory") from None
         except (JinjaTemplateError, TypeError, ValueError, ArithmeticError) as exc:
             raise _template_error(exc, where) from None
+        finally:
+            _budget.reset(budget)
+        self._rendered += 1
         return locale, subject, html, text
 
     def _finish(
@@ -362,8 +603,8 @@ def _template_error(exc: BaseException, where: str) -> TemplateError:
 
 def _render_subject(template: Template, context: dict[str, Any]) -> str:
     if "subject" in template.blocks:
-        return "".join(template.blocks["subject"](template.new_context(context)))
-    return template.render(context)
+        return _bounded(template.blocks["subject"](template.new_context(context)))
+    return _render(template, context)
 
 
 def _one_line(subject: str) -> str:

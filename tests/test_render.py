@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -294,3 +295,120 @@ def test_finishing_once_for_many_recipients_keeps_each_ones_values() -> None:
         assert f'href="https://lists.example.org/u/{person.id}"' in reused.html
         assert f"https://lists.example.org/u/{person.id}" in reused.text
         assert 'style="' in reused.html
+
+
+# --- limits: a runaway body stops with a clear error -------------------------------------------
+
+RUNAWAY = {
+    "nested-range": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}",
+    "silent-loops": (
+        "{% set l = range(9000)|list %}"
+        "{% for a in l %}{% for b in l %}{% for c in l %}{% endfor %}{% endfor %}{% endfor %}"
+    ),
+    "macro-fan-out": (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}"
+    ),
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("body", RUNAWAY.values(), ids=RUNAWAY.keys())
+def test_a_runaway_body_stops_within_the_time_budget(body: str) -> None:
+    """A body that would loop for hours stops after the per-recipient budget, with a
+    TemplateError that says so, not a hang."""
+    send = compiled(body=body)
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=r"took more than 2 s for one recipient"):
+        send.render(CLAIRE, LINKS)
+    assert time.monotonic() - started < 2 + 1.5
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% for i in range(9000) %}{% for j in range(9000) %}xxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}",
+        "{{ 'x' * 99999999 }}",
+        "{{ 'x'|center(999999999) }}",
+        "{{ 'x'.rjust(999999999) }}",
+        "{{ '%999999999s' % 'x' }}",
+        "{{ '{:>999999999}'.format('x') }}",
+    ],
+    ids=["loops", "repeat", "center", "rjust", "percent", "format"],
+)
+def test_a_body_cannot_produce_more_than_the_output_limit(body: str) -> None:
+    """Output past 1 MiB for one recipient is refused before it is all in memory."""
+    send = compiled(body=body)
+    with pytest.raises(TemplateError, match=r"more than 1 MiB"):
+        send.render(CLAIRE, LINKS)
+
+
+@pytest.mark.timeout(30)
+def test_range_is_capped() -> None:
+    """range() gives at most 10,000 items (the sandbox's own cap is 100,000)."""
+    body = "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match=r":1: range\(\) gives at most 10000 items"):
+        compiled(body=body).render(CLAIRE, LINKS)
+
+
+@pytest.mark.timeout(30)
+def test_huge_powers_do_not_hang_the_compiler() -> None:
+    """9 ** 999999999 would take minutes to compute (even folded at compile time): refused."""
+    with pytest.raises(TemplateError, match=r"too large"):
+        compiled(body="{{ 9 ** 999999999 }}").render(CLAIRE, LINKS)
+
+
+@pytest.mark.timeout(30)
+def test_a_recursive_macro_is_a_clear_error() -> None:
+    """A macro that calls itself without end is a TemplateError, not a RecursionError."""
+    send = compiled(body="{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
+    with pytest.raises(TemplateError, match=r"calls itself too deeply"):
+        send.render(CLAIRE, LINKS)
+
+
+def test_the_limits_leave_normal_bodies_alone() -> None:
+    """Loops, ranges and macros of a normal size still render."""
+    body = (
+        "{% macro item(n) %}[{{ n }}]{% endmacro %}"
+        "{% for n in range(200) %}{{ item(n) }}{% endfor %} "
+        "{% for p in [1, 2] %}{% for q in range(3) if q %}{{ p * q }}{% else %}-{% endfor %}{% endfor %}"
+        "{{ 'ab' * 3 }} {{ '%5s' % 'x' }} {{ loop_free|default('ok') }}"
+    )
+    rendered = compiled(body=body, kind="newsletter").render(CLAIRE, LINKS)
+    assert "[198][199]" in rendered.html
+    assert "1224" in rendered.text
+    assert "ababab" in rendered.text
+
+
+def test_a_template_linked_out_of_the_templates_folder_is_refused(tmp_path: Path) -> None:
+    """A template file that is a symlink to a file outside the folder is not read."""
+    folder = write_templates(tmp_path / "t", {"base.fr.html": "{% block subject %}S{% endblock %}"})
+    (tmp_path / "passwd").write_text("root:x:0:0", encoding="utf-8")
+    (folder / "email" / "note.fr.html").symlink_to(tmp_path / "passwd")
+    with pytest.raises(TemplateError, match=r"email/note\.fr\.html is outside the templates"):
+        compiled("note", templates=folder)
+
+
+def test_long_numbers_in_text_are_not_mistaken_for_widths() -> None:
+    """A phone number next to a brace or a percent sign is text, not a format width."""
+    send = compiled(
+        body="{{ '{x} 0123456789 100%'|replace('x', 'y') }} {{ 'Tél. 0123456789 : %s' % 'ok' }}",
+        kind="newsletter",
+    )
+    rendered = send.render(CLAIRE, LINKS)
+    assert "{y} 0123456789 100%" in rendered.text
+    assert "Tél. 0123456789 : ok" in rendered.text
+
+
+@pytest.mark.timeout(60)
+def test_a_body_too_slow_for_everyone_is_given_up_after_three_recipients() -> None:
+    """When the first three recipients all pass the budget, the others fail at once: a
+    pre-flight over a list does not take two seconds per member."""
+    send = compiled(body=RUNAWAY["silent-loops"])
+    recipients = [Recipient(id=i, email=f"r{i}@example.org") for i in range(20)]
+    started = time.monotonic()
+    report = preflight(send, ((r, LINKS) for r in recipients))
+    assert time.monotonic() - started < 3 * 2 + 3
+    assert (report.total, report.failed) == (20, 20)
+    assert "took more than 2 s" in report.reasons[0][1]
+    assert "is not tried for the others" in report.reasons[3][1]
