@@ -9,6 +9,12 @@ A recipient whose message cannot be built comes back as the reason, never as an 
 It must not touch the database or the network: the worker only computes. A worker that dies
 raises :class:`RenderWorkerLost` for every batch it held; those recipients were neither sent
 nor recorded, so they are still queued, and dispatch composes them in its own process.
+
+A runaway template is stopped here twice over: the sandbox's own budget
+(:data:`mailer.render.RENDER_BUDGET`) fails the recipient with the reason, and what it
+cannot see (a C extension that does not return, a text derivation that never ends) meets
+:data:`HARD_LIMIT`: the worker arms a real-time timer for each recipient, and SIGALRM in its
+default disposition ends the process wherever it is, like a kill from outside.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from mailer.compose import Composer, make_composer
 from mailer.errors import MailerError, MessageError, TemplateError
 from mailer.message import Built
 from mailer.models import Recipient, SendInfo
-from mailer.render import Renderer
+from mailer.render import RENDER_BUDGET, Renderer
 from mailer.settings import Settings
 from mailer.tokens import Signer
+
+HARD_LIMIT = 3 * RENDER_BUDGET  # seconds one recipient may take in a worker, all included
 
 
 class RenderWorkerLost(MailerError, RuntimeError):
@@ -53,18 +61,23 @@ class Recipe:
     trace: str
     eight_bit: bool
     parent: int  # pid of the sending process
+    hard_limit: float = HARD_LIMIT  # seconds per recipient before the worker ends itself
 
 
 # --- in the worker process -------------------------------------------------------------------
 
 _composers: dict[int, Composer] = {}
+_hard_limit = HARD_LIMIT
 
 
 def _start(recipe: Recipe) -> None:
     """Worker initialiser. The sending process decides when a worker stops: Ctrl-C or a
     SIGTERM sent to the whole process group must not kill it mid-batch."""
+    global _hard_limit
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the hard limit: the process ends
+    _hard_limit = recipe.hard_limit
     threading.Thread(target=_watch, args=(recipe.parent,), daemon=True).start()
     renderer = Renderer(recipe.templates_dir)
     signer = Signer(recipe.keys)
@@ -112,7 +125,15 @@ def compose_batch(
 
 
 def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built | str]:
-    return compose_batch(_composers, items, date)
+    """In the worker: each recipient under the hard limit (the timer is re-armed for each)."""
+    out: list[Built | str] = []
+    try:
+        for item in items:
+            signal.setitimer(signal.ITIMER_REAL, _hard_limit)
+            out += compose_batch(_composers, [item], date)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return out
 
 
 # --- in the sending process ------------------------------------------------------------------
