@@ -19,9 +19,10 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 from mailer.dispatch import Engine
-from mailer.errors import StorageError
+from mailer.errors import ConfigError, MessageError, StorageError
+from mailer.message import DkimSigner
 from mailer.scheduler import Scheduler
-from mailer.settings import Settings, mask_url
+from mailer.settings import SenderSettings, Settings, mask_url, require_working_links
 from mailer.storage import Store, ensure_data_dir, head_revision
 from mailer.storage.engine import sending_lock
 from mailer.tokens import load_signer
@@ -48,8 +49,44 @@ async def prepare(settings: Settings, store: Store) -> str | None:
     return current
 
 
+def check_sending(settings: Settings) -> None:
+    """What must hold before any message goes out, checked before anything starts: links
+    that work (:func:`~mailer.settings.require_working_links`) and a DKIM key that loads.
+
+    Raises :class:`ConfigError` naming the setting; ``mailer run`` and ``mailer send run``
+    call it first, so a wrong key never leaves a send ``running`` with nothing sent.
+    """
+    require_working_links(settings)
+    check_dkim_key(settings.sender)
+
+
+def check_dkim_key(sender: SenderSettings) -> None:
+    """Read the DKIM key file and sign a probe with it; :class:`ConfigError` if it cannot."""
+    if sender.dkim_selector is None or sender.dkim_key_file is None:
+        return
+    path = sender.dkim_key_file
+    where = f"MAILER_SENDER__DKIM_KEY_FILE: {path}"
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        DkimSigner(
+            selector=sender.dkim_selector,
+            domain=sender.from_address.rpartition("@")[2],
+            private_key=key,
+        )
+    except (MessageError, ValueError, TypeError) as exc:
+        reason = str(exc).removeprefix("DKIM signing failed: ").splitlines()
+        raise ConfigError(
+            f"{where}: not a usable private key ({reason[0] if reason else 'unreadable'}); "
+            "expected a PEM private key such as `openssl genrsa -out dkim.pem 2048` makes"
+        ) from None
+
+
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set or the process gets SIGTERM/SIGINT."""
+    check_sending(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:

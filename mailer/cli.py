@@ -16,14 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailer import __version__, app, campaigns, lists
 from mailer.addresses import address_key, normalize
 from mailer.cli_campaigns import campaign_group, event_group, status_command
-from mailer.cli_support import EXIT_ERROR, EXIT_REJECTED, _async, _now, _settings, _store, err, out
+from mailer.cli_support import (
+    EXIT_ERROR,
+    EXIT_REJECTED,
+    _async,
+    _now,
+    _settings,
+    _store,
+    err,
+    out,
+    safe,
+    visible,
+)
 from mailer.compose import EVENT_ACTIONS, make_composer
 from mailer.dispatch import Engine, RunSummary
 from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
@@ -54,7 +64,8 @@ from mailer.transport import open_transport
 @click.pass_context
 def cli(ctx: click.Context, env_file: Path, log_format: str | None) -> None:
     """Newsletter and announcement mailer."""
-    settings = load_settings(env_file=env_file)
+    named = ctx.get_parameter_source("env_file") != click.core.ParameterSource.DEFAULT
+    settings = load_settings(env_file=env_file, env_file_required=named)
     log = settings.log
     if log_format is not None:
         log = log.model_copy(update={"json_lines": log_format == "json"})
@@ -75,7 +86,7 @@ def config_show() -> None:
     """Print the effective settings, secrets masked."""
     table = Table("variable", "value", box=None)
     for var, value in describe(_settings()):
-        table.add_row(var, value)
+        table.add_row(var, safe(value))
     out.print(table)
 
 
@@ -194,7 +205,7 @@ async def lists_show(slug: str | None) -> None:
     for s in summaries:
         table.add_row(
             s.slug,
-            s.title,
+            safe(s.title),
             s.default_locale,
             s.opt_in,
             str(s.counts["subscribed"]),
@@ -221,10 +232,17 @@ async def lists_export(slug: str, output: Path | None) -> None:
             await lists.export_csv(store, slug, sys.stdout)
             return
         partial = output.with_name(output.name + ".part")
-        with partial.open("w", encoding="utf-8", newline="") as handle:
+        try:
+            handle = partial.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise ConfigError(
+                f"-o {output}: cannot be written ({exc.strerror}); does the folder "
+                f"{output.parent} exist?"
+            ) from None
+        with handle:
             count = await lists.export_csv(store, slug, handle)
         partial.replace(output)
-    err.print(f"{count} members of {slug} written to {output}")
+    err.print(f"{count} members of {slug} written to {output}", markup=False)
 
 
 async def _sync(store: Store, directory: Path, *, prune: bool) -> int:
@@ -237,7 +255,7 @@ async def _sync(store: Store, directory: Path, *, prune: bool) -> int:
         try:
             report = await _import(store, path, slug=None, prune=prune)
         except MailerError as exc:
-            err.print(f"[red]error[/]: {escape(str(exc))}")
+            err.print(f"[red]error[/]: {safe(exc)}")
             status = EXIT_ERROR
             continue
         if not report.ok:
@@ -277,7 +295,7 @@ def _print_report(report: lists.ImportReport) -> None:
     t = report.tally
     where = str(report.path)
     for row in report.rejected:
-        err.print(f"{where}:{row.line}: {row.column}: {row.reason}", markup=False)
+        err.print(visible(f"{where}:{row.line}: {row.column}: {row.reason}"), markup=False)
     if report.rejected_count > len(report.rejected):
         err.print(f"{where}: ... and {report.rejected_count - len(report.rejected)} more rejected")
     for line, email, first in report.duplicates:
@@ -309,7 +327,7 @@ def _print_report(report: lists.ImportReport) -> None:
         (t.pruned, "pruned"),
     ]
     done = ", ".join(f"{n} {label}" for n, label in parts if n) or "nothing to do"
-    out.print(f"{report.slug}: {report.rows} rows read; {done}", markup=False)
+    out.print(visible(f"{report.slug}: {report.rows} rows read; {done}"), markup=False)
 
 
 # --- preview ------------------------------------------------------------------------------
@@ -380,14 +398,14 @@ async def preview(
             members = [r async for r in store.recipients(slug)]
             report = composer.check(members, date=now)
             for address, reason in report.reasons:
-                err.print(f"{address}: {reason}", markup=False)
+                err.print(visible(f"{address}: {reason}"), markup=False)
             out.print(f"pre-flight: {report.total} members of {slug}, {report.failed} failed")
             failed = report.failed
     stem = f"{campaign.name}-{kind_action}-{recipient.email}"
     eml, html = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
     _write(eml, composed.message.data)
     _write(html, composed.rendered.html.encode("utf-8"))
-    out.print(f"subject: {composed.rendered.subject}", markup=False)
+    out.print(visible(f"subject: {composed.rendered.subject}"), markup=False)
     out.print(f"wrote {eml} and {html}", markup=False)
     return EXIT_REJECTED if failed else 0
 
@@ -436,7 +454,7 @@ async def send_create(campaign_file: Path, action: str | None, key: str | None) 
             campaign_id, key=key or action, action=action, due_at=now, now=now
         )
     state = "created" if created else "already exists"
-    out.print(f"send {send_id} ({campaign.name}, {key or action}) {state}", markup=False)
+    out.print(visible(f"send {send_id} ({campaign.name}, {key or action}) {state}"), markup=False)
 
 
 @send_group.command("list")
@@ -448,8 +466,8 @@ async def send_list() -> None:
     table = Table("send", "campaign", "key", "status", "due (UTC)", "reason")
     for r in rows:
         table.add_row(
-            str(r["id"]), r["name"], r["key"], r["status"],
-            f"{r['due_at']:%Y-%m-%d %H:%M}", r["reason"] or "",
+            str(r["id"]), safe(r["name"]), safe(r["key"]), r["status"],
+            f"{r['due_at']:%Y-%m-%d %H:%M}", safe(r["reason"] or ""),
         )  # fmt: skip
     out.print(table)
 
@@ -461,6 +479,7 @@ async def send_list() -> None:
 async def send_run(send_id: int, wait: bool) -> int:
     """Run a send in the foreground, with a progress bar (Ctrl-C stops cleanly)."""
     settings = _settings()
+    app.check_sending(settings)  # links that work, a DKIM key that loads: before any send
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -511,7 +530,7 @@ def _print_summary(summary: RunSummary) -> None:
         line += f"; {summary.reason}"
     if not summary.claimed:
         line += " (claimed by another run)"
-    out.print(line, markup=False)
+    out.print(visible(line), markup=False)
 
 
 @send_group.command("status")
@@ -589,7 +608,7 @@ async def send_report(send_id: int, as_csv: bool, output: Path | None) -> None:
         return
     table = Table(*columns[:7])
     for r in rows:
-        table.add_row(*("" if r[c] is None else str(r[c]) for c in columns[:7]))
+        table.add_row(*("" if r[c] is None else safe(r[c]) for c in columns[:7]))
     out.print(table)
 
 
@@ -613,15 +632,38 @@ def subscribers() -> None:
 @_async
 async def subscribers_add(
     email: str, slug: str, name: str | None, locale: str | None, timezone: str | None, force: bool
-) -> None:
-    """Subscribe an address to a list."""
+) -> int:
+    """Subscribe an address to a list (the details of someone already stored stay as they are)."""
     header = ["email", "name", "locale", "timezone"]
     row = lists.parse_row(0, header, [email, name or "", locale or "", timezone or ""])
     if isinstance(row, lists.RowError):
         raise ConfigError(f"--{row.column}: {row.reason}")
     async with _store() as store:
+        try:
+            before = await store.show_subscriber(row.key)
+        except NotFoundError:
+            before = None
         message = await store.add_subscriber(row, slug=slug, source="cli", now=_now(), force=force)
-    out.print(message, markup=False)
+    out.print(visible(message), markup=False)
+    if before is None:
+        return 0
+    # The store keeps an existing subscriber's details (their own choice on the preferences
+    # page, or their list file): say which options were not applied rather than drop them.
+    ignored = [
+        f"--{option} {given} not applied (stored: {stored or 'none'})"
+        for option, given, stored in (
+            ("name", row.name, before.name), ("locale", row.locale, before.locale),
+            ("timezone", row.timezone, before.timezone),
+        )
+        if given is not None and given != (stored or None)
+    ]  # fmt: skip
+    for note in ignored:
+        err.print(
+            visible(f"{before.email} already existed: {note}; their list file or their "
+                    "preferences page changes it"),
+            markup=False,
+        )  # fmt: skip
+    return EXIT_REJECTED if ignored else 0
 
 
 @subscribers.command("remove")
@@ -635,7 +677,7 @@ async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
         click.confirm(f"Erase {email} and all their history?", abort=True)
     async with _store() as store:
         message = await store.remove_subscriber(address_key(email), slug=slug)
-    out.print(f"{email}: {message}", markup=False)
+    out.print(visible(f"{email}: {message}"), markup=False)
 
 
 @subscribers.command("show")
@@ -657,7 +699,7 @@ async def subscribers_show(email: str) -> None:
         *((f"attribute {k}", str(v)) for k, v in sorted(view.attributes.items())),
         *((f"list {slug}", f"{status} ({source})") for slug, status, source in view.subscriptions),
     ):
-        table.add_row(label, value)
+        table.add_row(safe(label), safe(value))
     out.print(table)
 
 
@@ -669,7 +711,7 @@ async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
     """Record an unsubscribe (an import never re-subscribes them)."""
     async with _store() as store:
         changed = await store.unsubscribe(address_key(email), slug=slug, source="cli", now=_now())
-    out.print(f"{email}: unsubscribed from {changed} list(s)", markup=False)
+    out.print(visible(f"{email}: unsubscribed from {changed} list(s)"), markup=False)
 
 
 @subscribers.command("suppress")
@@ -714,7 +756,7 @@ def run_cli(args: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except MailerError as exc:
         for line in str(exc).splitlines():
-            err.print(f"[red]error[/]: {escape(line)}", highlight=False)
+            err.print(f"[red]error[/]: {safe(line)}", highlight=False)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

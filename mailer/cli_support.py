@@ -1,8 +1,11 @@
-"""What every command module shares: consoles, the async wrapper, settings and the store."""
+"""What every command module shares: consoles, the async wrapper, settings and the store,
+and :func:`safe`, through which every piece of data (subscriber, list, campaign, relay reply)
+goes before rich prints it."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -12,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from mailer import app
 from mailer.settings import Settings
@@ -21,8 +25,38 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Rich falls back to 80 columns when stdout is a pipe; tables of addresses need more.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: a name like ":warning:" is printed as typed.
+out = Console(
+    highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+# C0 and C1 controls (ESC starts colours, screen clears and OSC-8 hyperlinks), DEL, the
+# Unicode line and paragraph separators, and the bidirectional overrides and isolates that
+# make a terminal show text in another order than it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: object) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u2028``):
+    for lines printed with ``markup=False``."""
+    return _UNSAFE.sub(_escape_char, str(text))
+
+
+def safe(text: object) -> str:
+    """``text`` ready for rich markup and table cells: shown as typed, never run.
+
+    Rich markup is escaped (``[/bold]`` prints as such instead of failing;
+    ``[link=...]`` makes no hyperlink) and control characters are shown as escapes, so no
+    escape sequence of the data reaches the terminal.
+    """
+    return escape(visible(text))
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 EXIT_REJECTED = 1  # the command ran but some input was refused
 EXIT_ERROR = 2  # the command could not run (settings, storage, unreadable file)
