@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -370,3 +371,51 @@ def test_campaign_test_as_looks_in_every_list(project: Path) -> None:
         "actualites-car-t ("
     )
     assert all(slug in line for slug in ("researchers", "clinicians", "patient-associations"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}",
+            "took more than 2 s for one recipient",
+        ),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "calls itself too deeply"),
+    ],
+    ids=["loops", "recursion"],
+)
+def test_preview_of_a_runaway_body_is_one_clear_error(
+    project: Path, body: str, expected: str
+) -> None:
+    """preview stops a body that would run for hours or recurse without end: one line."""
+    (project / "campaigns" / "slow.md").write_text(body, encoding="utf-8")
+    text = ANNOUNCEMENT.replace('body = "Bonjour"', 'body_file = "slow.md"')
+    write(project / "campaigns", text, "slow.toml")
+    started = time.monotonic()
+    result = mailer(project, "preview", "campaigns/slow.toml")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2, result
+    [line] = errors(result)
+    assert expected in line
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('body = "Bonjour"', 'body = "x"\nsend_at = 9999-12-31T23:30:00'), "send_at: 9999-12-31 is more than 10 years ahead"),
+        (('body = "Bonjour"', 'body = "x"\n[sender]\naddress = "a@example.org, b@example.org"'), "sender.address: give one address"),
+        (('subject = "Nouvelles du réseau"', 'subject = "Nouvelles\\u2028Bcc: x@example.org"'), "subject: contains LINE SEPARATOR (U+2028)"),
+    ],
+    ids=["year-9999", "two-senders", "line-separator"],
+)  # fmt: skip
+def test_check_reports_header_and_date_mistakes_in_one_line(
+    project: Path, change: tuple[str, str], expected: str
+) -> None:
+    """campaign check: the mistakes of the issue, each one line naming file and field."""
+    write(project / "campaigns", ANNOUNCEMENT.replace(*change), "x.toml")
+    result = mailer(project, "campaign", "check", "campaigns/x.toml")
+    assert result.returncode == 2, result
+    [line] = errors(result)
+    assert line.startswith(f"error: campaigns/x.toml: {expected}"), line
