@@ -59,8 +59,10 @@ def normalize(raw: str) -> Address:
     return Address(email=email, key=email.casefold(), smtputf8=bool(valid.smtputf8))
 
 
-def check_name(text: str) -> str:
+def check_name(text: str, *, what: str = "name") -> str:
     """``text`` unchanged if it can be a display name; :class:`AddressError` saying why if not.
+
+    ``what`` names the value in the message (a list title follows the same rule).
 
     Refused: any control character (C0, DEL, C1 including NEL), U+2028/U+2029, and more
     than :data:`MAX_NAME` characters. Everything else (accents, emoji, joiners, right-to-left
@@ -70,9 +72,9 @@ def check_name(text: str) -> str:
         if unicodedata.category(char) in _NAME_REFUSED:
             name = unicodedata.name(char, "")
             label = f"{name}, U+{ord(char):04X}" if name else f"U+{ord(char):04X}"
-            raise AddressError(f"the name contains a control character ({label})")
+            raise AddressError(f"the {what} contains a control character ({label})")
     if len(text) > MAX_NAME:
-        raise AddressError(f"the name is longer than {MAX_NAME} characters")
+        raise AddressError(f"the {what} is longer than {MAX_NAME} characters")
     return text
 
 

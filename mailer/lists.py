@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mailer.addresses import check_name, normalize
 from mailer.errors import AddressError, ListImportError
@@ -71,6 +71,11 @@ class _MetaFile(BaseModel):
     opt_in: OptInMode = OptInMode.SINGLE
     public: bool = False
 
+    @field_validator("title")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, what="title")
+
 
 def slug_for(path: Path, override: str | None = None) -> str:
     slug = override if override is not None else path.stem.lower()
@@ -102,7 +107,8 @@ def read_meta(path: Path, slug: str) -> ListMeta:
         key = ".".join(str(p) for p in first["loc"]) or "(file)"
         raise ListImportError(
             str(sidecar),
-            f"{key}: {first['msg']} (allowed keys: {', '.join(_MetaFile.model_fields)})",
+            f"{key}: {str(first['msg']).removeprefix('Value error, ')} "
+            f"(allowed keys: {', '.join(_MetaFile.model_fields)})",
         ) from None
     return ListMeta(
         slug=slug,

@@ -415,3 +415,11 @@ async def test_a_name_the_message_builder_refuses_is_refused_at_import(
     assert [(e.line, e.column) for e in report.rejected] == [(3, "name")]
     assert "control character" in report.rejected[0].reason
     assert await members(store, "researchers") == ["ok@example.org"]
+
+
+def test_a_sidecar_title_with_control_characters_is_refused(tmp_path: Path) -> None:
+    """The title goes into headers and pages: it follows the rule for names."""
+    path = write(tmp_path, "researchers.csv", RESEARCHERS)
+    write(tmp_path, "researchers.toml", 'title = "Chercheurs\\u001b[2J\\u2028"\n')
+    with pytest.raises(ListImportError, match=r"researchers\.toml: title: .*control character"):
+        lists.read_meta(path, "researchers")
