@@ -104,6 +104,11 @@ class EventSection(BaseModel):
     announce: str | datetime = "now"
     reminders: list[str] = Field(default_factory=list)
 
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return header_text(value, "the title (it goes into subjects)").strip()
+
     @model_validator(mode="after")
     def _order(self) -> EventSection:
         if self.end is not None and (self.end.tzinfo is None) != (self.start.tzinfo is None):
@@ -352,6 +357,8 @@ def load(
         ) from None
     try:
         data = CampaignFile.model_validate(raw)
+    except RecursionError:
+        raise CampaignFileError(f"{path}: values nested too deeply for a campaign file") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -27,6 +27,7 @@ import functools
 import re
 import time
 import traceback
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -611,6 +612,11 @@ def _one_line(subject: str) -> str:
     subject = subject.strip()
     if "\n" in subject or "\r" in subject:
         raise TemplateError(f"the subject has a line break: {subject[:60]!r}")
+    bad = next((c for c in subject if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise TemplateError(
+            f"the subject has a control character (U+{ord(bad):04X}): {subject[:60]!r}"
+        )
     return subject
 
 

@@ -419,3 +419,11 @@ def test_check_reports_header_and_date_mistakes_in_one_line(
     assert result.returncode == 2, result
     [line] = errors(result)
     assert line.startswith(f"error: campaigns/x.toml: {expected}"), line
+
+
+def test_the_event_title_is_header_text_too(tmp_path: Path) -> None:
+    """The event's title goes into subjects and the calendar: no line breaks or controls."""
+    path = write(
+        tmp_path, EVENT.replace("Journée de recherche", "Journée\\u2028Bcc: x@example.org")
+    )
+    assert load_error(path).startswith(f"{path}: event.title: contains LINE SEPARATOR")

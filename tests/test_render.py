@@ -412,3 +412,12 @@ def test_a_body_too_slow_for_everyone_is_given_up_after_three_recipients() -> No
     assert (report.total, report.failed) == (20, 20)
     assert "took more than 2 s" in report.reasons[0][1]
     assert "is not tried for the others" in report.reasons[3][1]
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u0085", "\x0b", "\x0c", "\x00"])
+def test_a_subject_rendered_with_a_control_character_is_refused(char: str) -> None:
+    """A subject that a recipient's data fills with a line break of any kind fails that
+    recipient at rendering, before the pre-flight would build it."""
+    send = compiled(subject="Bonjour {{ subscriber.name }}")
+    with pytest.raises(TemplateError, match=r"the subject has a control character"):
+        send.check(Recipient(id=9, email="x@example.org", name=f"A{char}B"), LINKS)
