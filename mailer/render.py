@@ -88,6 +88,10 @@ class _Overrun(TemplateError):
     """A limit was passed while rendering (time, size, depth); raised inside Jinja code."""
 
 
+class _Overtime(_Overrun):
+    """The time budget of one recipient was spent."""
+
+
 class _Budget:
     """Steps and the deadline of one recipient's rendering."""
 
@@ -107,7 +111,7 @@ def _tick() -> None:
         return
     budget.steps += 1
     if budget.steps % _CHECK_EVERY == 0 and time.monotonic() > budget.deadline:
-        raise _Overrun(
+        raise _Overtime(
             f"the template took more than {RENDER_BUDGET:g} s for one recipient "
             "(a loop or a macro that runs too long?)"
         )
@@ -483,8 +487,7 @@ class CompiledSend:
                 else None
             )
         except _Overrun as exc:
-            if "took more than" in str(exc):
-                self._overruns += 1
+            self._overruns += isinstance(exc, _Overtime)
             raise _template_error(exc, where) from None
         except TemplateError:
             raise
