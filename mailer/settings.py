@@ -436,7 +436,7 @@ def require_working_links(settings: Settings) -> None:
     if parts.scheme != "https":
         problems.append("is not https://")
     if _loopback(parts.hostname or ""):
-        problems.append("points at this machine (loopback), which recipients cannot reach")
+        problems.append("is on this machine (loopback), out of the recipients' reach")
     if problems:
         raise ConfigError(
             f"MAILER_WEB__BASE_URL: mail goes out through {settings.smtp.host} but its links "
