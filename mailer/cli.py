@@ -248,7 +248,7 @@ async def lists_export(slug: str, output: Path | None) -> None:
 async def _sync(store: Store, directory: Path, *, prune: bool) -> int:
     paths = lists.list_files(directory)
     if not paths:
-        out.print(f"no *.csv file in {directory}")
+        out.print(f"no *.csv file in {safe(directory)}")
         return 0
     status = 0
     for path in paths:
@@ -274,7 +274,7 @@ async def _import(store: Store, path: Path, *, slug: str | None, prune: bool) ->
         disable=not interactive,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"importing {path.name}", total=size)
+        task = progress.add_task(f"importing {safe(path.name)}", total=size)
         report = await lists.import_file(
             store,
             path,
