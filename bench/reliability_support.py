@@ -197,6 +197,7 @@ def daemon_env(workdir: Path, database_url: str, sink: SmtpServer, **extra: str)
         MAILER_DELIVERY__RETRY_BASE="0.5",
         MAILER_SCHEDULER__SYNC_INTERVAL="0.2",
         MAILER_WEB__ENABLED="false",
+        MAILER_WEB__ALLOW_INSECURE_LINKS="true",  # a sink on loopback, fictional recipients
         MAILER_SECRET_KEYS=LINK_KEY,
         MAILER_LOG__LEVEL="INFO",
     )

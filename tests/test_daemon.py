@@ -241,6 +241,7 @@ async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
         MAILER_PATHS__TEMPLATES_DIR=str(ROOT / "templates"),
         MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
         MAILER_SMTP__SECURITY="none", MAILER_SECRET_KEYS="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
+        MAILER_WEB__ALLOW_INSECURE_LINKS="true",
         MAILER_SCHEDULER__SYNC_INTERVAL="0.2", MAILER_WEB__PORT="0",
     )  # fmt: skip
     command = [sys.executable, "-m", "mailer", "run"]
