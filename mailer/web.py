@@ -398,8 +398,9 @@ def create_app(
         return web.pages.message(lang, "notfound", status=404)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        log.error("%s %s: unexpected %s", request.method, _route_name(request),
-                  type(exc).__name__, exc_info=exc)  # fmt: skip
+        # Starlette re-raises after this answer, so the server logs the traceback once.
+        log.error("%s %s: unexpected %s: %s", request.method, _route_name(request),
+                  type(exc).__name__, exc)  # fmt: skip
         return web.pages.message(pick_locale(request), "error", status=500)
 
     app = Starlette(
