@@ -78,7 +78,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url_text = settings.database_url
     try:
         url = make_url(url_text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"MAILER_DATABASE__URL: expected an SQLAlchemy URL such as "
             f"postgresql+asyncpg://user:password@host/db, got {mask_url(url_text)!r}"
