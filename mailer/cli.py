@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import getpass
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -477,19 +479,30 @@ async def send_list() -> None:
 @click.option("--wait", is_flag=True, help="Stay until deferred messages are retried too.")
 @_async
 async def send_run(send_id: int, wait: bool) -> int:
-    """Run a send in the foreground, with a progress bar (Ctrl-C stops cleanly)."""
+    """Run a send in the foreground, with a progress bar (Ctrl-C stops cleanly).
+
+    Exits 0 when nothing failed, 1 when some deliveries failed, 2 on an error (the send
+    paused, cancelled or missed, or the command could not run)."""
+    async with _store() as store:
+        summary = await _run_in_foreground(store, send_id, wait=wait)
+    _print_summary(summary)
+    return _exit_status(summary)
+
+
+async def _run_in_foreground(store: Store, send_id: int, *, wait: bool) -> RunSummary:
+    """Run (or resume) a send in this process, with a progress bar on a terminal."""
     settings = _settings()
     app.check_sending(settings)  # links that work, a DKIM key that loads: before any send
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    sending = store.sending
+    spec = await sending.spec(send_id)  # an unknown send: said before anything opens
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_store())
         stack.enter_context(sending_lock(store.engine))  # one sender per SQLite file
         await app.take_back_leases(store)
         transport = await stack.enter_async_context(open_transport(settings))
-        sending = store.sending
         spec = await sending.spec(send_id)
         if spec.status == SendStatus.PAUSED:
             await sending.set_status(send_id, SendStatus.RUNNING, now=_now())
@@ -510,11 +523,17 @@ async def send_run(send_id: int, wait: bool) -> int:
                 fields: dict[str, Any] = dict(tally)
                 progress.update(task, completed=sum(tally.values()), **fields)
 
-            summary = await engine.run_send(
+            return await engine.run_send(
                 send_id, stop=stop, wait_for_retries=wait, on_progress=show
             )
-    _print_summary(summary)
-    return 0 if summary.status in (SendStatus.DONE, SendStatus.RUNNING) else EXIT_REJECTED
+
+
+def _exit_status(summary: RunSummary) -> int:
+    """0: every delivery attempted ended sent or skipped (or waits for its retry); 1: some
+    failed; 2: the send did not go on (paused, cancelled, missed: the reason is printed)."""
+    if summary.status in (SendStatus.PAUSED, SendStatus.CANCELLED, SendStatus.MISSED):
+        return EXIT_ERROR
+    return EXIT_REJECTED if summary.counts.get("failed", 0) else 0
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -547,12 +566,24 @@ async def send_status(send_id: int) -> None:
 
 @send_group.command("retry-failed")
 @click.argument("send_id", type=int)
+@click.option("--wait", is_flag=True, help="Stay until deferred messages are retried too.")
 @_async
-async def send_retry_failed(send_id: int) -> None:
-    """Queue the failed deliveries again (suppressed addresses stay skipped)."""
+async def send_retry_failed(send_id: int, wait: bool) -> int:
+    """Queue the failed deliveries again, and those skipped for a suppression lifted since,
+    then run the send (as `send run`; same exit status). Addresses still suppressed stay
+    skipped. With a daemon sending from this SQLite file, it sends them."""
     async with _store() as store:
         count = await store.sending.retry_failed(send_id, now=_now())
-    out.print(f"send {send_id}: {count} failed deliveries queued again", markup=False)
+        out.print(f"send {send_id}: {count} deliveries queued again", markup=False)
+        try:
+            summary = await _run_in_foreground(store, send_id, wait=wait)
+        except StateError as exc:
+            if "another mailer process" not in str(exc):
+                raise
+            out.print(f"send {send_id}: the daemon sending from this database sends them")
+            return 0
+    _print_summary(summary)
+    return _exit_status(summary)
 
 
 @send_group.command("pause")
@@ -695,6 +726,16 @@ async def subscribers_show(email: str) -> None:
         ("timezone", view.timezone or ""),
         ("status", view.status),
         ("suppressed", view.suppression or "no"),
+        *(
+            (
+                "suppression history",
+                f"{e.at:%Y-%m-%d %H:%M} UTC {e.action}"
+                + (f" ({e.reason})" if e.action == "suppress" else "")
+                + f" by {e.actor}"
+                + (f": {e.detail}" if e.detail else ""),
+            )
+            for e in view.suppression_history
+        ),
         ("since", view.created_at.isoformat()),
         *((f"attribute {k}", str(v)) for k, v in sorted(view.attributes.items())),
         *((f"list {slug}", f"{status} ({source})") for slug, status, source in view.subscriptions),
@@ -725,13 +766,42 @@ async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
 @click.option("--detail", default="", help="Why, for the record.")
 @_async
 async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
-    """Never mail this address again, whatever any list says."""
+    """Never mail this address again, whatever any list says (`unsuppress` lifts it)."""
     key = normalize(email).key
     async with _store() as store:
         added = await store.suppress(
-            key, reason=SuppressionReason(reason), detail=detail, now=_now()
+            key, reason=SuppressionReason(reason), detail=detail, now=_now(), actor=_actor()
         )
     out.print(f"{email}: " + ("suppressed" if added else "was already suppressed"), markup=False)
+
+
+@subscribers.command("unsuppress")
+@click.argument("email")
+@click.option("--reason", "why", required=True, help="Why it is lifted, for the record.")
+@_async
+async def subscribers_unsuppress(email: str, why: str) -> None:
+    """Lift a suppression: the address may be mailed again (its lists decide). The history
+    keeps both, with who, when and why (`subscribers show`)."""
+    if not why.strip():
+        raise ConfigError("--reason: say why the suppression is lifted")
+    key = normalize(email).key
+    async with _store() as store:
+        was = await store.unsuppress(key, why=why.strip(), actor=_actor(), now=_now())
+    out.print(
+        visible(
+            f"{email}: suppression ({was}) lifted; `mailer send retry-failed SEND` mails what "
+            "it held back"
+        ),
+        markup=False,
+    )
+
+
+def _actor() -> str:
+    """Who runs this command, for the suppression history: ``cli:<unix user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name, no passwd entry (a container)
+        return f"cli:uid {os.getuid()}"
 
 
 cli.add_command(campaign_group)

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -55,6 +56,8 @@ MAX_BACKOFF = timedelta(hours=6)
 RENDER_WORKER_MIN = 1000  # recipients: below, a worker process costs more than it saves
 RENDER_CHUNK = 64  # recipients per batch sent to the worker process
 RENDER_AHEAD = 4  # chunks composed ahead of the SMTP workers: bounds the memory
+PREFLIGHT_BUILT = 20  # recipients the pre-flight composes whole (the others: rendered)
+FENCE_MARGIN = 5.0  # seconds of lease a message needs left to go (at most a fifth of it)
 _DONE = None  # end-of-queue marker
 
 
@@ -149,7 +152,9 @@ class Engine:
             while True:
                 # A worker process for the first pass of a large send; retry passes are small.
                 async with self._render_pool(spec, composers, total) as pool:
-                    await self._pass(spec, composers, stop, on_progress, first=first, pool=pool)
+                    await self._pass(
+                        spec, composers, stop, on_progress, first=first, pool=pool, total=total
+                    )
                 first, total = None, 0
                 if stop.is_set() or not wait_for_retries:
                     break
@@ -251,13 +256,26 @@ class Engine:
     ) -> tuple[list[Due] | None, int]:
         """Render and build every due recipient before the first message leaves.
 
+        The first ``PREFLIGHT_BUILT`` recipients are composed whole (rendered, links made,
+        MIME built, signed): what fails for every message (a base URL the builder refuses,
+        the DKIM key) shows here. The others are rendered and their header values checked.
+
+        A failure that belongs to a recipient (their address or name cannot go in a
+        header; a template that fails on their data alone) fails that delivery with the
+        reason, and the others go. One that belongs to the campaign (more than half of the
+        recipients, or of those composed whole) pauses the send before anything leaves.
+
         Returns the due deliveries when they all fitted in one short batch (a small send),
         so that the first pass need not fetch them again (None otherwise), and how many
         recipients are to be sent.
         """
-        after, total, failed = 0, 0, 0
+        after, total = 0, 0
+        built = built_failed = 0
+        failures: list[Outcome] = []
+        campaign_failed = 0
         reasons: list[str] = []
         now = self.clock()
+        started = time.monotonic()
         only: list[Due] | None = None
         fetched = 0
         while True:
@@ -277,19 +295,51 @@ class Engine:
                 total += 1
                 if total % 16 == 0:
                     await asyncio.sleep(0)  # rendering is CPU work: let other sends breathe
+                composer = composers[due.list_id]
                 try:
-                    composers[due.list_id].check_one(due.recipient)
-                except (TemplateError, MessageError) as exc:
-                    failed += 1
+                    composer.check_recipient(due.recipient)
+                except MessageError as exc:
+                    failures.append(_not_built(due, exc))
+                    continue
+                whole = built < PREFLIGHT_BUILT
+                try:
+                    if whole:
+                        built += 1
+                        composer.compose(due.recipient, date=now)
+                    else:
+                        composer.check_one(due.recipient)
+                except Exception as exc:  # any failure of a template is its own
+                    # (a RecursionError of a body that calls itself, say): never the daemon's
+                    built_failed += whole
+                    campaign_failed += 1
+                    failures.append(_not_built(due, exc))
                     if len(reasons) < 3:
-                        reasons.append(f"{due.recipient.email}: {exc}")
+                        reasons.append(f"{due.recipient.email}: {_describe(exc)}")
             if len(batch) < self.settings.delivery.batch_size:
                 break  # a short batch is the last: no query for an empty one
-        if failed:
+        elapsed = time.monotonic() - started
+        log.info(
+            "send %s: pre-flight check of %d recipients in %.2f s (%d composed whole); "
+            "%d cannot be sent",
+            spec.id, total, elapsed, built, len(failures),
+        )  # fmt: skip
+        checked = total - (len(failures) - campaign_failed)  # recipient data set aside
+        if campaign_failed and (2 * campaign_failed > checked or 2 * built_failed > built):
             raise _Paused(
-                f"pre-flight check: {failed} of {total} recipients cannot be rendered; "
-                + "; ".join(reasons)
+                f"pre-flight check: {campaign_failed} of {checked} recipients cannot be "
+                "rendered or built; " + "; ".join(reasons)
             )
+        if failures:
+            await self.store.sending.record(failures, now=now, actor=f"send {spec.id}")
+            log.warning(
+                "send %s: %d recipients cannot be sent (recorded failed with the reason); "
+                "the others go",
+                spec.id, len(failures),
+            )  # fmt: skip
+            dropped = {o.delivery_id for o in failures}
+            if only is not None:
+                only = [d for d in only if d.id not in dropped]
+            total -= len(failures)
         return only, total
 
     # --- one pass over the due deliveries ---------------------------------------------------
@@ -303,8 +353,11 @@ class Engine:
         *,
         first: list[Due] | None = None,
         pool: RenderPool | None = None,
+        total: int = 0,
     ) -> None:
-        """Attempt the due deliveries once. ``first``: the whole due list, fetched a moment
+        """Attempt the due deliveries once (``total`` of them, when known, for the progress
+        lines logged every ``log.progress_interval`` seconds). ``first``: the whole due list,
+        fetched a moment
         ago by the pre-flight check (a small send); it is used instead of a new query.
         ``pool``: compose in that worker process, ``RENDER_CHUNK`` recipients at a time and
         at most ``RENDER_AHEAD`` chunks ahead of the SMTP workers; if it dies, here."""
@@ -314,7 +367,12 @@ class Engine:
         halt: list[str] = []  # a reason to pause, set by a worker
         late: list[str] = []  # a reminder whose event started: the rest is missed
         halted_by_staff: list[bool] = []  # paused or cancelled from the CLI meanwhile
+        fenced: list[int] = []  # a lease ran out (frozen, cut off): what it held is others'
+        renewed: dict[int, datetime] = {}  # lease ends the heartbeat extended
+        lease = self.settings.delivery.lease
+        margin = timedelta(seconds=min(FENCE_MARGIN, lease / 5))
         streak = _Streak(self.settings.delivery.error_threshold)
+        tally: dict[str, int] = {}  # results recorded in this pass, by status
         watch = _RejectWatch(spec.id)
 
         loop = asyncio.get_running_loop()
@@ -332,7 +390,24 @@ class Engine:
             return False
 
         def stopping() -> bool:
-            return bool(halt or stop.is_set() or halted_by_staff)
+            return bool(halt or stop.is_set() or halted_by_staff or fenced)
+
+        def lease_left(due: Due) -> bool:
+            """Fencing: a delivery goes only while this worker's lease on it has time left,
+            with a margin. A node frozen (or cut off) longer than its lease lost it: the
+            delivery may be another node's now, so it sends nothing more of what it held."""
+            until = renewed.get(due.id, due.lease_until)
+            if until is None or self.clock() + margin < until:
+                return True
+            if not fenced:
+                log.warning(
+                    "send %s: this worker's lease on its deliveries ran out %.1f s ago (was "
+                    "it frozen or cut off?); it sends nothing more of them: they go to "
+                    "whoever takes them",
+                    spec.id, (self.clock() - until).total_seconds(),
+                )  # fmt: skip
+            fenced.append(due.id)
+            return False
 
         async def stopped() -> bool:
             return stopping() or not await still_running()
@@ -436,7 +511,7 @@ class Engine:
                     continue  # not sent, not recorded: stays queued for the next run
                 due, built = item
                 await unrecorded.acquire()
-                if stopping():
+                if stopping() or not lease_left(due):
                     unrecorded.release()
                     continue
                 held.add(due.id)
@@ -477,7 +552,6 @@ class Engine:
 
         async def record() -> None:
             buffer: list[Outcome] = []
-            tally: dict[str, int] = {}
 
             async def flush() -> None:
                 nonlocal buffer
@@ -517,16 +591,34 @@ class Engine:
 
         async def heartbeat() -> None:
             """Keep this worker's leases alive while it works on them."""
-            lease = self.settings.delivery.lease
             while True:
                 await asyncio.sleep(lease / 3)
                 now = self.clock()
-                await self.store.sending.renew(
-                    spec.id, worker=self.worker, until=now + timedelta(seconds=lease), now=now
+                until = now + timedelta(seconds=lease)
+                try:
+                    ids = await self.store.sending.renew(
+                        spec.id, worker=self.worker, until=until, now=now
+                    )
+                except MailerError as exc:  # the next beat tries again; fencing stops us
+                    log.warning("send %s: cannot renew the leases: %s", spec.id, exc)
+                    continue
+                for delivery_id in ids:
+                    renewed[delivery_id] = until
+
+        async def progress() -> None:
+            """A line every ``progress_interval`` seconds: sent of total, failed, deferred,
+            rate and ETA (``mailer status`` shows the same from the database)."""
+            interval = self.settings.log.progress_interval
+            started = loop.time()
+            while True:
+                await asyncio.sleep(interval)
+                log.info(
+                    "send %s: %s", spec.id, _progress_line(tally, total, loop.time() - started)
                 )
 
         recorder = asyncio.create_task(record())
         renewer = asyncio.create_task(heartbeat())
+        reporter = asyncio.create_task(progress())
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(produce())
@@ -544,8 +636,11 @@ class Engine:
             raise cause from None
         finally:
             renewer.cancel()
+            reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError, MailerError):
                 await renewer
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
             for item in watch.flush(complete=not stopping()):
                 await results.put(item)
             await results.put(None)
@@ -562,7 +657,10 @@ class Engine:
 
     def _compose(self, composers: dict[int, Composer], due: Due) -> Built | str:
         """Compose one message here: the built message, or why it cannot be built."""
-        return compose_batch(composers, [(due.list_id, due.recipient)], self.clock())[0]
+        try:
+            return compose_batch(composers, [(due.list_id, due.recipient)], self.clock())[0]
+        except Exception as exc:  # a template's failure, whatever its kind
+            return f"not built: {_describe(exc)}"
 
     def _outcome(self, due: Due, built: Built, result: Result) -> Outcome:
         now = self.clock()
@@ -666,6 +764,38 @@ class _RejectWatch:
         held = [o if complete else put_back(o, "put back: the pass stopped") for _, o in self.held]
         self.held.clear()
         return held
+
+
+def _progress_line(tally: dict[str, int], total: int, elapsed: float) -> str:
+    """``sent 120 of 1000, failed 0, deferred 3, skipped 1; 40.1 msg/s, ETA 21 s``."""
+    sent, failed = tally.get("sent", 0), tally.get("failed", 0)
+    deferred, skipped = tally.get("deferred", 0), tally.get("skipped", 0)
+    rate = sent / elapsed if elapsed > 0 else 0.0
+    done = sent + failed + deferred + skipped
+    if total and rate > 0:
+        seconds = max(0, total - done) / rate
+        eta = (
+            f"{int(seconds // 60)} min {int(seconds % 60)} s"
+            if seconds >= 60
+            else f"{seconds:.0f} s"
+        )
+    else:
+        eta = "unknown"
+    of = f" of {total}" if total else ""
+    return (
+        f"sent {sent}{of}, failed {failed}, deferred {deferred}, skipped {skipped}; "
+        f"{rate:.1f} msg/s, ETA {eta}"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "the template calls itself without end (maximum recursion depth)"
+    return str(exc) or type(exc).__name__
+
+
+def _not_built(due: Due, exc: BaseException) -> Outcome:
+    return Outcome(due.id, DeliveryStatus.FAILED, reason=f"not built: {_describe(exc)}"[:1000])
 
 
 def put_back(outcome: Outcome, reason: str) -> Outcome:

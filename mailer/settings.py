@@ -331,6 +331,12 @@ class LogSettings(_Section):
         default="INFO", description="Log level of the daemon."
     )
     json_lines: bool = Field(default=False, description="Log JSON lines instead of text.")
+    progress_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between the progress lines of a running send (sent of total, "
+        "failed, deferred, rate, ETA).",
+    )
 
     @field_validator("level", mode="before")
     @classmethod

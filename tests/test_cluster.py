@@ -74,6 +74,7 @@ async def _daemon(
         MAILER_DELIVERY__RECORD_BATCH=str(BATCH), MAILER_DELIVERY__BATCH_SIZE="100",
         MAILER_DELIVERY__LEASE=str(LEASE), MAILER_SCHEDULER__SYNC_INTERVAL="0.2",
         MAILER_WEB__ENABLED="false", MAILER_SECRET_KEYS=KEY,
+        MAILER_WEB__ALLOW_INSECURE_LINKS="true",
     )  # fmt: skip
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mailer", "--log-format", "text", "run",

@@ -318,19 +318,93 @@ async def test_authentication_failure_pauses_and_touches_nobody(
     assert len(server.received) == 5
 
 
-async def test_a_template_error_stops_the_send_before_any_message(
+async def test_a_template_error_for_a_few_fails_them_and_the_rest_goes(
     engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
 ) -> None:
-    """The pre-flight check finds the subscriber the body cannot render, and nobody gets mail."""
+    """The pre-flight check finds the 5 of 30 subscribers the body cannot render: a failure
+    that belongs to them, so they fail with the reason and the other 25 get the send."""
     store, server, settings = engine_parts
     send_id = await prepare(
         store, tmp_path, 30, body="Organisation : {{ subscriber.attributes.organisation }}"
     )
     summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE, summary
+    assert (summary.counts["sent"], summary.counts["failed"]) == (25, 5)
+    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    assert "organisation" in (reasons["person0@example.org"] or "")
+    assert "person0@example.org" not in server.recipients()
+    await check_invariants(store, send_id, server)
+
+
+async def test_a_template_failing_for_everyone_pauses_before_any_message(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """A body that fails for every recipient belongs to the campaign: the send pauses with
+    the reasons, nobody gets anything, nobody is failed."""
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 30, body="{{ subscriber.attributes.missing }}")
+    summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.PAUSED
-    assert summary.reason is not None
-    assert summary.reason.startswith("pre-flight check: 5 of 30 recipients cannot be rendered")
-    assert "person0@example.org" in summary.reason
+    assert (summary.reason or "").startswith("pre-flight check: 30 of 30 recipients cannot")
+    assert summary.counts["failed"] == 0
+    assert server.received == []
+
+
+async def test_a_recursive_body_pauses_and_never_stays_running(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """A body that recurses without end fails on every recipient: the send is paused with
+    the reason, never left running."""
+    store, server, settings = engine_parts
+    send_id = await prepare(
+        store, tmp_path, 5, body="{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
+    )
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED, summary
+    assert await store.sending.status(send_id) == SendStatus.PAUSED
+    assert server.received == []
+
+
+async def test_a_member_the_builder_refuses_is_failed_and_the_others_get_the_send(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """One member whose name holds U+2028 (a header cannot carry it) fails with the reason;
+    the 29 others get the send."""
+    from sqlalchemy import update
+
+    from mailer.storage.tables import subscribers
+
+    store, server, settings = engine_parts
+    send_id = await prepare(store, tmp_path, 30)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(subscribers)
+            .where(subscribers.c.email_key == "person4@example.org")
+            .values(name="Personne\u2028Quatre")
+        )
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE, summary
+    assert (summary.counts["sent"], summary.counts["failed"]) == (29, 1)
+    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    assert "recipient name" in (reasons["person4@example.org"] or "")
+    await check_invariants(store, send_id, server)
+
+
+async def test_the_preflight_builds_whole_messages_links_included(
+    engine_parts: tuple[Store, SmtpServer, Settings], tmp_path: Path
+) -> None:
+    """A base URL the message builder refuses (a space; the settings validate it, so it is
+    forced here) shows in the pre-flight check: the send pauses, nobody is failed."""
+    store, server, settings = engine_parts
+    broken = settings.model_copy(
+        update={"web": settings.web.model_copy(update={"base_url": "https://news.example.org/a b"})}
+    )
+    send_id = await prepare(store, tmp_path, 12)
+    summary = await run(broken, store, send_id)
+    assert summary.status == SendStatus.PAUSED, summary
+    assert (summary.reason or "").startswith("pre-flight check: 12 of 12 recipients cannot")
+    assert "unsubscribe URL" in (summary.reason or "")
+    assert summary.counts["failed"] == 0
     assert server.received == []
 
 
@@ -517,3 +591,78 @@ async def test_a_render_worker_killed_mid_send_loses_nobody(
     assert summary.counts["sent"] == 150
     await check_invariants(store, send_id, server)
     assert Counter(server.recipients()) == Counter(f"person{i}@example.org" for i in range(150))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_node_whose_lease_ran_out_sends_nothing_more_of_what_it_held(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """Fencing: a node frozen longer than its lease (the clock jumps past it) finds, when it
+    wakes, that another node has taken its expired deliveries. Of those it sends at most
+    the messages already in its connections when it froze, never the rest it held."""
+    from datetime import timedelta
+
+    pool, lease = 2, 30.0
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        smtp=smtp_server.settings(pool_size=pool).model_dump(),
+        delivery={"record_batch": 10, "error_threshold": 1000, "batch_size": 50, "lease": lease},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys=KEY,
+    )
+    send_id = await prepare(store, tmp_path, 200)
+    smtp_server.plan.delay("DATA", 0.02)
+    skew = [0.0]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=skew[0])
+
+    async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
+        engine = Engine(settings, store, transport, worker="frozen", clock=clock)
+        task = asyncio.create_task(engine.run_send(send_id))
+        await smtp_server.wait_received(20)
+        skew[0] = lease + 1  # it "wakes" after its leases ran out
+        taken = await store.sending.due(
+            send_id, after=0, limit=1000, now=clock(), worker="other", lease=lease
+        )
+        at_wake = len(smtp_server.received)
+        summary = await task
+    taken_addresses = {d.recipient.email for d in taken}
+    assert taken_addresses
+    after_wake = {r for m in smtp_server.received[at_wake:] for r in m.rcpt_tos}
+    assert len(after_wake & taken_addresses) <= pool, sorted(after_wake & taken_addresses)
+    assert summary.status == SendStatus.RUNNING
+
+
+async def test_a_long_send_logs_its_progress(
+    store: Store,
+    tmp_path: Path,
+    database_url: str,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every MAILER_LOG__PROGRESS_INTERVAL seconds a send logs sent of total, failed,
+    deferred, rate and ETA; the pre-flight logs how many it checked and how long it took."""
+    import logging
+
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        smtp=smtp_server.settings(pool_size=2).model_dump(),
+        delivery={"record_batch": 5, "error_threshold": 1000, "retry_base": 0.05},
+        log={"progress_interval": 0.2},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys=KEY,
+    )
+    send_id = await prepare(store, tmp_path, 60)
+    smtp_server.plan.delay("DATA", 0.02)
+    caplog.set_level(logging.INFO, logger="mailer.dispatch")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"send {send_id}: pre-flight check of 60 recipients in " in m for m in lines)
+    progress = [m for m in lines if m.startswith(f"send {send_id}: sent ") and " of 60" in m]
+    assert len(progress) >= 2, lines
+    assert all("failed 0, deferred 0" in m and "msg/s" in m and "ETA" in m for m in progress)

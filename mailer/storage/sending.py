@@ -75,6 +75,7 @@ class Due:
     created_at: datetime
     recipient: Recipient
     skip_reason: str | None  # unsubscribed or suppressed since the send started
+    lease_until: datetime | None = None  # when leased: the worker owns it until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,6 +698,7 @@ class Sending:
             (deliveries.c.status == DeliveryStatus.DEFERRED) & (deliveries.c.next_attempt_at <= now)
         )
         leased_ids: list[int] | None = None
+        leased_until = None if worker is None else now + timedelta(seconds=lease)
         if worker is not None:
             free = select(deliveries.c.id).where(
                 deliveries.c.send_id == send_id, deliveries.c.id > after, attemptable
@@ -715,7 +717,7 @@ class Sending:
                         await conn.execute(
                             update(deliveries)
                             .where(deliveries.c.id.in_(free.scalar_subquery()))
-                            .values(leased_by=worker, lease_until=now + timedelta(seconds=lease))
+                            .values(leased_by=worker, lease_until=leased_until)
                             .returning(deliveries.c.id)
                         )
                     ).scalars()
@@ -785,6 +787,7 @@ class Sending:
                         confirm_nonce=row["confirm_nonce"] if pending_ok else None,
                     ),
                     skip_reason=skip,
+                    lease_until=leased_until,
                 )
             )
         return out
@@ -921,8 +924,12 @@ class Sending:
             found = (await conn.execute(query.limit(1))).scalar()
         return found is not None
 
-    async def renew(self, send_id: int, *, worker: str, until: datetime, now: datetime) -> int:
-        """Extend the live leases ``worker`` holds on a send (its heartbeat)."""
+    async def renew(
+        self, send_id: int, *, worker: str, until: datetime, now: datetime
+    ) -> list[int]:
+        """Extend the live leases ``worker`` holds on a send (its heartbeat); return the
+        deliveries renewed. A lease that ran out is not renewed: another worker may have
+        its delivery now."""
         async with self._store._begin(write=True) as conn:
             result = await conn.execute(
                 update(deliveries)
@@ -932,8 +939,9 @@ class Sending:
                     deliveries.c.lease_until > now,
                 )
                 .values(lease_until=until)
+                .returning(deliveries.c.id)
             )
-            return int(result.rowcount or 0)
+            return [int(i) for i in result.scalars()]
 
     async def release(self, send_id: int | None, *, worker: str) -> int:
         """Give back what ``worker`` leased and did not attempt (a stop, a pause, the end of
