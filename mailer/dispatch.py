@@ -4,7 +4,8 @@
 The path of a send::
 
     claim (scheduled -> running, once) -> materialise deliveries (INSERT ... SELECT, repeat-safe)
-    -> pre-flight (render and build every recipient; any failure pauses the send untouched)
+    -> pre-flight (render every recipient, compose the first ones whole; a recipient's own
+       failure fails that delivery, the campaign's pauses the send untouched)
     -> producer: due deliveries by keyset batches, rendered and built one by one
     -> pool_size workers: transport.send, one message each at a time
     -> recorder: results written in group commits of ``record_batch``
@@ -16,10 +17,16 @@ leaves those deliveries ``queued``, and they go again when the send resumes. At 
 recorder, so a crash doubles at most ``pool_size + record_batch`` messages; nothing else is
 ever sent twice, and nothing is ever lost: every delivery ends sent, failed or skipped.
 
+A worker that lost its lease (frozen, cut off) sends nothing more of what it held: before
+each message it checks that its lease on the delivery has time left, with a margin
+(fencing), so a frozen node cannot stretch that window either.
+
 An unsubscribe or suppression that lands mid-send is seen when the delivery's batch is
 fetched, and the delivery is skipped. A run of ``error_threshold`` consecutive failures
 pauses the send with the last reply as reason; an authentication or TLS failure pauses it at
-once, with the recipient in hand left queued.
+once, with the recipient in hand left queued. Permanent refusals at an implausible rate
+(:class:`_RejectWatch`) and any 5.7.x reply pause it too, and those refusals are put back in
+the queue: a broken relay neither fails nor suppresses anybody.
 """
 
 from __future__ import annotations
