@@ -1,0 +1,70 @@
+"""A send whose body runs away (loops for hours, recursion without end) pauses with the
+reason, quickly, instead of hanging the daemon or staying `running` forever. Real SQLite
+(and PostgreSQL where available), a real SMTP server on loopback, the shipped templates."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailer.dispatch import Engine
+from mailer.lists import import_file
+from mailer.models import Content, SendStatus
+from mailer.storage import Store
+from mailer.transport import SmtpTransport
+from tests.conftest import make_settings
+from tests.smtpd import SmtpServer
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+KEY = "runaway-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"
+
+BODIES = {
+    "recursion": ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "calls itself too deeply"),
+    "loops": (
+        "{% set l = range(9000)|list %}"
+        "{% for a in l %}{% for b in l %}{% for c in l %}{% endfor %}{% endfor %}{% endfor %}",
+        "took more than 2 s",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "reason"), BODIES.values(), ids=BODIES.keys())
+async def test_a_runaway_body_pauses_the_send_with_the_reason(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer, body: str,
+    reason: str,
+) -> None:  # fmt: skip
+    """Twenty members, a body that never ends: the send pauses within seconds, sends
+    nothing, and its reason names the cause."""
+    people = tmp_path / "researchers.csv"
+    people.write_text(
+        "email,name\n" + "".join(f"p{i}@example.org,P {i}\n" for i in range(20)),
+        encoding="utf-8",
+    )
+    assert (await import_file(store, people, now=NOW)).ok
+    content = Content(name="news", kind="announcement", subject="Nouvelles", body=body)
+    campaign = await store.sending.save_campaign(
+        content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
+        now=NOW,
+    )  # fmt: skip
+    send_id, _ = await store.sending.create_send(
+        campaign, key="announce", action="announcement", due_at=NOW, now=NOW
+    )
+    settings = make_settings(
+        tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
+        paths={"templates_dir": ROOT / "templates"}, secret_keys=KEY,
+    )  # fmt: skip
+    started = time.monotonic()
+    async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
+        engine = Engine(settings, store, transport, worker="test", clock=lambda: datetime.now(UTC))
+        summary = await engine.run_send(send_id)
+    assert time.monotonic() - started < 3 * 2 + 5
+    assert summary.status == SendStatus.PAUSED
+    assert reason in (summary.reason or "")
+    assert smtp_server.recipients() == []
+    assert await store.sending.status(send_id) == SendStatus.PAUSED
