@@ -140,3 +140,40 @@ async def test_three_daemons_share_a_send_one_killed_one_stopped(
     assert max(received.values()) <= 2
     # the send was shared: every daemon's pid appears among those that attempted deliveries
     assert len({re.sub(r".*:", "", w) for w in workers}) == 3, workers
+
+
+async def test_a_daemon_frozen_past_its_lease_sends_nothing_it_held(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """Two daemons share a send; one is frozen (SIGSTOP) for longer than its lease, the
+    other takes its expired deliveries, then the frozen one is woken (SIGCONT). Fencing: it
+    sends nothing more of what it held, so duplicates stay within its pool plus its
+    recording batch, and nothing is lost."""
+    send_id = await _prepare(tmp_path, database_url)
+    smtp_server.plan.delay("DATA", 0.002)
+    daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(2)]
+    try:
+        async with asyncio.timeout(120):
+            while len(smtp_server.received) < RECIPIENTS // 4:
+                assert all(d.returncode is None for d in daemons), "a daemon ended early"
+                await asyncio.sleep(0.01)
+            daemons[0].send_signal(signal.SIGSTOP)
+            await asyncio.sleep(LEASE * 2 + 1)  # its leases run out; the other takes them
+            daemons[0].send_signal(signal.SIGCONT)
+            settings = make_settings(tmp_path, database={"url": database_url})
+            async with Store.open(settings) as store:
+                while await store.sending.status(send_id) != "done":  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                counts = await store.sending.counts(send_id)
+    finally:
+        for daemon in daemons:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGCONT)
+                daemon.send_signal(signal.SIGTERM)
+                await daemon.wait()
+    received = Counter(smtp_server.recipients())
+    duplicates = sum(n - 1 for n in received.values())
+    print(f"\nfrozen {LEASE * 2 + 1} s: duplicates {duplicates} (window {POOL + BATCH})")
+    assert counts["sent"] == RECIPIENTS
+    assert set(received) == {f"member{i}@example.org" for i in range(RECIPIENTS)}
+    assert duplicates <= POOL + BATCH
