@@ -572,6 +572,7 @@ async def send_retry_failed(send_id: int, wait: bool) -> int:
     """Queue the failed deliveries again, and those skipped for a suppression lifted since,
     then run the send (as `send run`; same exit status). Addresses still suppressed stay
     skipped. With a daemon sending from this SQLite file, it sends them."""
+    app.check_sending(_settings())  # refused links or DKIM key: said before anything is queued
     async with _store() as store:
         count = await store.sending.retry_failed(send_id, now=_now())
         out.print(f"send {send_id}: {count} deliveries queued again", markup=False)

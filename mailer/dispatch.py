@@ -438,6 +438,9 @@ class Engine:
                     log.warning("send %s: %s; composing in this process", spec.id, exc)
                     lost.append(True)
                 made = None  # nothing of this chunk was sent: compose it here
+            except Exception as exc:  # a template's failure the worker did not catch
+                log.warning("send %s: the render worker failed on a batch (%s)", spec.id, exc)
+                made = None  # composed here, one by one: each failure is its recipient's
             for n, due in enumerate(chunk):
                 if await stopped():
                     return False
