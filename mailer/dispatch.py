@@ -546,7 +546,7 @@ class Engine:
                     outcome = put_back(outcome, problem)
                     to_record = [outcome]
                 else:
-                    permanent = outcome.status == DeliveryStatus.FAILED and result.code is not None
+                    permanent = result.outcome == SmtpOutcome.FAILED and result.code is not None
                     to_record = watch.add(outcome, permanent=permanent)
                     if watch.tripped is not None:
                         problem = watch.tripped
