@@ -162,7 +162,7 @@ class Engine:
                     await self._pass(
                         spec, composers, stop, on_progress, first=first, pool=pool, total=total
                     )
-                first, total = None, 0
+                first = None
                 if stop.is_set() or not wait_for_retries:
                     break
                 if await sending.status(send_id) != SendStatus.RUNNING:
@@ -174,6 +174,8 @@ class Engine:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
+                    counts = await sending.counts(send_id)
+                    total = counts["queued"] + counts["deferred"]  # this retry pass, at most
                     continue
                 break
         except _Missed as missed:

@@ -247,6 +247,20 @@ async def test_a_relay_refusing_everyone_pauses_and_suppresses_nobody(
     await check_invariants(store, send_id, smtp_server)
 
 
+async def test_an_unsolicited_554_after_250_fails_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """A relay that writes a 554 after its 250 three times: the connections are reset,
+    every recipient is sent, none failed (two good recipients used to be failed for good)."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 14)
+    smtp_server.plan.unsolicited("DATA", "554 5.0.0 Unsolicited complaint", times=3)
+    summary = await run(settings, store, send_id, wait_for_retries=True)
+    assert summary.status == SendStatus.DONE, summary
+    assert (summary.counts["sent"], summary.counts["failed"]) == (14, 0)
+    await check_invariants(store, send_id, smtp_server)
+
+
 async def test_a_57x_reply_pauses_the_send_and_suppresses_nobody(
     store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
 ) -> None:
