@@ -382,7 +382,7 @@ class Engine:
         margin = timedelta(seconds=min(FENCE_MARGIN, lease / 5))
         streak = _Streak(self.settings.delivery.error_threshold)
         tally: dict[str, int] = {}  # results recorded in this pass, by status
-        watch = _RejectWatch(spec.id)
+        watch = _RejectWatch(_resume(spec))
 
         loop = asyncio.get_running_loop()
         checked = loop.time()
@@ -542,8 +542,8 @@ class Engine:
                     problem = (
                         f"the relay refused a message for a policy reason "
                         f"({result.code} {result.reply}): check the relay, the sender address "
-                        f"(SPF, DKIM) and this machine's reputation, then resume with "
-                        f"`mailer send run {spec.id}`; nobody was failed or suppressed for it"
+                        f"(SPF, DKIM) and this machine's reputation, then {_resume(spec)}; "
+                        "nobody was failed or suppressed for it"
                     )
                     outcome = put_back(outcome, problem)
                     to_record = [outcome]
@@ -719,8 +719,8 @@ class _RejectWatch:
     FIRST, FIRST_LIMIT = 20, 10
     WINDOW, WINDOW_MIN = 50, 20
 
-    def __init__(self, send_id: int) -> None:
-        self.send_id = send_id
+    def __init__(self, resume: str) -> None:
+        self.resume = resume  # how staff resume the send, for the reason
         self.attempts = 0
         self.first_rejects = 0
         self.window: deque[bool] = deque(maxlen=self.WINDOW)
@@ -751,8 +751,7 @@ class _RejectWatch:
         self.tripped = (
             f"{refused} of the {which} {among} recipients were refused permanently "
             f"({self.first_reply}): that is the relay, not the addresses, so nobody was "
-            f"failed or suppressed for it; check the relay, then resume with "
-            f"`mailer send run {self.send_id}`"
+            f"failed or suppressed for it; check the relay, then {self.resume}"
         )
         held = [put_back(o, self.tripped) for _, o in self.held]
         self.held.clear()
@@ -797,6 +796,14 @@ def _progress_line(tally: dict[str, int], total: int, elapsed: float) -> str:
     return (
         f"sent {sent}{of}, failed {failed}, deferred {deferred}, skipped {skipped}; "
         f"{rate:.1f} msg/s, ETA {eta}"
+    )
+
+
+def _resume(spec: SendSpec) -> str:
+    """How staff resume a paused send: with the daemon, or in the foreground."""
+    return (
+        f"resume it with `mailer campaign resume {spec.content.name}` (the daemon sends it) "
+        f"or `mailer send run {spec.id}`"
     )
 
 

@@ -236,6 +236,8 @@ async def test_a_relay_refusing_everyone_pauses_and_suppresses_nobody(
     assert "of the first" in (summary.reason or "")
     assert "refused permanently (550 5.1.1 No such user)" in (summary.reason or "")
     assert "check the relay" in (summary.reason or "")
+    assert "`mailer campaign resume actualites`" in (summary.reason or "")
+    assert f"`mailer send run {send_id}`" in (summary.reason or "")
     assert summary.counts["failed"] == 0
     assert summary.counts["queued"] == 14
     assert await _suppressed(store, 14) == []
