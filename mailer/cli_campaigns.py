@@ -16,7 +16,7 @@ from rich.table import Table
 from mailer import campaigns
 from mailer.addresses import address_key, normalize
 from mailer.campaigns import demo_start
-from mailer.cli_support import _async, _now, _settings, _store, err, out
+from mailer.cli_support import _async, _now, _settings, _store, err, out, safe, visible
 from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
 from mailer.models import EventStatus, Recipient, SendInfo, SendStatus
@@ -31,10 +31,12 @@ def _print_plan(planned: list[Planned], zone: ZoneInfo, notes: list[str]) -> Non
     table = Table("send", "what", f"local time ({zone.key})", "UTC")
     for p in planned:
         local = p.due.astimezone(zone)
-        table.add_row(p.key, p.action, f"{local:%a %Y-%m-%d %H:%M %Z}", f"{p.due:%Y-%m-%d %H:%M}")
+        table.add_row(
+            safe(p.key), safe(p.action), f"{local:%a %Y-%m-%d %H:%M %Z}", f"{p.due:%Y-%m-%d %H:%M}"
+        )
     out.print(table)
     for note in notes:
-        out.print(f"note: {note}", markup=False)
+        out.print(visible(f"note: {note}"), markup=False)
 
 
 @click.group("campaign")
@@ -73,7 +75,9 @@ async def campaign_check(path: Path, demo: bool) -> None:
     async with _store() as store:
         await _check_lists(store, campaign)
     out.print(
-        f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})",
+        visible(
+            f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})"
+        ),
         markup=False,
     )
     _print_plan(planned, campaign.zone, notes)
@@ -124,12 +128,16 @@ async def campaign_create(path: Path, demo: bool) -> None:
         # The sends were stored by an earlier run; their times are those stored then, so
         # printing the times planned now would show times that will never be used.
         out.print(
-            f"campaign {campaign.name} stored; nothing new to schedule: its {len(planned)} "
-            f"send(s) were stored before (see `mailer campaign show {campaign.name}`)",
+            visible(
+                f"campaign {campaign.name} stored; nothing new to schedule: its {len(planned)} "
+                f"send(s) were stored before (see `mailer campaign show {campaign.name}`)"
+            ),
             markup=False,
         )
         return
-    out.print(f"campaign {campaign.name} stored; {len(created)} new send(s):", markup=False)
+    out.print(
+        visible(f"campaign {campaign.name} stored; {len(created)} new send(s):"), markup=False
+    )
     _print_plan(created, campaign.zone, notes)
 
 
@@ -142,7 +150,7 @@ async def campaign_list() -> None:
     table = Table("campaign", "kind", "status", "next send (UTC)")
     for r in rows:
         next_due = f"{r['next_due']:%Y-%m-%d %H:%M}" if r["next_due"] else ""
-        table.add_row(r["name"], r["kind"], r["status"], next_due)
+        table.add_row(safe(r["name"]), safe(r["kind"]), safe(r["status"]), next_due)
     out.print(table)
 
 
@@ -156,15 +164,15 @@ async def campaign_show(name: str) -> None:
         sends = await store.sending.sends_of(row["id"])
         counts = {s["id"]: await store.sending.counts(s["id"]) for s in sends}
     zone = ZoneInfo(row["timezone"])
-    out.print(f"{row['name']}: {row['kind']}, {row['status']}, template {row['template']}, "
-              f"time zone {zone.key}", markup=False)  # fmt: skip
+    out.print(visible(f"{row['name']}: {row['kind']}, {row['status']}, template {row['template']}, "
+                      f"time zone {zone.key}"), markup=False)  # fmt: skip
     table = Table("send", "key", "status", "due (local)", "sent", "failed", "skipped", "reason")
     for s in sends:
         c = counts[s["id"]]
         table.add_row(
-            str(s["id"]), s["key"], s["status"],
+            str(s["id"]), safe(s["key"]), safe(s["status"]),
             f"{s['due_at'].astimezone(zone):%Y-%m-%d %H:%M %Z}",
-            str(c["sent"]), str(c["failed"]), str(c["skipped"]), s["reason"] or "",
+            str(c["sent"]), str(c["failed"]), str(c["skipped"]), safe(s["reason"] or ""),
         )  # fmt: skip
     out.print(table)
 
@@ -180,7 +188,7 @@ async def campaign_pause(name: str) -> None:
     """Pause every send of a campaign that has not ended (after the messages in flight)."""
     async with _store() as store:
         count = await store.sending.pause_campaign(await _campaign_id(store, name), now=_now())
-    out.print(f"campaign {name} paused ({count} send(s))", markup=False)
+    out.print(visible(f"campaign {name} paused ({count} send(s))"), markup=False)
 
 
 @campaign_group.command("resume")
@@ -190,7 +198,7 @@ async def campaign_resume(name: str) -> None:
     """Resume a paused campaign: its sends go on where they stopped."""
     async with _store() as store:
         count = await store.sending.resume_campaign(await _campaign_id(store, name), now=_now())
-    out.print(f"campaign {name} resumed ({count} send(s))", markup=False)
+    out.print(visible(f"campaign {name} resumed ({count} send(s))"), markup=False)
 
 
 @campaign_group.command("cancel")
@@ -202,7 +210,7 @@ async def campaign_cancel(name: str) -> None:
         count = await store.sending.cancel_sends(
             await _campaign_id(store, name), now=_now(), reason="campaign cancelled"
         )
-    out.print(f"campaign {name} cancelled ({count} send(s))", markup=False)
+    out.print(visible(f"campaign {name} cancelled ({count} send(s))"), markup=False)
 
 
 @campaign_group.command("test")
@@ -251,13 +259,16 @@ async def campaign_test(name: str, to: str, as_email: str | None, action: str | 
         send_id=spec.id, trace=f"c{spec.campaign_id}/{spec.key}/test",
     )  # fmt: skip
     composed = composer.compose_test(subscriber, to=target, date=now)
+    from mailer.app import check_sending
+
+    check_sending(settings)  # a test goes through the real relay: the same checks as a send
     async with open_transport(settings) as transport:
         result = await transport.send(composed.message)
     if result.outcome != Outcome.SENT:
-        err.print(f"test not delivered: {result.code or ''} {result.reply}", markup=False)
+        err.print(visible(f"test not delivered: {result.code or ''} {result.reply}"), markup=False)
         return 1
-    out.print(f"sent {composed.rendered.subject!r} to {target}, as {subscriber.email} would get it",
-              markup=False)  # fmt: skip
+    out.print(visible(f"sent {composed.rendered.subject!r} to {target}, "
+                      f"as {subscriber.email} would get it"), markup=False)  # fmt: skip
     return 0
 
 
@@ -324,10 +335,10 @@ async def event_update(name: str, path: Path) -> None:
             )  # fmt: skip
     zone = campaign.zone
     start = event.start.astimezone(zone)
-    out.print(f"event {name} updated (sequence {sequence}): {start:%a %Y-%m-%d %H:%M %Z}",
+    out.print(visible(f"event {name} updated (sequence {sequence}): {start:%a %Y-%m-%d %H:%M %Z}"),
               markup=False)  # fmt: skip
-    out.print(f"reminders rescheduled: {', '.join(moved) or 'none'}; "
-              f"cancelled: {', '.join(dropped) or 'none'}", markup=False)  # fmt: skip
+    out.print(visible(f"reminders rescheduled: {', '.join(moved) or 'none'}; "
+                      f"cancelled: {', '.join(dropped) or 'none'}"), markup=False)  # fmt: skip
     out.print(
         f"update to those invited: send {update_id}" if update_id else
         "nobody was invited yet: the invitation will carry the new details",
@@ -361,7 +372,8 @@ async def event_cancel(name: str) -> None:
                 now=now, audience_send_id=invitation["id"],
             )  # fmt: skip
     who = f"cancellation to those invited: send {notice}" if notice else "nobody was invited"
-    out.print(f"event {name} cancelled: {cancelled} pending send(s) stopped; {who}", markup=False)
+    out.print(visible(f"event {name} cancelled: {cancelled} pending send(s) stopped; {who}"),
+              markup=False)  # fmt: skip
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -393,15 +405,15 @@ async def status_command() -> None:
             progress = f"{done}/{sum(c.values())}, {rate:.1f}/s"
             # which daemon holds which part of the send, and at what rate
             daemons = "\n".join(
-                f"{worker}: {leased} leased, {per_second:.1f}/s"
+                f"{safe(worker)}: {leased} leased, {per_second:.1f}/s"
                 for worker, leased, per_second in holders
                 if leased or per_second
             )
         if r["status"] in (SendStatus.DONE, SendStatus.CANCELLED):
             continue
         table.add_row(
-            str(r["id"]), r["name"], r["key"], r["status"], when, progress, daemons,
-            r["reason"] or "",
+            str(r["id"]), safe(r["name"]), safe(r["key"]), safe(r["status"]), when, progress,
+            daemons, safe(r["reason"] or ""),
         )  # fmt: skip
     out.print(table)
 

@@ -279,3 +279,36 @@ def test_subscribers_add_applies_the_name_rule_of_the_import(workdir: Path, bad:
         "--name", f"Evil{bad}Name",
     )  # fmt: skip
     assert one_error(result).startswith("error: --name: the name contains a control character")
+
+
+async def test_campaign_show_and_status_print_a_hostile_pause_reason_literally(
+    workdir: Path, smtp_server: SmtpServer
+) -> None:
+    """A 5.7.x reply pauses the send with the relay's words as its reason: `campaign show`
+    and `status` print them as typed (rich markup, OSC-8 links and escapes never run)."""
+    (workdir / "lists" / "few.csv").write_text(
+        "email,name\nok@example.org,OK\nbad@example.org,Bad\n", encoding="utf-8"
+    )
+    (workdir / "campaigns" / "few.toml").write_text(
+        'name = "few"\nkind = "announcement"\nlists = ["few"]\nsubject = "Hello"\n'
+        'body_file = "actualites-car-t.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
+        encoding="utf-8",
+    )
+    smtp_server.plan.reply("RCPT", f"550 5.7.1 [/bold] {EVIL_LINK} \x1b[2J policy")
+    env = clean_env(
+        MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
+        MAILER_SMTP__SECURITY="none", MAILER_WEB__ALLOW_INSECURE_LINKS="true",
+        MAILER_SECRET_KEYS=secrets.token_hex(32),
+    )  # fmt: skip
+    assert (await amailer(workdir, "init", env=env))[0] == 0
+    code, _, err = await amailer(workdir, "campaign", "create", "campaigns/few.toml", env=env)
+    assert code == 0, err
+    await amailer(workdir, "send", "run", "1", env=env)
+    for args in (["campaign", "show", "few"], ["status"], ["campaign", "list"]):
+        for force in ({}, {"FORCE_COLOR": "1"}):
+            code, out, err = await amailer(workdir, *args, env={**env, **force})
+            assert code == 0, (args, err)
+            assert OSC8 not in out
+            assert "\x1b[2J" not in out
+    _, shown, _ = await amailer(workdir, "campaign", "show", "few", env=env)
+    assert "[/bold]" in shown
