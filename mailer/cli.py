@@ -350,8 +350,8 @@ def _print_report(report: lists.ImportReport) -> None:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/preview"),
-    show_default=True,
+    default=None,
+    help="Folder for the .eml and .html; default: MAILER_PATHS__DATA_DIR/preview.",
 )
 @click.option("--all", "check_all", is_flag=True, help="Run the pre-flight check on every member.")
 @_async
@@ -360,12 +360,17 @@ async def preview(
     email: str | None,
     slug: str | None,
     action: str,
-    out_dir: Path,
+    out_dir: Path | None,
     check_all: bool,
 ) -> int:
     """Write the .eml and .html one subscriber would get; --all checks every member."""
     settings = _settings()
-    campaign = campaigns.load(campaign_file, default_zone=_settings().scheduler.timezone)
+    out_dir = out_dir or settings.paths.data_dir / "preview"
+    campaign = campaigns.load(
+        campaign_file,
+        default_zone=settings.scheduler.timezone,
+        templates_dir=settings.paths.templates_dir,
+    )
     slug = slug or campaign.data.lists[0]
     now = _now()
     async with _store() as store:
@@ -437,7 +442,11 @@ def send_group() -> None:
 async def send_create(campaign_file: Path, action: str | None, key: str | None) -> None:
     """Store the campaign (or update it) and a send of it due now."""
     settings = _settings()
-    campaign = campaigns.load(campaign_file, default_zone=_settings().scheduler.timezone)
+    campaign = campaigns.load(
+        campaign_file,
+        default_zone=settings.scheduler.timezone,
+        templates_dir=settings.paths.templates_dir,
+    )
     kind = campaign.data.kind
     action = action or ("invitation" if kind == CampaignKind.EVENT else kind.value)
     if (action in EVENT_ACTIONS) != (kind == CampaignKind.EVENT):

@@ -256,6 +256,16 @@ def test_preview_writes_the_message_one_subscriber_gets(project: Path) -> None:
     assert (project / "data" / "secret.key").is_file()
 
 
+def test_preview_writes_under_the_configured_data_folder(project: Path) -> None:
+    """With MAILER_PATHS__DATA_DIR elsewhere, the preview goes there, not to ./data."""
+    env = clean_env(MAILER_PATHS__DATA_DIR=str(project / "elsewhere"))
+    assert mailer(project, "init", env=env).returncode == 0
+    result = mailer(project, "preview", "campaigns/actualites-car-t.toml", env=env)
+    assert result.returncode == 0, result.stderr
+    assert list((project / "elsewhere" / "preview").glob("*.eml"))
+    assert not (project / "data").exists()
+
+
 def test_preview_names_the_campaign_file_field_that_is_wrong(project: Path) -> None:
     """A mistake in a campaign file is reported as file: field: what is expected."""
     bad = project / "campaigns" / "bad.toml"
