@@ -507,9 +507,9 @@ async def _run_in_foreground(store: Store, send_id: int, *, wait: bool) -> RunSu
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     sending = store.sending
-    spec = await sending.spec(send_id)  # an unknown send: said before anything opens
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(sending_lock(store.engine))  # one sender per SQLite file
+        await sending.spec(send_id)  # an unknown send: said before the relay is opened
         await app.take_back_leases(store)
         transport = await stack.enter_async_context(open_transport(settings))
         spec = await sending.spec(send_id)
