@@ -287,23 +287,13 @@ class Engine:
         started = time.monotonic()
         only: list[Due] | None = None
         fetched = 0
-        while True:
-            batch = await self.store.sending.due(
-                spec.id, after=after, limit=self.settings.delivery.batch_size, now=now,
-                pending_ok=spec.action == CONFIRM_ACTION,
-            )  # fmt: skip
-            fetched += 1
-            if not batch:
-                break
-            if fetched == 1 and len(batch) < self.settings.delivery.batch_size:
-                only = batch
+
+        def check_batch(batch: list[Due]) -> None:
+            nonlocal total, built, built_failed, campaign_failed
             for due in batch:
-                after = due.id
                 if due.skip_reason:
                     continue
                 total += 1
-                if total % 16 == 0:
-                    await asyncio.sleep(0)  # rendering is CPU work: let other sends breathe
                 composer = composers[due.list_id]
                 try:
                     composer.check_recipient(due.recipient)
@@ -324,6 +314,21 @@ class Engine:
                     failures.append(_not_built(due, exc))
                     if len(reasons) < 3:
                         reasons.append(f"{due.recipient.email}: {_describe(exc)}")
+
+        while True:
+            batch = await self.store.sending.due(
+                spec.id, after=after, limit=self.settings.delivery.batch_size, now=now,
+                pending_ok=spec.action == CONFIRM_ACTION,
+            )  # fmt: skip
+            fetched += 1
+            if not batch:
+                break
+            if fetched == 1 and len(batch) < self.settings.delivery.batch_size:
+                only = batch
+            after = batch[-1].id
+            # Rendering is CPU work (up to the render budget per recipient): a thread does
+            # it, so the event loop (other sends, the pages, /healthz) is never held.
+            await asyncio.to_thread(check_batch, batch)
             if len(batch) < self.settings.delivery.batch_size:
                 break  # a short batch is the last: no query for an empty one
         elapsed = time.monotonic() - started
@@ -447,8 +452,7 @@ class Engine:
                 if await stopped():
                     return False
                 if made is None:
-                    await asyncio.sleep(0)
-                    await hand_over(due, self._compose(composers, due))
+                    await hand_over(due, await self._compose_off_loop(composers, due))
                 else:
                     await hand_over(due, made[n])
             return True
@@ -486,8 +490,7 @@ class Engine:
                                 Outcome(due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason)
                             )
                         elif pool is None or lost:
-                            await asyncio.sleep(0)  # one render at a time, then others' turn
-                            await hand_over(due, self._compose(composers, due))
+                            await hand_over(due, await self._compose_off_loop(composers, due))
                         else:
                             chunk.append(due)
                             if len(chunk) == RENDER_CHUNK:
@@ -666,6 +669,11 @@ class Engine:
             raise _Paused(halt[0])
         if late:
             raise _Missed(late[0])
+
+    async def _compose_off_loop(self, composers: dict[int, Composer], due: Due) -> Built | str:
+        """:meth:`_compose` in a thread: a slow template (up to the render budget) never
+        holds the event loop, which serves the other sends and the pages meanwhile."""
+        return await asyncio.to_thread(self._compose, composers, due)
 
     def _compose(self, composers: dict[int, Composer], due: Due) -> Built | str:
         """Compose one message here: the built message, or why it cannot be built."""

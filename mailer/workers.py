@@ -121,6 +121,8 @@ def compose_batch(
             out.append(composers[list_id].compose(recipient, date=date).message)
         except (TemplateError, MessageError) as exc:
             out.append(f"not built: {exc}")
+        except Exception as exc:  # any other failure of a template (a RecursionError...)
+            out.append(f"not built: {type(exc).__name__}: {exc}")
     return out
 
 

@@ -68,3 +68,50 @@ async def test_a_runaway_body_pauses_the_send_with_the_reason(
     assert reason in (summary.reason or "")
     assert smtp_server.recipients() == []
     assert await store.sending.status(send_id) == SendStatus.PAUSED
+
+
+async def test_a_runaway_body_never_holds_the_event_loop(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """While the pre-flight renders a body that runs for its whole budget (2 s a recipient),
+    the daemon's loop keeps turning: the pages and /healthz answer meanwhile."""
+    import asyncio
+
+    people = tmp_path / "researchers.csv"
+    people.write_text(
+        "email,name\n" + "".join(f"p{i}@example.org,P {i}\n" for i in range(5)), encoding="utf-8"
+    )
+    assert (await import_file(store, people, now=NOW)).ok
+    content = Content(name="news", kind="announcement", subject="N", body=BODIES["loops"][0])
+    campaign = await store.sending.save_campaign(
+        content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
+        now=NOW,
+    )  # fmt: skip
+    send_id, _ = await store.sending.create_send(
+        campaign, key="announce", action="announcement", due_at=NOW, now=NOW
+    )
+    settings = make_settings(
+        tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
+        paths={"templates_dir": ROOT / "templates"}, secret_keys=KEY,
+    )  # fmt: skip
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
+            engine = Engine(settings, store, transport, worker="t", clock=lambda: datetime.now(UTC))
+            summary = await engine.run_send(send_id)
+    finally:
+        ticker.cancel()
+    assert summary.status == SendStatus.PAUSED
+    assert time.monotonic() - started > 2  # the body did run for its budget
+    assert max(gaps) < 1.0, f"the loop was held {max(gaps):.2f} s"
