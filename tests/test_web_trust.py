@@ -472,3 +472,22 @@ async def test_a_deleted_or_replaced_sqlite_file_is_unhealthy_and_refuses_writes
     page = await lab.client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert page.status_code == 503
     assert "Rien n’a été modifié" in page.text
+
+
+async def test_a_confirmation_with_no_request_left_is_not_mailed(lab: Lab) -> None:
+    """Signed up, then subscribed by staff (or unsubscribed) before the daemon sent the
+    confirmation: the mail would carry a dead link, so it is skipped with the reason."""
+    sends = []
+    for address in ("added@example.org", "gone@example.org"):
+        before = len(lab.queued)
+        page = await lab.client.post("/s/newsletter", data={"email": address})
+        assert page.status_code == 200
+        sends += lab.queued[before:]
+    added, gone = normalize("added@example.org"), normalize("gone@example.org")
+    row = SubscriberRow(1, added.email, added.key, added.smtputf8)
+    await lab.store.add_subscriber(row, slug="newsletter", source="cli", now=now())
+    await lab.store.unsubscribe(gone.key, slug="newsletter", source="cli", now=now())
+    for send_id in sends:
+        assert await lab.deliver(send_id) == []
+        report = [r async for r in lab.store.sending.report(send_id)]
+        assert [(r["status"], r["reason"]) for r in report] == [("skipped", "no pending sign-up")]

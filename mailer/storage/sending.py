@@ -763,9 +763,11 @@ class Sending:
             skip = None
             if row["suppressed"] is not None:
                 skip = f"suppressed: {row['suppressed']}"
-            elif row["subscription_status"] not in eligible and not (
-                pending_ok and row["confirm_nonce"] is not None
-            ):
+            elif pending_ok and row["confirm_nonce"] is None:
+                # a confirmation mail with no request left to confirm (confirmed meanwhile,
+                # or unsubscribed since): its link could only show "not valid"
+                skip = "no pending sign-up"
+            elif row["subscription_status"] not in eligible and not pending_ok:
                 skip = "unsubscribed"
             elif row["subscriber_status"] != SubscriberStatus.ACTIVE:
                 skip = f"subscriber {row['subscriber_status']}"
