@@ -615,6 +615,10 @@ def _show(var: str, value: Any) -> str:
 _SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
 
 
+_HOST_AFTER = re.compile(r"[\w.\-\[\]:%]*(?=[/?]|$)")
+_CREDENTIALS = re.compile(r"[^:/@?]*(?::.*)?", re.DOTALL)
+
+
 def mask_url(url: str) -> str:
     """Hide the passwords of a database URL for logs and messages: ``user:***@host`` and
     ``?password=***`` (any parameter named like a secret). A text that is not a URL has
@@ -624,12 +628,17 @@ def mask_url(url: str) -> str:
         if "@" not in url:
             return "***"
         scheme, rest = "", url
-    # The credentials end at the last @ before the query; a password may hold @, / or ?
-    # when it is not percent-encoded, so when no @ precedes the first ?, the first @ counts.
-    question = rest.find("?")
-    at = rest.rfind("@", 0, question if question >= 0 else len(rest))
-    if at < 0 and "=" not in rest[: rest.find("@") + 1]:
-        at = rest.find("@")
+    # The credentials end at an @ followed by a host (then /, ? or the end) and preceded by
+    # a user name (no : / @ ?) and an optional :password, which may hold @, /, ? or =
+    # when it is not percent-encoded: the last such @ counts.
+    at = -1
+    if sep:
+        for found in reversed([i for i, c in enumerate(rest) if c == "@"]):
+            if _HOST_AFTER.match(rest, found + 1) and _CREDENTIALS.fullmatch(rest[:found]):
+                at = found
+                break
+    else:
+        at = rest.rfind("@")
     credentials, host = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     if at < 0:
         shown = ""
