@@ -488,6 +488,7 @@ class Link:
     public_id: str
     list_id: int
     nonce: str | None = None
+    legacy_id: int | None = None  # a link mailed before public ids: the subscriber's row id
 
 
 def read_token(web: Web, purpose: Purpose, token: str) -> Link | None:
@@ -503,6 +504,10 @@ def read_token(web: Web, purpose: Purpose, token: str) -> Link | None:
     if not isinstance(payload, list) or len(payload) != size:
         return None
     public_id, list_id = payload[0], payload[1]
+    if purpose is not Purpose.CONFIRM and _an_id(public_id) and _an_id(list_id):
+        # an unsubscribe or preference link mailed before links named public ids (they
+        # never expire): the storage honours it only for a subscriber of that time
+        return Link("", list_id, legacy_id=public_id)
     if (
         not isinstance(public_id, str)
         or not 0 < len(public_id) <= 32
@@ -515,6 +520,10 @@ def read_token(web: Web, purpose: Purpose, token: str) -> Link | None:
     if size == 3 and (not isinstance(nonce, str) or not 0 < len(nonce) <= 32):
         return None
     return Link(public_id, list_id, nonce)
+
+
+def _an_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 def is_test_token(web: Web, token: str) -> bool:
@@ -535,7 +544,11 @@ async def linked(
     link, else the generic invalid-link page. None of these changes anything."""
     token = request.path_params["token"]
     link = read_token(web, purpose, token)
-    target = None if link is None else await web.store.pages.target(link.public_id, link.list_id)
+    target = (
+        None
+        if link is None
+        else await web.store.pages.target(link.public_id, link.list_id, legacy_id=link.legacy_id)
+    )
     if target is None or link is None:
         lang = pick_locale(request)
         if is_test_token(web, token):

@@ -5,6 +5,7 @@ subscriptions), and the suppressions start their history. SQLite and PostgreSQL.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -15,6 +16,7 @@ from mailer.storage.engine import head_revision
 from mailer.storage.tables import subscribers, subscriptions, suppression_events
 
 pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.postgres
@@ -97,3 +99,79 @@ async def test_every_way_in_gives_a_public_id(store: Store) -> None:
     assert len(ids) == 21
     assert None not in ids
     assert len(set(ids)) == 21
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+async def test_links_mailed_before_the_upgrade_keep_working_for_their_subscriber_alone(
+    app_settings: Settings, backend: str
+) -> None:
+    """Unsubscribe links never expire (RFC 8058): one mailed before 0003 names the row id and
+    still unsubscribes its subscriber; once that subscriber is erased, the next one to get
+    the row id (SQLite gives it again) is not reached by it."""
+    import httpx
+
+    from mailer.addresses import normalize
+    from mailer.storage import SubscriberRow
+    from mailer.storage import engine as _engine
+    from mailer.tokens import Purpose, Signer
+    from mailer.web import create_app
+
+    t = datetime(2026, 11, 30, 9, 0, tzinfo=UTC).replace(tzinfo=None)
+    key = "legacy-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"
+    settings = app_settings.model_copy(
+        update={
+            "paths": app_settings.paths.model_copy(update={"templates_dir": ROOT / "templates"})
+        }
+    )
+    async with Store.open(settings) as store:
+        await _engine.upgrade(store.engine, "0002")
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO lists (slug, title, default_locale, opt_in, public, created_at,"
+                    " updated_at) VALUES ('r', 'R', 'fr', 'single', false, :t, :t)"
+                ),
+                {"t": t},
+            )
+            for i in (1, 2):
+                await conn.execute(
+                    text(
+                        "INSERT INTO subscribers (email, email_key, name, attributes, status,"
+                        " smtputf8, created_at, updated_at) VALUES (:e, :e, '', '{}', 'active',"
+                        " false, :t, :t)"
+                    ),
+                    {"e": f"old{i}@example.org", "t": t},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO subscriptions (subscriber_id, list_id, status, source,"
+                        " created_at, updated_at) VALUES (:i, 1, 'subscribed', 'import', :t, :t)"
+                    ),
+                    {"i": i, "t": t},
+                )
+        await store.upgrade()
+        signer = Signer([key])
+        old_link = [f"/u/{signer.sign(Purpose.UNSUBSCRIBE, [i, 1])}" for i in (1, 2)]
+        app = create_app(settings, store, signer=signer)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://l.test") as client:
+            page = await client.post(old_link[0], data={"List-Unsubscribe": "One-Click"})
+            assert page.status_code == 200
+            await store.remove_subscriber("old2@example.org", slug=None)
+            valid = normalize("newcomer@example.org")
+            row = SubscriberRow(1, valid.email, valid.key, valid.smtputf8)
+            await store.add_subscriber(row, slug="r", source="cli", now=datetime.now(UTC))
+            stale = await client.post(old_link[1], data={"List-Unsubscribe": "One-Click"})
+            assert stale.status_code == 404
+        async with store.engine.connect() as conn:
+            statuses = dict(
+                (
+                    await conn.execute(
+                        select(subscribers.c.email, subscriptions.c.status).join(
+                            subscriptions, subscriptions.c.subscriber_id == subscribers.c.id
+                        )
+                    )
+                ).all()
+            )
+    assert statuses == {"old1@example.org": "unsubscribed", "newcomer@example.org": "subscribed"}

@@ -128,11 +128,14 @@ class Pages:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def target(self, public_id: str, list_id: int) -> LinkTarget | None:
+    async def target(
+        self, public_id: str, list_id: int, *, legacy_id: int | None = None
+    ) -> LinkTarget | None:
         """The subscriber (by the public id a link names) and list of a link; None if either
-        is gone (an erased subscriber's links die with its row)."""
+        is gone (an erased subscriber's links die with its row). ``legacy_id``: the row id
+        a link mailed before public ids names, honoured only for a subscriber of then."""
         async with self._store._begin() as conn:
-            return await _target(conn, public_id, list_id)
+            return await _target(conn, public_id, list_id, legacy_id=legacy_id)
 
     async def unsubscribe(
         self, subscriber_id: int, list_id: int, *, everywhere: bool, source: str, now: datetime
@@ -608,7 +611,14 @@ def subscribed_values(source: str, now: datetime) -> dict[str, Any]:
     }
 
 
-async def _target(conn: AsyncConnection, public_id: str, list_id: int) -> LinkTarget | None:
+async def _target(
+    conn: AsyncConnection, public_id: str, list_id: int, *, legacy_id: int | None = None
+) -> LinkTarget | None:
+    who = (
+        subscribers.c.public_id == public_id
+        if legacy_id is None
+        else (subscribers.c.id == legacy_id) & subscribers.c.legacy_links.is_(True)
+    )
     row = (
         await conn.execute(
             select(
@@ -635,7 +645,7 @@ async def _target(conn: AsyncConnection, public_id: str, list_id: int) -> LinkTa
                 ),
             )
             .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-            .where(subscribers.c.public_id == public_id)
+            .where(who)
         )
     ).one_or_none()
     if row is None:

@@ -105,6 +105,11 @@ subscribers = Table(
     # nullable in the schema only because SQLite cannot add a NOT NULL column without
     # rebuilding the table, which would cascade-delete its subscriptions.
     Column("public_id", String(32), nullable=True, default=new_public_id),
+    # True for the subscribers that existed before links named public ids (migration 0003):
+    # the unsubscribe and preference links mailed to them named the row id, and must keep
+    # working (RFC 8058). A row made since, which may have reused an erased row's id, is
+    # never reached by such a link.
+    Column("legacy_links", Boolean, nullable=True),
     # The comparison key: the normalised address case-folded; unique.
     Column("email_key", String(320), nullable=False, unique=True),
     Column("name", String(200), nullable=False, default=""),

@@ -25,9 +25,11 @@ def upgrade() -> None:
     # Plain ALTER TABLE ... ADD COLUMN and CREATE INDEX: on SQLite a batch rebuild of
     # `subscribers` would cascade-delete every subscription (foreign keys are on).
     op.add_column("subscribers", sa.Column("public_id", sa.String(length=32), nullable=True))
-    # Every existing subscriber gets its own random id (links mailed before this upgrade
-    # named row ids and stop working: their pages say the link is not valid).
+    op.add_column("subscribers", sa.Column("legacy_links", sa.Boolean(), nullable=True))
+    # Every existing subscriber gets its own random id; the unsubscribe and preference links
+    # already mailed to them name their row id, and keep working for them alone.
     conn = op.get_bind()
+    conn.execute(sa.text("UPDATE subscribers SET legacy_links = :t"), {"t": True})
     ids = [row[0] for row in conn.execute(sa.text("SELECT id FROM subscribers"))]
     for subscriber_id in ids:
         conn.execute(
@@ -90,4 +92,5 @@ def downgrade() -> None:
     # SQLite 3.35+ drops a column in place (no table rebuild, so no cascade).
     op.drop_column("subscriptions", "requested_at")
     op.drop_column("subscriptions", "confirm_nonce")
+    op.drop_column("subscribers", "legacy_links")
     op.drop_column("subscribers", "public_id")
