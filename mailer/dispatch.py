@@ -658,6 +658,8 @@ class Engine:
                 await reporter
             for item in watch.flush(complete=not stopping()):
                 await results.put(item)
+            if watch.tripped is not None and not halt:
+                halt.append(watch.tripped)
             await results.put(None)
             try:
                 await recorder
@@ -726,6 +728,7 @@ class _RejectWatch:
 
     FIRST, FIRST_LIMIT = 20, 10
     WINDOW, WINDOW_MIN = 50, 20
+    SMALL_MIN = 3  # a pass of fewer attempts than FIRST_LIMIT: all of at least 3 refused
 
     def __init__(self, resume: str) -> None:
         self.resume = resume  # how staff resume the send, for the reason
@@ -779,8 +782,25 @@ class _RejectWatch:
 
     def flush(self, *, complete: bool) -> list[Outcome]:
         """At the end of a pass: the refusals still held, recorded as they are when the
-        pass went through (``complete``), else put back (nothing is known about them)."""
-        held = [o if complete else put_back(o, "put back: the pass stopped") for _, o in self.held]
+        pass went through (``complete``), else put back (nothing is known about them).
+
+        A pass too short to reach ``FIRST_LIMIT`` (a small list) in which every attempt,
+        at least ``SMALL_MIN`` of them, was refused permanently trips the watch too: that
+        is the relay as well, and the send pauses."""
+        if (
+            complete
+            and self.tripped is None
+            and self.attempts >= self.SMALL_MIN
+            and len(self.held) == self.attempts
+        ):
+            self.tripped = (
+                f"all {self.attempts} recipients were refused permanently "
+                f"({self.first_reply}): that is the relay, not the addresses, so nobody was "
+                f"failed or suppressed for it; check the relay, then {self.resume}"
+            )
+            complete = False
+        reason = self.tripped or "the pass stopped"
+        held = [o if complete else put_back(o, reason) for _, o in self.held]
         self.held.clear()
         return held
 

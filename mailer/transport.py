@@ -119,7 +119,12 @@ def classify_reply(code: int, reply: str, *, stage: str = "RCPT") -> Result:
         return Result(Outcome.DEFERRED, code, text, throttled=throttled)
     if 500 <= code < 600:
         if status.startswith("5.7."):
-            return Result(Outcome.FAILED, code, text, policy=True)
+            # Policy, authentication, reputation: never the address's fault, never a
+            # suppression. At MAIL, DATA or AUTH it refuses our sending as a whole (the send
+            # pauses); at RCPT it may be one recipient's own policy ("blocked by the
+            # recipient"), so it fails that recipient alone, and a relay refusing everyone
+            # so trips the broken-relay watch of dispatch.
+            return Result(Outcome.FAILED, code, text, policy=stage != "RCPT")
         about_recipient = stage in {"RCPT", "DATA"} and status not in _SENDER_STATUS
         no_such_user = status.startswith("5.1.") or (
             code in {550, 551, 553} and _NO_SUCH_USER.search(text) is not None

@@ -279,6 +279,38 @@ async def test_a_57x_reply_pauses_the_send_and_suppresses_nobody(
     assert await _suppressed(store, 14) == []
 
 
+async def test_one_recipients_own_57x_refusal_fails_them_alone_and_suppresses_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """A 5.7.1 at RCPT for one recipient ("blocked by the recipient's policy") must not
+    stall the send: that recipient fails (not suppressed), the others are sent."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 14)
+    smtp_server.plan.reply(
+        "RCPT", "550 5.7.1 Blocked by recipient policy", recipient="person3@example.org"
+    )
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE, summary
+    assert (summary.counts["sent"], summary.counts["failed"]) == (13, 1)
+    assert await _suppressed(store, 14) == []
+
+
+async def test_a_small_list_all_refused_pauses_and_suppresses_nobody(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """Five members, the relay answers 550 5.1.1 to all: too few to reach 10 of the first
+    20, still the relay: the send pauses, nobody is failed or suppressed."""
+    settings = settings_for(tmp_path, database_url, smtp_server)
+    send_id = await prepare(store, tmp_path, 5)
+    smtp_server.plan.reply("RCPT", "550 5.1.1 No such user")
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.PAUSED, summary
+    assert "all 5 recipients were refused permanently" in (summary.reason or "")
+    assert summary.counts["failed"] == 0
+    assert summary.counts["queued"] == 5
+    assert await _suppressed(store, 5) == []
+
+
 async def test_a_few_unknown_users_are_failed_and_suppressed_with_a_record(
     store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
 ) -> None:

@@ -623,9 +623,9 @@ def test_classify_reply(
     ("code", "reply", "stage", "policy"),
     [
         (550, "5.7.1 Message rejected as spam", "DATA", True),
-        (554, "5.7.1 Relay access denied", "RCPT", True),
+        (554, "5.7.1 Relay access denied", "RCPT", False),
         (550, "5.7.1 Sender rejected", "MAIL", True),
-        (550, "5.7.1 user unknown here, policy", "RCPT", True),
+        (550, "5.7.1 user unknown here, policy", "RCPT", False),
         (550, "5.1.1 No such user", "RCPT", False),
         (552, "5.2.2 Mailbox full", "RCPT", False),
     ],
@@ -633,8 +633,9 @@ def test_classify_reply(
 def test_a_57x_reply_is_about_policy_and_never_suppresses(
     code: int, reply: str, stage: str, policy: bool
 ) -> None:
-    """5.7.x (policy, authentication, reputation) speaks of us, not of the recipient: it is
-    marked ``policy`` (dispatch pauses the send) and never asks for a suppression."""
+    """5.7.x (policy, authentication, reputation) speaks of us, not of the recipient: it
+    never asks for a suppression, and is marked ``policy`` (dispatch pauses the send) except
+    at RCPT, where it may be one recipient's own policy (the broken-relay watch counts it)."""
     result = classify_reply(code, reply, stage=stage)
     assert result.outcome is Outcome.FAILED
     assert result.policy is policy
