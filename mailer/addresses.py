@@ -22,10 +22,25 @@ from mailer.errors import AddressError
 MAX_LENGTH = 254  # RFC 5321 path limit less the angle brackets
 MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1; email-validator only checks it in strict mode
 MAX_NAME = 200  # the size of the subscribers.name column
-# Unicode categories a display name must not hold: C0 and C1 controls (CR, LF, TAB, VT, FF,
-# NEL, ESC, DEL...) and the line and paragraph separators U+2028/U+2029, which some mail
-# software takes for line breaks.
+# Unicode categories one line of header text must not hold: C0 and C1 controls (CR, LF,
+# TAB, VT, FF, NEL, ESC, DEL...) and the line and paragraph separators U+2028/U+2029, which
+# some mail software takes for line breaks.
 _NAME_REFUSED = ("Cc", "Zl", "Zp")
+# Bidirectional embeddings, overrides and isolates: they make a name or a subject read
+# differently from what it says ("txt.exe"). Right-to-left text needs none of them; other
+# format characters (the zero-width joiner of emoji sequences, the soft hyphen) are harmless.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def first_control(text: str) -> str | None:
+    """The first character of ``text`` that one line of header text (a name, a subject, a
+    title) must not hold, described (``LINE SEPARATOR, U+2028``); None if there is none.
+    The one rule of the import, the sign-up form, campaign files and the message builder."""
+    for char in text:
+        if unicodedata.category(char) in _NAME_REFUSED or char in BIDI_CONTROLS:
+            name = unicodedata.name(char, "")
+            return f"{name} (U+{ord(char):04X})" if name else f"U+{ord(char):04X}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +79,13 @@ def check_name(text: str, *, what: str = "name") -> str:
 
     ``what`` names the value in the message (a list title follows the same rule).
 
-    Refused: any control character (C0, DEL, C1 including NEL), U+2028/U+2029, and more
-    than :data:`MAX_NAME` characters. Everything else (accents, emoji, joiners, right-to-left
-    text) is a name.
+    Refused: any control character (C0, DEL, C1 including NEL), U+2028/U+2029, the
+    bidirectional controls (see :func:`first_control`), and more than :data:`MAX_NAME`
+    characters. Everything else (accents, emoji, joiners, right-to-left text) is a name.
     """
-    for char in text:
-        if unicodedata.category(char) in _NAME_REFUSED:
-            name = unicodedata.name(char, "")
-            label = f"{name}, U+{ord(char):04X}" if name else f"U+{ord(char):04X}"
-            raise AddressError(f"the {what} contains a control character ({label})")
+    label = first_control(text)
+    if label is not None:
+        raise AddressError(f"the {what} contains a control character ({label})")
     if len(text) > MAX_NAME:
         raise AddressError(f"the {what} is longer than {MAX_NAME} characters")
     return text

@@ -29,13 +29,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
 
+from mailer.addresses import first_control
 from mailer.errors import MessageError
 from mailer.models import Recipient, Rendered
 
 CRLF = "\r\n"
 MAX_LINE = 998
 _SPECIALS = set('()<>[]:;@\\,."')
-_BAD = {chr(c) for c in range(32)} | {"\x7f", "\x85", "\u2028", "\u2029"}
 REFERENCE_POLICY = policy.SMTP.clone(max_line_length=MAX_LINE)
 
 
@@ -80,10 +80,11 @@ def make_message_id(
 
 
 def check(value: str, what: str) -> str:
-    """Refuse CR, LF and other control characters in a header value."""
-    bad = next((c for c in value if c in _BAD), None)
+    """Refuse CR, LF and other control characters in a header value (the one rule of
+    :func:`~mailer.addresses.first_control`, which the import and the forms apply too)."""
+    bad = first_control(value)
     if bad is not None:
-        raise MessageError(f"{what} contains a control character ({bad!r}): {value[:60]!r}")
+        raise MessageError(f"{what} contains a control character ({bad}): {value[:60]!r}")
     return value
 
 

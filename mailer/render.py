@@ -27,7 +27,6 @@ import functools
 import re
 import time
 import traceback
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -58,6 +57,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from mailer.addresses import first_control
 from mailer.errors import TemplateError
 from mailer.models import (
     FALLBACK_LOCALE,
@@ -615,11 +615,9 @@ def _one_line(subject: str) -> str:
     subject = subject.strip()
     if "\n" in subject or "\r" in subject:
         raise TemplateError(f"the subject has a line break: {subject[:60]!r}")
-    bad = next((c for c in subject if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    bad = first_control(subject)
     if bad is not None:
-        raise TemplateError(
-            f"the subject has a control character (U+{ord(bad):04X}): {subject[:60]!r}"
-        )
+        raise TemplateError(f"the subject has a control character ({bad}): {subject[:60]!r}")
     return subject
 
 

@@ -50,7 +50,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.addresses import check_name, normalize
+from mailer.addresses import MAX_NAME, check_name, normalize
 from mailer.errors import AddressError, ConfigError, StorageError, StorageUnavailable
 from mailer.models import FALLBACK_LOCALE
 from mailer.settings import Settings
@@ -62,7 +62,6 @@ log = logging.getLogger("mailer.web")
 
 LOCALES = ("fr", "en")
 MAX_BODY = 64 * 1024  # a form of ours is a few hundred bytes
-MAX_NAME = 200
 MAX_ID = 2**63 - 1  # a list id beyond a BIGINT is no list of ours
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 section 3.2

@@ -284,7 +284,7 @@ def test_subscribers_add_applies_the_name_rule_of_the_import(workdir: Path, bad:
 async def test_campaign_show_and_status_print_a_hostile_pause_reason_literally(
     workdir: Path, smtp_server: SmtpServer
 ) -> None:
-    """A 5.7.x reply pauses the send with the relay's words as its reason: `campaign show`
+    """A 5.7.x reply to MAIL pauses the send with the relay's words as its reason: `campaign show`
     and `status` print them as typed (rich markup, OSC-8 links and escapes never run)."""
     (workdir / "lists" / "few.csv").write_text(
         "email,name\nok@example.org,OK\nbad@example.org,Bad\n", encoding="utf-8"
@@ -294,7 +294,7 @@ async def test_campaign_show_and_status_print_a_hostile_pause_reason_literally(
         'body_file = "actualites-car-t.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
         encoding="utf-8",
     )
-    smtp_server.plan.reply("RCPT", f"550 5.7.1 [/bold] {EVIL_LINK} \x1b[2J policy")
+    smtp_server.plan.reply("MAIL", f"550 5.7.1 [/bold] {EVIL_LINK} \x1b[2J policy")
     env = clean_env(
         MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
         MAILER_SMTP__SECURITY="none", MAILER_WEB__ALLOW_INSECURE_LINKS="true",

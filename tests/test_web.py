@@ -403,6 +403,7 @@ def test_ip_limit_forgets_after_its_window() -> None:
         ({"email": "ok@example.org", "name": "Evil\r\nBcc: x@example.org"}, 400, "Le nom"),
         ({"email": "ok@example.org", "name": "Line\u2028break"}, 400, "Le nom"),
         ({"email": "ok@example.org", "name": "Next\x85line"}, 400, "Le nom"),
+        ({"email": "ok@example.org", "name": "Bidi\u202etxt.exe"}, 400, "Le nom"),
     ],
 )
 async def test_bad_sign_up_fields_redisplay_the_form(
