@@ -681,8 +681,9 @@ class Sending:
     ) -> list[Due]:
         """The next deliveries to attempt (queued, or deferred and due), by id after ``after``.
 
-        ``pending_ok``: a subscription waiting for its double opt-in confirmation is not a
-        reason to skip (the confirmation mail itself).
+        ``pending_ok`` (the confirmation mail of a double opt-in): the subscription's status
+        does not matter, its pending request does: without one (confirmed or unsubscribed
+        since) the delivery is skipped, since its link could only say "not valid".
 
         With ``worker``, the batch is leased to it for ``lease`` seconds, so that several
         daemons share a send without sending a delivery twice: on PostgreSQL the rows are
@@ -691,9 +692,6 @@ class Sending:
         SQLite one process sends per file (see ``engine.sending_lock``), so leases are
         written, for ``mailer status``, but never wait.
         """
-        eligible = {SubscriptionStatus.SUBSCRIBED.value}
-        if pending_ok:
-            eligible.add(SubscriptionStatus.PENDING.value)
         attemptable = (deliveries.c.status == DeliveryStatus.QUEUED) | (
             (deliveries.c.status == DeliveryStatus.DEFERRED) & (deliveries.c.next_attempt_at <= now)
         )
@@ -767,7 +765,7 @@ class Sending:
                 # a confirmation mail with no request left to confirm (confirmed meanwhile,
                 # or unsubscribed since): its link could only show "not valid"
                 skip = "no pending sign-up"
-            elif row["subscription_status"] not in eligible and not pending_ok:
+            elif not pending_ok and row["subscription_status"] != SubscriptionStatus.SUBSCRIBED:
                 skip = "unsubscribed"
             elif row["subscriber_status"] != SubscriberStatus.ACTIVE:
                 skip = f"subscriber {row['subscriber_status']}"
