@@ -38,7 +38,7 @@ from mailer.cli_support import (
 )
 from mailer.compose import EVENT_ACTIONS, make_composer
 from mailer.dispatch import Engine, RunSummary
-from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
+from mailer.errors import ConfigError, MailerError, NotFoundError, SendingLocked, StateError
 from mailer.logs import configure
 from mailer.models import CampaignKind, Recipient, SendInfo, SendStatus, SuppressionReason
 from mailer.render import Renderer
@@ -587,9 +587,7 @@ async def send_retry_failed(send_id: int, wait: bool) -> int:
         out.print(f"send {send_id}: {count} deliveries queued again", markup=False)
         try:
             summary = await _run_in_foreground(store, send_id, wait=wait)
-        except StateError as exc:
-            if "another mailer process" not in str(exc):
-                raise
+        except SendingLocked:
             out.print(f"send {send_id}: the daemon sending from this database sends them")
             return 0
     _print_summary(summary)

@@ -13,6 +13,7 @@ Classified by what the caller should do about them::
     ├── MessageError (ValueError)         a header value or address cannot go on the wire
     ├── transport.TransportFatal (ConnectionError)  login, TLS or relay set-up refused: pause
     └── StateError (ValueError)           an illegal transition (subscribing a suppressed address)
+        └── SendingLocked                 another process sends from this SQLite file
 """
 
 from __future__ import annotations
@@ -61,3 +62,7 @@ class MessageError(MailerError, ValueError):
 
 class StateError(MailerError, ValueError):
     """The requested change is not allowed from the current state."""
+
+
+class SendingLocked(StateError):
+    """Another mailer process sends from this SQLite file (one sender per file)."""

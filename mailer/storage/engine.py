@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailer.errors import ConfigError, StateError, StorageUnavailable
+from mailer.errors import ConfigError, SendingLocked, StorageUnavailable
 from mailer.settings import Settings, mask_url
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def sending_lock(engine: AsyncEngine) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StateError(
+            raise SendingLocked(
                 f"another mailer process (pid {holder}) is sending from {database}; one "
                 "SQLite database takes one daemon (or `mailer send run`) at a time: stop it "
                 "first, or use PostgreSQL (MAILER_DATABASE__URL) to run several"
