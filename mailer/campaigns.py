@@ -155,6 +155,8 @@ class CampaignFile(BaseModel):
     @field_validator("subject")
     @classmethod
     def _one_line(cls, value: str) -> str:
+        if "\n" in value or "\r" in value:  # the common mistake, said in plain words
+            raise ValueError("the subject must be on one line")
         return header_text(value, "the subject").strip()
 
     @model_validator(mode="after")
