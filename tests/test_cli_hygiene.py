@@ -122,25 +122,35 @@ def test_an_error_echoing_user_input_prints_no_escape(hostile: Path) -> None:
     assert "\\x1b[2j" in line.lower()  # the key is case-folded
 
 
-async def test_send_report_shows_a_hostile_relay_reply_literally(
-    workdir: Path, smtp_server: SmtpServer
-) -> None:
-    """An SMTP reply is the relay's text: the report and status print it, never run it."""
+def _few(workdir: Path, second_name: str) -> None:
+    """The list `few` (two members, the second named ``second_name``) and its announcement."""
     (workdir / "lists" / "few.csv").write_text(
-        "email,name\nok@example.org,OK\nbad@example.org,[/bold]\n", encoding="utf-8"
+        f"email,name\nok@example.org,OK\nbad@example.org,{second_name}\n", encoding="utf-8"
     )
     (workdir / "campaigns" / "few.toml").write_text(
         'name = "few"\nkind = "announcement"\nlists = ["few"]\nsubject = "Hello"\n'
         'body_file = "actualites-car-t.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
         encoding="utf-8",
     )
-    reply = f"550 5.1.1 [/bold] {EVIL_LINK} \x1b[2J gone"
-    smtp_server.plan.reply("RCPT", reply, recipient="bad@example.org")
-    env = clean_env(
+
+
+def _relay_env(smtp_server: SmtpServer) -> dict[str, str]:
+    """The environment of a command that sends to the test SMTP server."""
+    return clean_env(
         MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
         MAILER_SMTP__SECURITY="none", MAILER_WEB__ALLOW_INSECURE_LINKS="true",
         MAILER_SECRET_KEYS=secrets.token_hex(32),
     )  # fmt: skip
+
+
+async def test_send_report_shows_a_hostile_relay_reply_literally(
+    workdir: Path, smtp_server: SmtpServer
+) -> None:
+    """An SMTP reply is the relay's text: the report and status print it, never run it."""
+    _few(workdir, "[/bold]")
+    reply = f"550 5.1.1 [/bold] {EVIL_LINK} \x1b[2J gone"
+    smtp_server.plan.reply("RCPT", reply, recipient="bad@example.org")
+    env = _relay_env(smtp_server)
     assert (await amailer(workdir, "init", env=env))[0] == 0
     code, _, err = await amailer(workdir, "send", "create", "campaigns/few.toml", env=env)
     assert code == 0, err
@@ -286,20 +296,9 @@ async def test_campaign_show_and_status_print_a_hostile_pause_reason_literally(
 ) -> None:
     """A 5.7.x reply to MAIL pauses the send with the relay's words as its reason: `campaign show`
     and `status` print them as typed (rich markup, OSC-8 links and escapes never run)."""
-    (workdir / "lists" / "few.csv").write_text(
-        "email,name\nok@example.org,OK\nbad@example.org,Bad\n", encoding="utf-8"
-    )
-    (workdir / "campaigns" / "few.toml").write_text(
-        'name = "few"\nkind = "announcement"\nlists = ["few"]\nsubject = "Hello"\n'
-        'body_file = "actualites-car-t.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
-        encoding="utf-8",
-    )
+    _few(workdir, "Bad")
     smtp_server.plan.reply("MAIL", f"550 5.7.1 [/bold] {EVIL_LINK} \x1b[2J policy")
-    env = clean_env(
-        MAILER_SMTP__HOST=smtp_server.host, MAILER_SMTP__PORT=str(smtp_server.port),
-        MAILER_SMTP__SECURITY="none", MAILER_WEB__ALLOW_INSECURE_LINKS="true",
-        MAILER_SECRET_KEYS=secrets.token_hex(32),
-    )  # fmt: skip
+    env = _relay_env(smtp_server)
     assert (await amailer(workdir, "init", env=env))[0] == 0
     code, _, err = await amailer(workdir, "campaign", "create", "campaigns/few.toml", env=env)
     assert code == 0, err

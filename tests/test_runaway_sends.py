@@ -13,6 +13,7 @@ import pytest
 from mailer.dispatch import Engine
 from mailer.lists import import_file
 from mailer.models import Content, SendStatus
+from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.transport import SmtpTransport
 from tests.conftest import make_settings
@@ -34,16 +35,14 @@ BODIES = {
 }
 
 
-@pytest.mark.parametrize(("body", "reason"), BODIES.values(), ids=BODIES.keys())
-async def test_a_runaway_body_pauses_the_send_with_the_reason(
-    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer, body: str,
-    reason: str,
-) -> None:  # fmt: skip
-    """Twenty members, a body that never ends: the send pauses within seconds, sends
-    nothing, and its reason names the cause."""
+async def _send(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer, members: int,
+    body: str,
+) -> tuple[int, Settings]:  # fmt: skip
+    """A list of ``members``, an announcement with ``body`` due now: its send and settings."""
     people = tmp_path / "researchers.csv"
     people.write_text(
-        "email,name\n" + "".join(f"p{i}@example.org,P {i}\n" for i in range(20)),
+        "email,name\n" + "".join(f"p{i}@example.org,P {i}\n" for i in range(members)),
         encoding="utf-8",
     )
     assert (await import_file(store, people, now=NOW)).ok
@@ -59,6 +58,17 @@ async def test_a_runaway_body_pauses_the_send_with_the_reason(
         tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
         paths={"templates_dir": ROOT / "templates"}, secret_keys=KEY,
     )  # fmt: skip
+    return send_id, settings
+
+
+@pytest.mark.parametrize(("body", "reason"), BODIES.values(), ids=BODIES.keys())
+async def test_a_runaway_body_pauses_the_send_with_the_reason(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer, body: str,
+    reason: str,
+) -> None:  # fmt: skip
+    """Twenty members, a body that never ends: the send pauses within seconds, sends
+    nothing, and its reason names the cause."""
+    send_id, settings = await _send(store, tmp_path, database_url, smtp_server, 20, body)
     started = time.monotonic()
     async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
         engine = Engine(settings, store, transport, worker="test", clock=lambda: datetime.now(UTC))
@@ -77,23 +87,9 @@ async def test_a_runaway_body_never_holds_the_event_loop(
     the daemon's loop keeps turning: the pages and /healthz answer meanwhile."""
     import asyncio
 
-    people = tmp_path / "researchers.csv"
-    people.write_text(
-        "email,name\n" + "".join(f"p{i}@example.org,P {i}\n" for i in range(5)), encoding="utf-8"
+    send_id, settings = await _send(
+        store, tmp_path, database_url, smtp_server, 5, BODIES["loops"][0]
     )
-    assert (await import_file(store, people, now=NOW)).ok
-    content = Content(name="news", kind="announcement", subject="N", body=BODIES["loops"][0])
-    campaign = await store.sending.save_campaign(
-        content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
-        now=NOW,
-    )  # fmt: skip
-    send_id, _ = await store.sending.create_send(
-        campaign, key="announce", action="announcement", due_at=NOW, now=NOW
-    )
-    settings = make_settings(
-        tmp_path, database={"url": database_url}, smtp=smtp_server.settings().model_dump(),
-        paths={"templates_dir": ROOT / "templates"}, secret_keys=KEY,
-    )  # fmt: skip
     gaps: list[float] = []
 
     async def tick() -> None:
