@@ -1,0 +1,218 @@
+"""A compiled send: its templates compiled once, rendered per recipient, and the pre-flight
+check that renders every recipient without sending.
+
+:class:`CompiledSend` picks the recipient's locale (theirs, else the list's default, else
+French), fills the context, renders subject, body, HTML and text within the recipient's
+budget (:mod:`mailer.render.limits`) and hands the HTML to its finisher. Every problem is a
+:class:`~mailer.errors.TemplateError` naming the template, the line and the cause. Pure: the
+clock is the send's ``now``; nothing here loads a template (the renderer did).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Template
+from jinja2 import TemplateError as JinjaTemplateError
+from markupsafe import Markup
+
+from mailer.addresses import first_control
+from mailer.errors import TemplateError
+from mailer.models import FALLBACK_LOCALE, Links, Recipient, Rendered, SendInfo
+from mailer.render.dates import event_context
+from mailer.render.finishing import Finisher
+from mailer.render.limits import (
+    GIVE_UP_AFTER,
+    RENDER_BUDGET,
+    Budget,
+    Overrun,
+    Overtime,
+    bounded,
+    current_budget,
+    render_bounded,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """The compiled templates of one locale: HTML, the optional text, the subject."""
+
+    html: Template
+    text: Template | None
+    subject: Template
+
+
+class CompiledSend:
+    """A send's templates, compiled once; :meth:`render` per recipient."""
+
+    def __init__(
+        self,
+        send: SendInfo,
+        *,
+        variants: dict[str, Variant],
+        body_html: Template,
+        body_text: Template,
+        finisher: Finisher,
+    ) -> None:
+        self.send = send
+        self._variants = variants
+        self._body_html = body_html
+        self._body_text = body_text
+        self._finisher = finisher
+        self._overruns = 0  # recipients whose rendering passed the time budget
+        self._rendered = 0  # and those rendered
+        self.zone = ZoneInfo(send.content.timezone)
+        self._shared = {
+            "list": {"slug": send.list.slug, "title": send.list.title},
+            "campaign": {"name": send.content.name, "kind": send.content.kind},
+            "sender": {"name": send.sender_name, "address": send.sender_address},
+            "action": send.action,
+            "event": event_context(send.event, send.now, self.zone),
+            "timezone": self.zone,
+        }
+
+    def locale_for(self, recipient: Recipient) -> str:
+        for candidate in (recipient.locale, self.send.list.default_locale, FALLBACK_LOCALE):
+            if not candidate:
+                continue
+            for option in (candidate, candidate.split("_")[0].lower()):
+                if option in self._variants:
+                    return option
+        return next(iter(self._variants))
+
+    def render(self, recipient: Recipient, links: Links) -> Rendered:
+        locale, subject, html, text = self._jinja(recipient, links)
+        html, derived = self._finisher.finish(html, recipient, links, need_text=text is None)
+        return Rendered(locale=locale, subject=subject, html=html, text=text or derived or "")
+
+    def check(self, recipient: Recipient, links: Links) -> str:
+        """Render the templates for ``recipient`` without the finishing (CSS, derived text):
+        what can fail for one recipient, for the pre-flight check. Returns the subject."""
+        return self._jinja(recipient, links)[1]
+
+    def _context(self, recipient: Recipient, links: Links, locale: str) -> dict[str, Any]:
+        return {
+            **self._shared,
+            "locale": locale,
+            "subscriber": {
+                "email": recipient.email,
+                "name": recipient.name,
+                "locale": recipient.locale or locale,
+                "attributes": dict(recipient.attributes),
+            },
+            "links": {
+                "unsubscribe": links.unsubscribe,
+                "preferences": links.preferences,
+                "web_version": links.web_version,
+                "confirm": links.confirm,
+            },
+        }
+
+    def _jinja(self, recipient: Recipient, links: Links) -> tuple[str, str, str, str | None]:
+        locale = self.locale_for(recipient)
+        variant = self._variants[locale]
+        context = self._context(recipient, links, locale)
+        where = f"{self.send.content.template_name}.{locale}"
+        if self._overruns >= GIVE_UP_AFTER and not self._rendered:
+            raise TemplateError(
+                f"{where}: the template took more than {RENDER_BUDGET:g} s for each of the "
+                f"first {self._overruns} recipients: it is not tried for the others"
+            )
+        budget = current_budget.set(Budget(RENDER_BUDGET))
+        try:
+            body_text = render_bounded(self._body_text, context)
+            body_html = Markup(render_bounded(self._body_html, context))  # noqa: S704 - autoescaped template
+            subject = _one_line(_render_subject(variant.subject, context))
+            context["subject"] = subject
+            html = render_bounded(variant.html, {**context, "body": body_html})
+            text = (
+                render_bounded(variant.text, {**context, "body": body_text})
+                if variant.text is not None
+                else None
+            )
+        except Overrun as exc:
+            self._overruns += isinstance(exc, Overtime)
+            raise _template_error(exc, where) from None
+        except TemplateError:
+            raise
+        except RecursionError as exc:
+            exc.args = ("the template calls itself too deeply (a macro that calls itself?)",)
+            raise _template_error(exc, where) from None
+        except MemoryError:
+            raise TemplateError(f"{where}: the template needs too much memory") from None
+        except (JinjaTemplateError, TypeError, ValueError, ArithmeticError) as exc:
+            raise _template_error(exc, where) from None
+        finally:
+            current_budget.reset(budget)
+        self._rendered += 1
+        return locale, subject, html, text
+
+
+@dataclass(slots=True)
+class CheckReport:
+    """The pre-flight check: how many recipients could not be rendered, and why."""
+
+    total: int = 0
+    failed: int = 0
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def preflight(
+    compiled: CompiledSend,
+    recipients: Iterable[tuple[Recipient, Links]],
+    *,
+    build: Callable[[Recipient, Rendered], object] | None = None,
+    keep: int = 5,
+) -> CheckReport:
+    """Render (and with ``build``, turn into a message) every recipient without sending."""
+    report = CheckReport()
+    for recipient, links in recipients:
+        report.total += 1
+        try:
+            if build is None:
+                compiled.check(recipient, links)
+            else:
+                build(recipient, compiled.render(recipient, links))
+        except (TemplateError, ValueError) as exc:
+            report.failed += 1
+            if len(report.reasons) < keep:
+                report.reasons.append((recipient.email, str(exc)))
+    return report
+
+
+def _template_error(exc: BaseException, where: str) -> TemplateError:
+    """A Jinja error raised while rendering, as a TemplateError naming template and line."""
+    location = where
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        name = frame.f_code.co_filename
+        if name == "<template>":
+            location = f"campaign body or subject:{lineno}"
+        elif name.endswith((".html", ".txt")):
+            location = f"{Path(name).parent.name}/{Path(name).name}:{lineno}"
+    message = getattr(exc, "message", None) or str(exc)
+    return TemplateError(f"{location}: {message}")
+
+
+def _render_subject(template: Template, context: dict[str, Any]) -> str:
+    if "subject" in template.blocks:
+        return bounded(template.blocks["subject"](template.new_context(context)))
+    return render_bounded(template, context)
+
+
+def _one_line(subject: str) -> str:
+    subject = subject.strip()
+    if "\n" in subject or "\r" in subject:
+        raise TemplateError(f"the subject has a line break: {subject[:60]!r}")
+    bad = first_control(subject)
+    if bad is not None:
+        raise TemplateError(f"the subject has a control character ({bad}): {subject[:60]!r}")
+    return subject

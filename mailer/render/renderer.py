@@ -1,0 +1,109 @@
+"""The renderer: the process's one Jinja environment over a templates folder, and the
+compiling of a send from it.
+
+:meth:`Renderer.compile` loads everything a send needs once: per locale the kind's HTML
+template, its optional text template and the subject (the campaign's own, else the
+template's ``subject`` block), then the campaign body (:mod:`mailer.render.body`). A missing
+template, a syntax error or a subject on two lines is a
+:class:`~mailer.errors.TemplateError` before any recipient is rendered. Loading the template
+files is the only I/O of the render stage, and it happens here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
+
+from mailer.errors import TemplateError
+from mailer.models import Content, SendInfo
+from mailer.render.body import body_html, markdown
+from mailer.render.compiled_send import CompiledSend, Variant
+from mailer.render.finishing import Finisher, inliner, text_config
+from mailer.render.sandbox import environment
+
+
+class Renderer:
+    """The one Jinja environment of the process, over a templates folder."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self.env = environment(templates_dir)
+        self._markdown = markdown()
+        self._inliner = inliner()
+        self._text_config = text_config()
+
+    def locales(self, kind: str) -> list[str]:
+        """Locales that have an HTML template for ``kind``."""
+        prefix, suffix = f"email/{kind}.", ".html"
+        return sorted(
+            name[len(prefix) : -len(suffix)]
+            for name in self.env.list_templates(extensions=["html"])
+            if name.startswith(prefix) and name.count(".") == 2
+        )
+
+    def compile(self, send: SendInfo) -> CompiledSend:
+        """Load and compile everything a send needs; TemplateError if anything is wrong."""
+        kind = send.content.template_name
+        variants: dict[str, Variant] = {}
+        for locale in self.locales(kind):
+            variants[locale] = self._variant(kind, locale, send.content.subject)
+        if not variants:
+            raise TemplateError(
+                f"no template for {kind!r}: expected {self.templates_dir}/email/{kind}.fr.html "
+                "(or another locale)"
+            )
+        html, text = self._body(send.content)
+        return CompiledSend(
+            send,
+            variants=variants,
+            body_html=html,
+            body_text=text,
+            finisher=Finisher(self._inliner, self._text_config),
+        )
+
+    def _variant(self, kind: str, locale: str, subject: str) -> Variant:
+        html = self._load(f"email/{kind}.{locale}.html")
+        text = self._load(f"email/{kind}.{locale}.txt", optional=True)
+        if subject:
+            if "\n" in subject or "\r" in subject:
+                raise TemplateError(
+                    "the campaign's subject contains a line break: keep it on one line"
+                )
+            subject_template = self._from_string(subject, "the campaign's subject")
+        else:
+            if "subject" not in html.blocks:
+                raise TemplateError(
+                    f"email/{kind}.{locale}.html has no {{% block subject %}} and the campaign "
+                    "has no subject: add one or the other"
+                )
+            subject_template = html
+        return Variant(html=html, text=text, subject=subject_template)
+
+    def _load(self, name: str, *, optional: bool = False) -> Any:
+        try:
+            return self.env.get_template(name)
+        except TemplateNotFound as exc:
+            if optional and exc.name == name:
+                return None
+            raise TemplateError(f"template {exc.name} not found in {self.templates_dir}") from None
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"{exc.filename or exc.name or name}:{exc.lineno}: syntax error: {exc.message}"
+            ) from None
+
+    def _from_string(self, source: str, what: str, *, html: bool = False) -> Template:
+        if html:
+            source = "{% autoescape true %}" + source + "{% endautoescape %}"
+        try:
+            return self.env.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"{what}:{exc.lineno}: syntax error: {exc.message}") from None
+
+    def _body(self, content: Content) -> tuple[Template, Template]:
+        """The body as two templates: HTML (from Markdown, once) and text."""
+        return (
+            self._from_string(body_html(content, self._markdown), "the campaign's body", html=True),
+            self._from_string(content.body, "the campaign's body"),
+        )
