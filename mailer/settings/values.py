@@ -1,0 +1,106 @@
+"""Single values of the settings: what a time zone, a base URL and a comma list must be,
+and a database URL shown with its passwords hidden.
+
+Plain functions on strings, used by the validators of :mod:`mailer.settings.schema` and by
+what shows the settings; they know no section and no variable. A wrong value is a
+ValueError saying what is expected, which the edge turns into one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def zone_name(value: str) -> str:
+    """``value`` if it names an IANA time zone; a ValueError saying what is expected if not."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"expected an IANA time zone such as Europe/Paris, got {value!r}"
+        ) from None
+    return value
+
+
+def base_url(value: str) -> str:
+    """``value`` without its trailing slash if every link can be built on it (``https://host``
+    or ``https://host/path``); a ValueError saying what is wrong if not."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"must not contain a control character, got {value!r}")
+    if " " in value:
+        raise ValueError(f"must not contain a space, got {value!r}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not value.lower().startswith(parts.scheme + "://"):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if "@" in parts.netloc:
+        raise ValueError(f"must have no user name or password, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"has no host (expected https://lists.example.org), got {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"the port must be a number from 1 to 65535, got {value!r}")
+    if "?" in value:
+        raise ValueError(f"must have no query (?...): each link adds its own, got {value!r}")
+    if "#" in value:
+        raise ValueError(f"must have no fragment (#...), got {value!r}")
+    return value.rstrip("/")
+
+
+def split_commas(value: Any) -> Any:
+    """A comma-separated text as its stripped, non-empty parts; anything else as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# Query parameters that hold a secret: password=, sslpassword=, PWD=, token=, secret=...
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
+
+
+_HOST_AFTER = re.compile(r"[\w.\-\[\]:%]*(?=[/?]|$)")
+_CREDENTIALS = re.compile(r"[^:/@?]*(?::.*)?", re.DOTALL)
+
+
+def mask_url(url: str) -> str:
+    """Hide the passwords of a database URL for logs and messages: ``user:***@host`` and
+    ``?password=***`` (any parameter named like a secret). A text that is not a URL has
+    everything before its ``@`` hidden, or all of it without one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if "@" not in url:
+            return "***"
+        scheme, rest = "", url
+    # The credentials end at an @ followed by a host (then /, ? or the end) and preceded by
+    # a user name (no : / @ ?) and an optional :password, which may hold @, /, ? or =
+    # when it is not percent-encoded: the last such @ counts.
+    at = -1
+    if sep:
+        for found in reversed([i for i, c in enumerate(rest) if c == "@"]):
+            if _HOST_AFTER.match(rest, found + 1) and _CREDENTIALS.fullmatch(rest[:found]):
+                at = found
+                break
+    else:
+        at = rest.rfind("@")
+    credentials, host = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
+    if at < 0:
+        shown = ""
+    elif ":" in credentials:
+        shown = credentials.split(":", 1)[0] + ":***@"
+    elif sep:
+        shown = credentials + "@"  # a user name alone
+    else:
+        shown = "***@"
+    path, question_mark, query = host.partition("?")
+    if question_mark:
+        params = []
+        for param in query.split("&"):
+            name, equals, _ = param.partition("=")
+            params.append(f"{name}=***" if equals and _SECRET_PARAM.search(name) else param)
+        path += "?" + "&".join(params)
+    return f"{scheme}{sep}{shown}{path}"
