@@ -22,10 +22,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
-from mailer.settings.values import base_url, mask_url, split_commas, zone_name
+from mailer.settings.values import base_url, database_url, split_commas, zone_name
 
 ENV_PREFIX = "MAILER_"
 NESTED_DELIMITER = "__"
@@ -56,18 +54,7 @@ class DatabaseSettings(Section):
     @field_validator("url")
     @classmethod
     def _parses(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            make_url(value)
-        except ArgumentError:
-            raise ValueError(
-                "expected an SQLAlchemy URL such as postgresql+asyncpg://user:password@host/db "
-                f"or sqlite+aiosqlite:////srv/mailer/mailer.sqlite3, got {mask_url(value)!r}"
-            ) from None
-        except ValueError:  # SQLAlchemy's int() of the port
-            raise ValueError(f"the port must be a number, got {mask_url(value)!r}") from None
-        return value
+        return None if value is None else database_url(value)
 
 
 class SMTPSettings(Section):

@@ -1,5 +1,5 @@
-"""Single values of the settings: what a time zone, a base URL and a comma list must be,
-and a database URL shown with its passwords hidden.
+"""Single values of the settings: what a time zone, a base URL, a database URL and a comma
+list must be, and a database URL shown with its passwords hidden.
 
 Plain functions on strings, used by the validators of :mod:`mailer.settings.schema` and by
 what shows the settings; they know no section and no variable. A wrong value is a
@@ -22,6 +22,39 @@ def zone_name(value: str) -> str:
         raise ValueError(
             f"expected an IANA time zone such as Europe/Paris, got {value!r}"
         ) from None
+    return value
+
+
+# The grammar SQLAlchemy's ``make_url`` parses (``sqlalchemy.engine.url._parse_url``), written
+# here so that settings, a foundation module, need not import the database layer to say a URL
+# is wrong; tests/test_settings_url.py checks both accept and refuse the same texts.
+_DATABASE_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+        (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def database_url(value: str) -> str:
+    """``value`` if it reads as an SQLAlchemy URL (``dialect+driver://user:password@host:port/db``
+    or ``sqlite+aiosqlite:////path``); a ValueError saying what is expected if not."""
+    found = _DATABASE_URL.match(value)
+    if found is None:
+        raise ValueError(
+            "expected an SQLAlchemy URL such as postgresql+asyncpg://user:password@host/db "
+            f"or sqlite+aiosqlite:////srv/mailer/mailer.sqlite3, got {mask_url(value)!r}"
+        )
+    port = found["port"]
+    if port is not None:  # an empty port (host:) is refused too, as SQLAlchemy does
+        try:
+            int(port)
+        except ValueError:
+            raise ValueError(f"the port must be a number, got {mask_url(value)!r}") from None
     return value
 
 
