@@ -77,7 +77,7 @@ def wire_form(message: bytes) -> bytes | None:
 
 class FastData:
     """DATA for the connections of one transport: the fast path when it may, else the
-    public API. ``fast`` and ``public`` count the messages each path carried."""
+    public API. ``fast`` and ``public`` count the DATA exchanges each path carried."""
 
     __slots__ = ("enabled", "fast", "public")
 
