@@ -640,7 +640,7 @@ async def throughput_sink(ctx: Context, row: Row, daemons: int) -> None:
             cpu = sum(d.cpu_seconds() for d in started)
             await st.stop_daemons()
             received = await asyncio.to_thread(sink.messages, count)
-        counts = await st.store.sending.counts(send_id)
+        counts = await st.store.figures.counts(send_id)
         first, last = await sent_span(st.store, send_id)
         seconds = (last - first).total_seconds()
         row.tally = Tally(
@@ -654,7 +654,7 @@ async def throughput_sink(ctx: Context, row: Row, daemons: int) -> None:
             received=received,
             sent_not_received=max(0, counts["sent"] - received),
             unfinished=counts["queued"] + counts["deferred"],
-            status=await st.store.sending.status(send_id),
+            status=await st.store.sends.status(send_id),
         )
         rate = counts["sent"] / seconds if seconds else 0.0
         ctx.throughput.append(

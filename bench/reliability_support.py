@@ -160,11 +160,11 @@ async def prepare_send(store: Store, workdir: Path, count: int, *, name: str) ->
     if not report.ok:
         raise RuntimeError(f"the import of {count} members failed: {report}")
     content = Content(name=name, kind="announcement", subject="Fiabilité", body="Bonjour.")
-    campaign = await store.sending.save_campaign(
+    campaign = await store.campaigns.save(
         content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
         now=utcnow(),
     )  # fmt: skip
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign, key="announce", action="announcement", due_at=utcnow(), now=utcnow()
     )
     return send_id
@@ -300,8 +300,8 @@ class Tally:
 async def tally(store: Store, send_id: int, sink: SmtpServer) -> Tally:
     copies = Counter(sink.recipients())
     by_status: dict[str, set[str]] = {}
-    async for row in store.sending.report(send_id):
-        by_status.setdefault(str(row["status"]), set()).add(str(row["email"]).lower())
+    async for row in store.figures.report(send_id):
+        by_status.setdefault(str(row.status), set()).add(str(row.email).lower())
     received = {address.lower() for address in copies}
     eligible = set().union(*by_status.values()) if by_status else set()
     failed = by_status.get("failed", set())
@@ -319,7 +319,7 @@ async def tally(store: Store, send_id: int, sink: SmtpServer) -> Tally:
         received=sum(copies.values()),
         sent_not_received=len(by_status.get("sent", set()) - received),
         unfinished=len(by_status.get("queued", set()) | by_status.get("deferred", set())),
-        status=(await store.sending.spec(send_id)).status,
+        status=(await store.sends.spec(send_id)).status,
     )
 
 
@@ -337,13 +337,13 @@ async def wait_done(
     last_report = time.monotonic()
     while True:
         try:
-            status = await store.sending.status(send_id)
+            status = await store.sends.status(send_id)
         except MailerError:
             status = "unreachable"
         if status == "done":
             return time.monotonic()
         if status in ("paused", "cancelled", "missed"):
-            spec = await store.sending.spec(send_id)
+            spec = await store.sends.spec(send_id)
             raise ScenarioFailed(f"the send ended {status}: {spec.reason}")
         if daemons and not any(d.alive for d in daemons):
             raise ScenarioFailed("every daemon exited before the send was done")

@@ -96,23 +96,23 @@ async def scenario(
             content = Content(
                 name=f"small-{n}", kind="announcement", subject="Petit", body="Court."
             )
-            campaign = await store.sending.save_campaign(
+            campaign = await store.campaigns.save(
                 content, list_slugs=["small"], sender_name=None, sender_address=None,
                 event=None, now=now,
             )  # fmt: skip
             when = start + timedelta(seconds=60 * n / sends)
-            send_id, _ = await store.sending.create_send(
+            send_id, _ = await store.sends.create(
                 campaign, key="announce", action="announcement", due_at=when, now=now
             )
             due[send_id] = when
         large_id = None
         if large:
             content = Content(name="large", kind="announcement", subject="Grand", body="Long.")
-            campaign = await store.sending.save_campaign(
+            campaign = await store.campaigns.save(
                 content, list_slugs=["big"], sender_name=None, sender_address=None, event=None,
                 now=now,
             )  # fmt: skip
-            large_id, _ = await store.sending.create_send(
+            large_id, _ = await store.sends.create(
                 campaign, key="announce", action="announcement",
                 due_at=start - timedelta(seconds=5), now=now,
             )  # fmt: skip
@@ -120,7 +120,7 @@ async def scenario(
         lags: list[tuple[float, float]] = []
         stop = asyncio.Event()
         async with transport:
-            engine = Engine(settings, store, transport, worker="bench")
+            engine = Engine(settings, store, transport, node="bench")
             async with Scheduler(engine, sync_interval=5.0, grace=3600, concurrent=concurrent):
                 lagger = asyncio.create_task(loop_lag(stop, lags))
                 deadline = time.time() + 15 + 60 + 60
@@ -130,8 +130,8 @@ async def scenario(
                 await lagger
         window: Window = None
         if large_id is not None:
-            rows = {r["id"]: r for r in await store.sending.sends_of(campaign)}
-            started, finished = rows[large_id]["started_at"], rows[large_id]["finished_at"]
+            rows = {r.id: r for r in await store.sends.of_campaign(campaign)}
+            started, finished = rows[large_id].started_at, rows[large_id].finished_at
             if started and finished:
                 window = (started.timestamp(), finished.timestamp())
         missing = set(due) - set(transport.first)

@@ -420,16 +420,16 @@ async def child_setup(work: Path, count: int, seed: int) -> dict[str, Any]:
         report = await import_file(store, csv_path, now=now)
         imported = time.perf_counter() - start
         content = Content(name=CAMPAIGN, kind="newsletter", subject=SUBJECT, body=body)
-        campaign = await store.sending.save_campaign(
+        campaign = await store.campaigns.save(
             content, list_slugs=[LIST_SLUG], sender_name=SENDER_NAME,
             sender_address=SENDER_ADDRESS, event=None, now=now,
         )  # fmt: skip
-        send_id, _ = await store.sending.create_send(
+        send_id, _ = await store.sends.create(
             campaign, key="bench", action="newsletter", due_at=now, now=now
         )
-        spec = await store.sending.spec(send_id)
+        spec = await store.sends.spec(send_id)
         first = None
-        async for recipient in store.recipients(LIST_SLUG, limit=1):
+        async for recipient in store.lists.recipients(LIST_SLUG, limit=1):
             first = recipient
         assert first is not None
     # The message as the send builds it for smtp-sink (which offers 8BITMIME).
@@ -586,7 +586,7 @@ async def child_e2e(
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         async with Store.open(settings) as store, open_transport(settings) as transport:
-            engine = Engine(settings, store, transport, worker="bench")
+            engine = Engine(settings, store, transport, node="bench")
             phases = _time_phases(engine)
             await store.ping()
             gc.collect()
@@ -630,10 +630,9 @@ async def child_e2e(
 async def child_stages(work: Path, send_id: int) -> dict[str, Any]:
     """Each stage of the send alone, over the same recipients: fetch, compose, record."""
     from mailer.compose import make_composer
-    from mailer.models import DeliveryStatus, SendInfo
+    from mailer.models import DeliveryResult, DeliveryStatus, SendInfo
     from mailer.render import Renderer
     from mailer.storage import Store
-    from mailer.storage.sending import Outcome
     from mailer.tokens import Signer
 
     database = _copy_database(work / "template.sqlite3", work)
@@ -642,11 +641,10 @@ async def child_stages(work: Path, send_id: int) -> dict[str, Any]:
     fetch = compose = record = 0.0
     try:
         async with Store.open(settings) as store:
-            sending = store.sending
-            spec = await sending.spec(send_id)
-            await sending.claim(send_id, worker="bench", now=now)
+            spec = await store.sends.spec(send_id)
+            await store.sends.claim(send_id, node="bench", now=now)
             cpu0 = time.process_time()
-            await sending.materialise(spec, now=now)
+            await store.deliveries.materialise(spec, now=now)
             materialise = time.process_time() - cpu0
             renderer, signer = Renderer(settings.paths.templates_dir), Signer([SECRET])
             composers = {
@@ -664,7 +662,7 @@ async def child_stages(work: Path, send_id: int) -> dict[str, Any]:
             after = 0
             while True:
                 cpu0 = time.process_time()
-                batch = await sending.due(
+                batch = await store.deliveries.due(
                     send_id, after=after, limit=settings.delivery.batch_size, now=now
                 )
                 fetch += time.process_time() - cpu0
@@ -676,7 +674,7 @@ async def child_stages(work: Path, send_id: int) -> dict[str, Any]:
                     built = composers[due.list_id].compose(due.recipient, date=now).message
                     compose += time.process_time() - cpu0
                     outcomes.append(
-                        Outcome(
+                        DeliveryResult(
                             due.id, DeliveryStatus.SENT, code=250, reply="2.0.0 Ok: queued as X",
                             message_id=built.message_id,
                         )
@@ -684,9 +682,9 @@ async def child_stages(work: Path, send_id: int) -> dict[str, Any]:
             step = settings.delivery.record_batch
             cpu0 = time.process_time()
             for first in range(0, len(outcomes), step):
-                await sending.record(outcomes[first : first + step], now=now)
+                await store.deliveries.record(outcomes[first : first + step], now=now)
             record = time.process_time() - cpu0
-            counts = await sending.counts(send_id)
+            counts = await store.figures.counts(send_id)
     finally:
         _remove_database(database)
     return {

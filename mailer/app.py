@@ -23,8 +23,7 @@ from mailer.errors import ConfigError, MessageError, StorageError
 from mailer.message import DkimSigner
 from mailer.scheduler import Scheduler
 from mailer.settings import SenderSettings, Settings, mask_url, require_working_links
-from mailer.storage import Store, ensure_data_dir, head_revision
-from mailer.storage.engine import sending_lock
+from mailer.storage import Store, ensure_data_dir, head_revision, sending_lock
 from mailer.tokens import load_signer
 from mailer.transport import open_transport
 from mailer.web import WebServer, create_app
@@ -100,7 +99,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             else f"capture to {settings.paths.data_dir / 'outbox'}"
         )
         sender = await stack.enter_async_context(open_transport(settings))
-        engine = Engine(settings, store, sender, worker=worker_name())
+        engine = Engine(settings, store, sender, node=node_name())
         scheduler = await stack.enter_async_context(
             Scheduler(
                 engine,
@@ -179,12 +178,12 @@ async def take_back_leases(store: Store) -> None:
     """Release the leases of daemons of this machine that are gone (a crash, kill -9), so
     that a restart resumes their deliveries at once rather than when the leases expire."""
     host = socket.gethostname()
-    for holder in await store.sending.lease_holders(now=datetime.now(UTC)):
+    for holder in await store.deliveries.lease_holders(now=datetime.now(UTC)):
         name, _, pid = holder.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        released = await store.sending.release(None, worker=holder)
-        log.info("took back %s deliveries leased by %s, which is gone", released, holder)
+        released = await store.deliveries.release(None, node=holder)
+        log.info("took back %s deliveries leased by node %s, which is gone", released, holder)
 
 
 def _alive(pid: int) -> bool:
@@ -226,5 +225,6 @@ def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_signal_handler(signum)
 
 
-def worker_name() -> str:
+def node_name() -> str:
+    """This daemon's identity (``host:pid``): who claims sends and holds leases."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -36,15 +36,24 @@ from mailer.cli_support import (
     safe,
     visible,
 )
-from mailer.compose import EVENT_ACTIONS, make_composer
+from mailer.compose import make_composer
 from mailer.dispatch import Engine, RunSummary
 from mailer.errors import ConfigError, MailerError, NotFoundError, SendingLocked, StateError
+from mailer.lifecycle import SendMove
 from mailer.logs import configure
-from mailer.models import CampaignKind, Recipient, SendInfo, SendStatus, SuppressionReason
+from mailer.models import (
+    EVENT_ACTIONS,
+    REPORT_COLUMNS,
+    CampaignKind,
+    Recipient,
+    SendInfo,
+    SendStatus,
+    SuppressionAction,
+    SuppressionReason,
+)
 from mailer.render import Renderer
 from mailer.settings import describe, example_env, load_settings
-from mailer.storage import Store, head_revision
-from mailer.storage.engine import sending_lock
+from mailer.storage import Store, head_revision, sending_lock
 from mailer.tokens import load_signer
 from mailer.transport import open_transport
 
@@ -197,7 +206,7 @@ async def lists_sync(prune: bool) -> int:
 async def lists_show(slug: str | None) -> None:
     """Show the lists and their members by status."""
     async with _store() as store:
-        summaries = await store.list_summaries(slug)
+        summaries = await store.lists.summaries(slug)
     if not summaries:
         out.print("no list yet: put CSV files under lists/ and run `mailer lists sync`")
         return
@@ -374,9 +383,9 @@ async def preview(
     slug = slug or campaign.data.lists[0]
     now = _now()
     async with _store() as store:
-        list_info = await store.list_info(slug)
+        list_info = await store.lists.info(slug)
         key = address_key(email) if email else None
-        chosen = [r async for r in store.recipients(slug, email_key=key, limit=1)]
+        chosen = [r async for r in store.lists.recipients(slug, email_key=key, limit=1)]
         if email and not chosen:
             raise NotFoundError(f"{email} is not a subscribed member of {slug!r}")
         recipient = chosen[0] if chosen else Recipient(id=0, email="preview@example.org")
@@ -402,7 +411,7 @@ async def preview(
         composed = composer.compose(recipient, date=now)
         failed = 0
         if check_all:
-            members = [r async for r in store.recipients(slug)]
+            members = [r async for r in store.lists.recipients(slug)]
             report = composer.check(members, date=now)
             for address, reason in report.reasons:
                 err.print(visible(f"{address}: {reason}"), markup=False)
@@ -453,7 +462,7 @@ async def send_create(campaign_file: Path, action: str | None, key: str | None) 
         raise ConfigError(f"--action {action} does not fit a campaign of kind {kind.value}")
     now = _now()
     async with _store() as store:
-        campaign_id = await store.sending.save_campaign(
+        campaign_id = await store.campaigns.save(
             campaign.content,
             list_slugs=campaign.data.lists,
             sender_name=campaign.data.sender.name,
@@ -461,7 +470,7 @@ async def send_create(campaign_file: Path, action: str | None, key: str | None) 
             event=campaign.event(domain=settings.sender.domain),
             now=now,
         )
-        send_id, created = await store.sending.create_send(
+        send_id, created = await store.sends.create(
             campaign_id, key=key or action, action=action, due_at=now, now=now
         )
     state = "created" if created else "already exists"
@@ -473,12 +482,12 @@ async def send_create(campaign_file: Path, action: str | None, key: str | None) 
 async def send_list() -> None:
     """Every send, by due time."""
     async with _store() as store:
-        rows = await store.sending.list_sends()
+        rows = await store.sends.overview()
     table = Table("send", "campaign", "key", "status", "due (UTC)", "reason")
     for r in rows:
         table.add_row(
-            str(r["id"]), safe(r["name"]), safe(r["key"]), r["status"],
-            f"{r['due_at']:%Y-%m-%d %H:%M}", safe(r["reason"] or ""),
+            str(r.id), safe(r.campaign), safe(r.key), r.status, f"{r.due_at:%Y-%m-%d %H:%M}",
+            safe(r.reason or ""),
         )  # fmt: skip
     out.print(table)
 
@@ -506,18 +515,16 @@ async def _run_in_foreground(store: Store, send_id: int, *, wait: bool) -> RunSu
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    sending = store.sending
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(sending_lock(store.engine))  # one sender per SQLite file
-        await sending.spec(send_id)  # an unknown send: said before the relay is opened
+        await store.sends.spec(send_id)  # an unknown send: said before the relay is opened
         await app.take_back_leases(store)
         transport = await stack.enter_async_context(open_transport(settings))
-        spec = await sending.spec(send_id)
+        spec = await store.sends.spec(send_id)
         if spec.status == SendStatus.PAUSED:
-            await sending.set_status(send_id, SendStatus.RUNNING, now=_now())
-        start = await sending.counts(send_id)
-        due = start["queued"] + start["deferred"] or None
-        engine = Engine(settings, store, transport, worker=app.worker_name())
+            await store.sends.move(send_id, SendMove.RESUME, now=_now())
+        due = (await store.figures.counts(send_id)).pending or None
+        engine = Engine(settings, store, transport, node=app.node_name())
         with Progress(
             TextColumn("send {task.fields[send]}"), BarColumn(), TextColumn("{task.completed}"),
             TextColumn("sent {task.fields[sent]} deferred {task.fields[deferred]} "
@@ -567,9 +574,9 @@ def _print_summary(summary: RunSummary) -> None:
 async def send_status(send_id: int) -> None:
     """Where a send stands: its status and its deliveries by status."""
     async with _store() as store:
-        spec = await store.sending.spec(send_id)
-        counts = await store.sending.counts(send_id)
-        next_retry = await store.sending.next_retry(send_id)
+        spec = await store.sends.spec(send_id)
+        counts = await store.figures.counts(send_id)
+        next_retry = await store.deliveries.next_retry(send_id)
     _print_summary(RunSummary(send_id, spec.status, counts, spec.reason, next_retry))
 
 
@@ -583,7 +590,7 @@ async def send_retry_failed(send_id: int, wait: bool) -> int:
     skipped. With a daemon sending from this SQLite file, it sends them."""
     app.check_sending(_settings())  # refused links or DKIM key: said before anything is queued
     async with _store() as store:
-        count = await store.sending.retry_failed(send_id, now=_now())
+        count = await store.sends.retry_failed(send_id, now=_now())
         out.print(f"send {send_id}: {count} deliveries queued again", markup=False)
         try:
             summary = await _run_in_foreground(store, send_id, wait=wait)
@@ -600,10 +607,7 @@ async def send_retry_failed(send_id: int, wait: bool) -> int:
 async def send_pause(send_id: int) -> None:
     """Stop a send after the messages in flight; `send run` resumes it."""
     async with _store() as store:
-        done = await store.sending.set_status(
-            send_id, SendStatus.PAUSED, now=_now(), reason="paused by staff",
-            only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING],
-        )  # fmt: skip
+        done = await store.sends.move(send_id, SendMove.PAUSE, now=_now(), reason="paused by staff")
     if not done:
         raise StateError(f"send {send_id} is not scheduled or running")
     out.print(f"send {send_id} paused", markup=False)
@@ -615,10 +619,9 @@ async def send_pause(send_id: int) -> None:
 async def send_cancel(send_id: int) -> None:
     """Cancel a send that has not finished; what was sent stays recorded."""
     async with _store() as store:
-        done = await store.sending.set_status(
-            send_id, SendStatus.CANCELLED, now=_now(), reason="cancelled by staff",
-            only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING, SendStatus.PAUSED],
-        )  # fmt: skip
+        done = await store.sends.move(
+            send_id, SendMove.CANCEL, now=_now(), reason="cancelled by staff"
+        )
     if not done:
         raise StateError(f"send {send_id} has already ended")
     out.print(f"send {send_id} cancelled", markup=False)
@@ -631,23 +634,24 @@ async def send_cancel(send_id: int) -> None:
 @_async
 async def send_report(send_id: int, as_csv: bool, output: Path | None) -> None:
     """Who got it, who did not, and why."""
-    columns = ["email", "list", "status", "attempts", "smtp_code", "smtp_reply", "reason",
-               "message_id", "sent_at"]  # fmt: skip
+    columns = list(REPORT_COLUMNS)
     async with _store() as store:
-        await store.sending.spec(send_id)
-        rows = [r async for r in store.sending.report(send_id)]
+        await store.sends.spec(send_id)
+        rows = [r async for r in store.figures.report(send_id)]
     if as_csv or output:
         handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for r in rows:
-            writer.writerow([lists.neutralise("" if r[c] is None else str(r[c])) for c in columns])
+            writer.writerow(
+                [lists.neutralise("" if r.value(c) is None else str(r.value(c))) for c in columns]
+            )
         if output:
             handle.close()
         return
     table = Table(*columns[:7])
     for r in rows:
-        table.add_row(*("" if r[c] is None else safe(r[c]) for c in columns[:7]))
+        table.add_row(*("" if r.value(c) is None else safe(r.value(c)) for c in columns[:7]))
     out.print(table)
 
 
@@ -679,10 +683,10 @@ async def subscribers_add(
         raise ConfigError(f"--{row.column}: {row.reason}")
     async with _store() as store:
         try:
-            before = await store.show_subscriber(row.key)
+            before = await store.subscribers.show(row.key)
         except NotFoundError:
             before = None
-        message = await store.add_subscriber(row, slug=slug, source="cli", now=_now(), force=force)
+        message = await store.subscribers.add(row, slug=slug, source="cli", now=_now(), force=force)
     out.print(visible(message), markup=False)
     if before is None:
         return 0
@@ -715,7 +719,7 @@ async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
     if slug is None and not yes:
         click.confirm(f"Erase {email} and all their history?", abort=True)
     async with _store() as store:
-        message = await store.remove_subscriber(address_key(email), slug=slug)
+        message = await store.subscribers.remove(address_key(email), slug=slug)
     out.print(visible(f"{email}: {message}"), markup=False)
 
 
@@ -725,7 +729,7 @@ async def subscribers_remove(email: str, slug: str | None, yes: bool) -> None:
 async def subscribers_show(email: str) -> None:
     """Show a subscriber, their lists and any suppression."""
     async with _store() as store:
-        view = await store.show_subscriber(address_key(email))
+        view = await store.subscribers.show(address_key(email))
     table = Table(box=None, show_header=False)
     for label, value in (
         ("email", view.email),
@@ -738,7 +742,7 @@ async def subscribers_show(email: str) -> None:
             (
                 "suppression history",
                 f"{e.at:%Y-%m-%d %H:%M} UTC {e.action}"
-                + (f" ({e.reason})" if e.action == "suppress" else "")
+                + (f" ({e.reason})" if e.action == SuppressionAction.SUPPRESS else "")
                 + f" by {e.actor}"
                 + (f": {e.detail}" if e.detail else ""),
             )
@@ -759,7 +763,9 @@ async def subscribers_show(email: str) -> None:
 async def subscribers_unsubscribe(email: str, slug: str | None) -> None:
     """Record an unsubscribe (an import never re-subscribes them)."""
     async with _store() as store:
-        changed = await store.unsubscribe(address_key(email), slug=slug, source="cli", now=_now())
+        changed = await store.subscribers.unsubscribe(
+            address_key(email), slug=slug, source="cli", now=_now()
+        )
     out.print(visible(f"{email}: unsubscribed from {changed} list(s)"), markup=False)
 
 
@@ -777,7 +783,7 @@ async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
     """Never mail this address again, whatever any list says (`unsuppress` lifts it)."""
     key = normalize(email).key
     async with _store() as store:
-        added = await store.suppress(
+        added = await store.subscribers.suppress(
             key, reason=SuppressionReason(reason), detail=detail, now=_now(), actor=_actor()
         )
     out.print(f"{email}: " + ("suppressed" if added else "was already suppressed"), markup=False)
@@ -794,7 +800,7 @@ async def subscribers_unsuppress(email: str, why: str) -> None:
         raise ConfigError("--reason: say why the suppression is lifted")
     key = normalize(email).key
     async with _store() as store:
-        was = await store.unsuppress(key, why=why.strip(), actor=_actor(), now=_now())
+        was = await store.subscribers.unsuppress(key, why=why.strip(), actor=_actor(), now=_now())
     out.print(
         visible(
             f"{email}: suppression ({was}) lifted; `mailer send retry-failed SEND` mails what "

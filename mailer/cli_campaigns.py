@@ -19,7 +19,8 @@ from mailer.campaigns import demo_start
 from mailer.cli_support import _async, _now, _settings, _store, err, out, safe, visible
 from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
-from mailer.models import EventStatus, Recipient, SendInfo, SendStatus
+from mailer.lifecycle import SendMove
+from mailer.models import EventStatus, Recipient, SendAction, SendInfo, SendStatus
 from mailer.render import Renderer
 from mailer.schedule import Planned, reminders
 from mailer.storage import Store
@@ -58,7 +59,7 @@ async def _check_lists(store: Store, campaign: campaigns.Campaign) -> None:
     """Every list the campaign names exists in the database."""
     for slug in campaign.data.lists:
         try:
-            await store.list_info(slug)
+            await store.lists.info(slug)
         except NotFoundError as exc:
             raise campaigns.CampaignFileError(f"{campaign.path}: lists: {exc}") from None
 
@@ -112,14 +113,14 @@ async def campaign_create(path: Path, demo: bool) -> None:
             options["until"] = until.isoformat()
     async with _store() as store:
         await _check_lists(store, campaign)
-        campaign_id = await store.sending.save_campaign(
+        campaign_id = await store.campaigns.save(
             campaign.content, list_slugs=campaign.data.lists,
             sender_name=campaign.data.sender.name, sender_address=campaign.data.sender.address,
             event=event, now=now, options=options,
         )  # fmt: skip
         created: list[Planned] = []
         for p in planned:
-            _, new = await store.sending.create_send(
+            _, new = await store.sends.create(
                 campaign_id, key=p.key, action=p.action, due_at=p.due, now=now
             )
             if new:
@@ -146,11 +147,11 @@ async def campaign_create(path: Path, demo: bool) -> None:
 async def campaign_list() -> None:
     """Stored campaigns, their status and next send."""
     async with _store() as store:
-        rows = await store.sending.campaigns()
+        rows = await store.campaigns.summaries()
     table = Table("campaign", "kind", "status", "next send (UTC)")
     for r in rows:
-        next_due = f"{r['next_due']:%Y-%m-%d %H:%M}" if r["next_due"] else ""
-        table.add_row(safe(r["name"]), safe(r["kind"]), safe(r["status"]), next_due)
+        next_due = f"{r.next_due:%Y-%m-%d %H:%M}" if r.next_due else ""
+        table.add_row(safe(r.name), safe(r.kind), safe(r.status), next_due)
     out.print(table)
 
 
@@ -160,25 +161,25 @@ async def campaign_list() -> None:
 async def campaign_show(name: str) -> None:
     """A campaign and each of its sends."""
     async with _store() as store:
-        row = await store.sending.campaign(name)
-        sends = await store.sending.sends_of(row["id"])
-        counts = {s["id"]: await store.sending.counts(s["id"]) for s in sends}
-    zone = ZoneInfo(row["timezone"])
-    out.print(visible(f"{row['name']}: {row['kind']}, {row['status']}, template {row['template']}, "
+        row = await store.campaigns.get(name)
+        sends = await store.sends.of_campaign(row.id)
+        counts = {s.id: await store.figures.counts(s.id) for s in sends}
+    zone = ZoneInfo(row.timezone)
+    out.print(visible(f"{row.name}: {row.kind}, {row.status}, template {row.template}, "
                       f"time zone {zone.key}"), markup=False)  # fmt: skip
     table = Table("send", "key", "status", "due (local)", "sent", "failed", "skipped", "reason")
     for s in sends:
-        c = counts[s["id"]]
+        c = counts[s.id]
         table.add_row(
-            str(s["id"]), safe(s["key"]), safe(s["status"]),
-            f"{s['due_at'].astimezone(zone):%Y-%m-%d %H:%M %Z}",
-            str(c["sent"]), str(c["failed"]), str(c["skipped"]), safe(s["reason"] or ""),
+            str(s.id), safe(s.key), safe(s.status),
+            f"{s.due_at.astimezone(zone):%Y-%m-%d %H:%M %Z}",
+            str(c.sent), str(c.failed), str(c.skipped), safe(s.reason or ""),
         )  # fmt: skip
     out.print(table)
 
 
 async def _campaign_id(store: Store, name: str) -> int:
-    return int((await store.sending.campaign(name))["id"])
+    return (await store.campaigns.get(name)).id
 
 
 @campaign_group.command("pause")
@@ -187,7 +188,7 @@ async def _campaign_id(store: Store, name: str) -> int:
 async def campaign_pause(name: str) -> None:
     """Pause every send of a campaign that has not ended (after the messages in flight)."""
     async with _store() as store:
-        count = await store.sending.pause_campaign(await _campaign_id(store, name), now=_now())
+        count = await store.campaigns.pause(await _campaign_id(store, name), now=_now())
     out.print(visible(f"campaign {name} paused ({count} send(s))"), markup=False)
 
 
@@ -197,7 +198,7 @@ async def campaign_pause(name: str) -> None:
 async def campaign_resume(name: str) -> None:
     """Resume a paused campaign: its sends go on where they stopped."""
     async with _store() as store:
-        count = await store.sending.resume_campaign(await _campaign_id(store, name), now=_now())
+        count = await store.campaigns.resume(await _campaign_id(store, name), now=_now())
     out.print(visible(f"campaign {name} resumed ({count} send(s))"), markup=False)
 
 
@@ -207,7 +208,7 @@ async def campaign_resume(name: str) -> None:
 async def campaign_cancel(name: str) -> None:
     """Cancel every send of a campaign that has not ended; what was sent stays recorded."""
     async with _store() as store:
-        count = await store.sending.cancel_sends(
+        count = await store.campaigns.cancel_sends(
             await _campaign_id(store, name), now=_now(), reason="campaign cancelled"
         )
     out.print(visible(f"campaign {name} cancelled ({count} send(s))"), markup=False)
@@ -225,18 +226,20 @@ async def campaign_test(name: str, to: str, as_email: str | None, action: str | 
     target = normalize(to).email
     now = _now()
     async with _store() as store:
-        row = await store.sending.campaign(name)
-        sends = await store.sending.sends_of(row["id"])
+        row = await store.campaigns.get(name)
+        sends = await store.sends.of_campaign(row.id)
         if not sends:
             raise NotFoundError(f"campaign {name} has no send")
-        send = next((s for s in sends if action in (None, s["action"])), None)
+        send = next((s for s in sends if action in (None, s.action)), None)
         if send is None:
             raise ConfigError(f"--action {action}: campaign {name} has no such send")
-        spec = await store.sending.spec(send["id"])
+        spec = await store.sends.spec(send.id)
         list_info, subscriber = spec.lists[0], Recipient(id=0, email="preview@example.org")
         key = address_key(as_email) if as_email else None
         for candidate in spec.lists:  # --as: the first list of the campaign that has them
-            found = [r async for r in store.recipients(candidate.slug, email_key=key, limit=1)]
+            found = [
+                r async for r in store.lists.recipients(candidate.slug, email_key=key, limit=1)
+            ]
             if found:
                 list_info, subscriber = candidate, found[0]
                 break
@@ -298,40 +301,37 @@ async def event_update(name: str, path: Path) -> None:
         raise ConfigError(f"{path}: event.start: the new start has passed")
     async with _store() as store:
         campaign_id = await _campaign_id(store, name)
-        sequence = await store.sending.update_event(
+        sequence = await store.campaigns.update_event(
             campaign_id, event, status=EventStatus.CONFIRMED, now=now
         )
-        sends = await store.sending.sends_of(campaign_id)
+        sends = await store.sends.of_campaign(campaign_id)
         planned, _ = reminders(
             event.start, campaign.data.event.reminders, now=now, zone=campaign.zone
         )
         wanted = {p.key: p.due for p in planned}
         moved, dropped = [], []
         for s in sends:
-            if s["action"] != "reminder" or s["status"] != SendStatus.SCHEDULED:
+            if s.action != SendAction.REMINDER or s.status != SendStatus.SCHEDULED:
                 continue
-            due = wanted.pop(s["key"], None)
+            due = wanted.pop(s.key, None)
             if due is None or due <= now:
-                await store.sending.set_status(
-                    s["id"], SendStatus.CANCELLED, now=now, reason="the event moved",
-                    only_from=[SendStatus.SCHEDULED],
-                )  # fmt: skip
-                dropped.append(s["key"])
+                await store.sends.move(s.id, SendMove.DROP, now=now, reason="the event moved")
+                dropped.append(s.key)
             else:
-                await store.sending.reschedule(s["id"], due, now=now)
-                moved.append(s["key"])
+                await store.sends.reschedule(s.id, due, now=now)
+                moved.append(s.key)
         for key, due in wanted.items():
-            if due > now and not any(s["key"] == key for s in sends):
-                await store.sending.create_send(
-                    campaign_id, key=key, action="reminder", due_at=due, now=now
+            if due > now and not any(s.key == key for s in sends):
+                await store.sends.create(
+                    campaign_id, key=key, action=SendAction.REMINDER, due_at=due, now=now
                 )
                 moved.append(key)
-        invitation = next((s for s in sends if s["key"] == "invitation"), None)
+        invitation = next((s for s in sends if s.key == "invitation"), None)
         update_id = None
-        if invitation is not None and (await store.sending.counts(invitation["id"]))["sent"]:
-            update_id, _ = await store.sending.create_send(
-                campaign_id, key=f"update:{sequence}", action="update", due_at=now, now=now,
-                audience_send_id=invitation["id"],
+        if invitation is not None and (await store.figures.counts(invitation.id)).sent:
+            update_id, _ = await store.sends.create(
+                campaign_id, key=f"update:{sequence}", action=SendAction.UPDATE, due_at=now,
+                now=now, audience_send_id=invitation.id,
             )  # fmt: skip
     zone = campaign.zone
     start = event.start.astimezone(zone)
@@ -354,22 +354,24 @@ async def event_cancel(name: str) -> None:
     now = _now()
     async with _store() as store:
         campaign_id = await _campaign_id(store, name)
-        sends = await store.sending.sends_of(campaign_id)
-        invitation = next((s for s in sends if s["key"] == "invitation"), None)
+        sends = await store.sends.of_campaign(campaign_id)
+        invitation = next((s for s in sends if s.key == "invitation"), None)
         if invitation is None:
             raise ConfigError(f"campaign {name} has no event invitation")
-        spec = await store.sending.spec(invitation["id"])
+        spec = await store.sends.spec(invitation.id)
         if spec.event is None:
             raise ConfigError(f"campaign {name} has no event")
-        cancelled = await store.sending.cancel_sends(campaign_id, now=now, reason="event cancelled")
-        sequence = await store.sending.update_event(
+        cancelled = await store.campaigns.cancel_sends(
+            campaign_id, now=now, reason="event cancelled"
+        )
+        sequence = await store.campaigns.update_event(
             campaign_id, spec.event, status=EventStatus.CANCELLED, now=now
         )
         notice = None
-        if (await store.sending.counts(invitation["id"]))["sent"]:
-            notice, _ = await store.sending.create_send(
-                campaign_id, key=f"cancellation:{sequence}", action="cancellation", due_at=now,
-                now=now, audience_send_id=invitation["id"],
+        if (await store.figures.counts(invitation.id)).sent:
+            notice, _ = await store.sends.create(
+                campaign_id, key=f"cancellation:{sequence}", action=SendAction.CANCELLATION,
+                due_at=now, now=now, audience_send_id=invitation.id,
             )  # fmt: skip
     who = f"cancellation to those invited: send {notice}" if notice else "nobody was invited"
     out.print(visible(f"event {name} cancelled: {cancelled} pending send(s) stopped; {who}"),
@@ -385,35 +387,35 @@ async def status_command() -> None:
     """Upcoming sends in local time, running ones with progress, paused and missed ones."""
     now = datetime.now(UTC)
     async with _store() as store:
-        rows = await store.sending.list_sends()
+        rows = await store.sends.overview()
         details = {}
         for r in rows:
-            if r["status"] in (SendStatus.RUNNING, SendStatus.PAUSED):
-                details[r["id"]] = (
-                    await store.sending.counts(r["id"]),
-                    await store.sending.rate(r["id"], now=now),
-                    await store.sending.holders(r["id"], now=now),
+            if r.status in (SendStatus.RUNNING, SendStatus.PAUSED):
+                details[r.id] = (
+                    await store.figures.counts(r.id),
+                    await store.figures.rate(r.id, now=now),
+                    await store.figures.holders(r.id, now=now),
                 )
     table = Table("send", "campaign", "key", "status", "when", "progress", "daemons", "reason")
     for r in rows:
-        zone = ZoneInfo(r["timezone"])
-        when = f"{r['due_at'].astimezone(zone):%a %d %b %H:%M %Z}"
+        zone = ZoneInfo(r.timezone)
+        when = f"{r.due_at.astimezone(zone):%a %d %b %H:%M %Z}"
         progress = daemons = ""
-        if r["id"] in details:
-            c, rate, holders = details[r["id"]]
-            done = c["sent"] + c["failed"] + c["skipped"]
-            progress = f"{done}/{sum(c.values())}, {rate:.1f}/s"
-            # which daemon holds which part of the send, and at what rate
+        if r.id in details:
+            c, rate, holders = details[r.id]
+            done = c.sent + c.failed + c.skipped
+            progress = f"{done}/{c.total}, {rate:.1f}/s"
+            # which node holds which part of the send, and at what rate
             daemons = "\n".join(
-                f"{safe(worker)}: {leased} leased, {per_second:.1f}/s"
-                for worker, leased, per_second in holders
+                f"{safe(node)}: {leased} leased, {per_second:.1f}/s"
+                for node, leased, per_second in holders
                 if leased or per_second
             )
-        if r["status"] in (SendStatus.DONE, SendStatus.CANCELLED):
+        if r.status in (SendStatus.DONE, SendStatus.CANCELLED):
             continue
         table.add_row(
-            str(r["id"]), safe(r["name"]), safe(r["key"]), safe(r["status"]), when, progress,
-            daemons, safe(r["reason"] or ""),
+            str(r.id), safe(r.campaign), safe(r.key), safe(r.status), when, progress,
+            daemons, safe(r.reason or ""),
         )  # fmt: skip
     out.print(table)
 

@@ -25,12 +25,17 @@ from mailer.message import (
     check_address,
     make_message_id,
 )
-from mailer.models import CONFIRM_ACTION, Links, Recipient, Rendered, SendInfo
+from mailer.models import (
+    CONFIRM_ACTION,
+    Links,
+    Recipient,
+    Rendered,
+    SendAction,
+    SendInfo,
+)
 from mailer.render import CheckReport, CompiledSend, Renderer, preflight
 from mailer.settings import Settings
 from mailer.tokens import Signer, links_for
-
-EVENT_ACTIONS = ("invitation", "reminder", "update", "cancellation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +175,7 @@ def make_composer(
     if send.event is not None:
         from mailer import ics  # icalendar weighs 4 MiB: loaded only for event sends
 
-        cancel = send.action == "cancellation"
+        cancel = send.action == SendAction.CANCELLATION
         calendar = CalendarPart(
             ics=ics.build(
                 send.event,

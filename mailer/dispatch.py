@@ -17,7 +17,7 @@ leaves those deliveries ``queued``, and they go again when the send resumes. At 
 recorder, so a crash doubles at most ``pool_size + record_batch`` messages; nothing else is
 ever sent twice, and nothing is ever lost: every delivery ends sent, failed or skipped.
 
-A worker that lost its lease (frozen, cut off) sends nothing more of what it held: before
+A node that lost its lease (frozen, cut off) sends nothing more of what it held: before
 each message it checks that its lease on the delivery has time left, with a margin
 (fencing), so a frozen node cannot stretch that window either.
 
@@ -38,7 +38,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,15 +46,23 @@ from datetime import UTC, datetime, timedelta
 from mailer.addresses import address_key
 from mailer.compose import Composer, make_composer
 from mailer.errors import MailerError, MessageError, TemplateError
+from mailer.lifecycle import SendMove
 from mailer.message import Built
-from mailer.models import CONFIRM_ACTION, DeliveryStatus, SendInfo, SendStatus
+from mailer.models import (
+    CONFIRM_ACTION,
+    DeliveryResult,
+    DeliveryStatus,
+    Due,
+    SendAction,
+    SendInfo,
+    SendSpec,
+    SendStatus,
+)
 from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
-from mailer.storage.sending import Due, Outcome, SendSpec
 from mailer.tokens import Signer, load_signer
-from mailer.transport import Outcome as SmtpOutcome
-from mailer.transport import Result, Transport, TransportFatal
+from mailer.transport import Outcome, Result, Transport, TransportFatal
 from mailer.workers import Recipe, RenderPool, RenderWorkerLost, compose_batch
 
 log = logging.getLogger("mailer.dispatch")
@@ -76,7 +84,7 @@ def utcnow() -> datetime:
 class RunSummary:
     send_id: int
     status: str
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
     next_retry: datetime | None = None
     claimed: bool = True
@@ -99,7 +107,7 @@ class Engine:
         store: Store,
         transport: Transport,
         *,
-        worker: str,
+        node: str,
         renderer: Renderer | None = None,
         signer: Signer | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -108,7 +116,7 @@ class Engine:
         self.settings = settings
         self.store = store
         self.transport = transport
-        self.worker = worker
+        self.node = node  # this daemon's identity: who claims sends and leases deliveries
         self.renderer = renderer  # None: one per version of the template files
         self._renderers: tuple[int, Renderer] | None = None
         self.signer = signer or load_signer(settings.secret_keys, settings.paths.data_dir)
@@ -132,27 +140,30 @@ class Engine:
         it again; its status is only a hint, since the claim is conditional.
         """
         stop = stop or asyncio.Event()
-        sending = self.store.sending
+        store = self.store
         if spec is None or spec.id != send_id:
-            spec = await sending.spec(send_id)
+            spec = await store.sends.spec(send_id)
         if spec.status in (SendStatus.SCHEDULED, SendStatus.RUNNING) and self._too_late(spec):
-            await sending.set_status(
-                send_id, SendStatus.MISSED, now=self.clock(), reason="the event has started",
-                only_from=[SendStatus.SCHEDULED, SendStatus.RUNNING],
-            )  # fmt: skip
-            spec = await sending.spec(send_id)
-            return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
+            await store.sends.move(
+                send_id, SendMove.TOO_LATE, now=self.clock(), reason="the event has started"
+            )
+            spec = await store.sends.spec(send_id)
+            return RunSummary(
+                send_id, spec.status, await store.figures.counts(send_id), spec.reason
+            )
         if spec.status == SendStatus.SCHEDULED:
-            if not await sending.start(spec, worker=self.worker, now=self.clock()):
-                fresh = await sending.spec(send_id)
+            if not await store.sends.start(spec, node=self.node, now=self.clock()):
+                fresh = await store.sends.spec(send_id)
                 return RunSummary(send_id, fresh.status, claimed=False, reason=fresh.reason)
         elif spec.status != SendStatus.RUNNING:
-            return RunSummary(send_id, spec.status, await sending.counts(send_id), spec.reason)
-        elif not await sending.has_deliveries(send_id):
+            return RunSummary(
+                send_id, spec.status, await store.figures.counts(send_id), spec.reason
+            )
+        elif not await store.deliveries.exist(send_id):
             # A crash between the claim and the materialise: its transaction left nothing.
             # Otherwise the audience was fixed when the send started; a resume or a retry pass
             # neither scans the lists again nor adds those who joined since.
-            await sending.materialise(spec, now=self.clock())
+            await store.deliveries.materialise(spec, now=self.clock())
         try:
             composers = self._composers(spec)
             first, total = await self._preflight(spec, composers)
@@ -165,33 +176,26 @@ class Engine:
                 first = None
                 if stop.is_set() or not wait_for_retries:
                     break
-                if await sending.status(send_id) != SendStatus.RUNNING:
+                if await store.sends.status(send_id) != SendStatus.RUNNING:
                     break
-                next_retry = await sending.next_retry(send_id)
+                next_retry = await store.deliveries.next_retry(send_id)
                 if next_retry is None:
                     break
                 delay = max(0.0, (next_retry - self.clock()).total_seconds())
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
-                    counts = await sending.counts(send_id)
-                    total = counts["queued"] + counts["deferred"]  # this retry pass, at most
+                    total = (await store.figures.counts(send_id)).pending  # this pass, at most
                     continue
                 break
         except _Missed as missed:
-            await sending.set_status(
-                send_id, SendStatus.MISSED, now=self.clock(), reason=str(missed),
-                only_from=[SendStatus.RUNNING],
-            )  # fmt: skip
+            await store.sends.move(send_id, SendMove.OVERRUN, now=self.clock(), reason=str(missed))
             log.warning("send %s stopped: %s", send_id, missed)
         except _Paused as paused:
-            await sending.set_status(
-                send_id, SendStatus.PAUSED, now=self.clock(), reason=str(paused),
-                only_from=[SendStatus.RUNNING],
-            )  # fmt: skip
+            await store.sends.move(send_id, SendMove.HALT, now=self.clock(), reason=str(paused))
             log.warning("send %s paused: %s", send_id, paused)
-        counts = await sending.finish(send_id, now=self.clock())
-        status, reason, next_retry = await sending.standing(send_id)
+        counts = await store.sends.finish(send_id, now=self.clock())
+        status, reason, next_retry = await store.sends.standing(send_id)
         return RunSummary(send_id, status, counts, reason, next_retry)
 
     def _current_renderer(self) -> Renderer:
@@ -205,7 +209,7 @@ class Engine:
     def _too_late(self, spec: SendSpec) -> bool:
         """A reminder is never sent once its event has started."""
         return (
-            spec.action == "reminder"
+            spec.action == SendAction.REMINDER
             and spec.event is not None
             and self.clock() >= spec.event.start
         )
@@ -280,7 +284,7 @@ class Engine:
         """
         after, total = 0, 0
         built = built_failed = 0
-        failures: list[Outcome] = []
+        failures: list[DeliveryResult] = []
         campaign_failed = 0
         reasons: list[str] = []
         now = self.clock()
@@ -316,7 +320,7 @@ class Engine:
                         reasons.append(f"{due.recipient.email}: {_describe(exc)}")
 
         while True:
-            batch = await self.store.sending.due(
+            batch = await self.store.deliveries.due(
                 spec.id, after=after, limit=self.settings.delivery.batch_size, now=now,
                 pending_ok=spec.action == CONFIRM_ACTION,
             )  # fmt: skip
@@ -344,7 +348,7 @@ class Engine:
                 "rendered or built; " + "; ".join(reasons)
             )
         if failures:
-            await self.store.sending.record(failures, now=now, actor=f"send {spec.id}")
+            await self.store.deliveries.record(failures, now=now, actor=f"send {spec.id}")
             log.warning(
                 "send %s: %d recipients cannot be sent (recorded failed with the reason); "
                 "the others go",
@@ -377,7 +381,7 @@ class Engine:
         at most ``RENDER_AHEAD`` chunks ahead of the SMTP workers; if it dies, here."""
         connections = self.settings.smtp.pool_size
         outbox: asyncio.Queue[tuple[Due, Built] | None] = asyncio.Queue(maxsize=connections * 2)
-        results: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        results: asyncio.Queue[DeliveryResult | None] = asyncio.Queue()
         halt: list[str] = []  # a reason to pause, set by a worker
         late: list[str] = []  # a reminder whose event started: the rest is missed
         halted_by_staff: list[bool] = []  # paused or cancelled from the CLI meanwhile
@@ -398,7 +402,7 @@ class Engine:
             if loop.time() - checked < 0.5:
                 return True
             checked = loop.time()
-            if await self.store.sending.status(spec.id) == SendStatus.RUNNING:
+            if await self.store.sends.status(spec.id) == SendStatus.RUNNING:
                 return True
             halted_by_staff.append(True)
             return False
@@ -407,7 +411,7 @@ class Engine:
             return bool(halt or stop.is_set() or halted_by_staff or fenced)
 
         def lease_left(due: Due) -> bool:
-            """Fencing: a delivery goes only while this worker's lease on it has time left,
+            """Fencing: a delivery goes only while this node's lease on it has time left,
             with a margin. A node frozen (or cut off) longer than its lease lost it: the
             delivery may be another node's now, so it sends nothing more of what it held."""
             until = renewed.get(due.id, due.lease_until)
@@ -415,7 +419,7 @@ class Engine:
                 return True
             if not fenced:
                 log.warning(
-                    "send %s: this worker's lease on its deliveries ran out %.1f s ago (was "
+                    "send %s: this node's lease on its deliveries ran out %.1f s ago (was "
                     "it frozen or cut off?); it sends nothing more of them: they go to "
                     "whoever takes them",
                     spec.id, (self.clock() - until).total_seconds(),
@@ -428,7 +432,7 @@ class Engine:
 
         async def hand_over(due: Due, made: Built | str) -> None:
             if isinstance(made, str):
-                await results.put(Outcome(due.id, DeliveryStatus.FAILED, reason=made))
+                await results.put(DeliveryResult(due.id, DeliveryStatus.FAILED, reason=made))
             else:
                 await outbox.put((due, made))
 
@@ -465,15 +469,15 @@ class Engine:
             after = 0
             try:
                 while not await stopped():
-                    if first is not None and self.store.dialect == "sqlite":
-                        # one short batch, read by the pre-flight: the last as well (on SQLite
-                        # only: elsewhere another daemon may lease the same rows meanwhile)
+                    if first is not None and not self.store.capabilities.shares_leases:
+                        # one short batch, read by the pre-flight: the last as well (only
+                        # where leases are not shared: there another daemon may lease them)
                         batch = first
                     else:
-                        batch = await self.store.sending.due(
+                        batch = await self.store.deliveries.due(
                             spec.id, after=after, limit=self.settings.delivery.batch_size,
                             now=self.clock(), pending_ok=spec.action == CONFIRM_ACTION,
-                            worker=self.worker, lease=self.settings.delivery.lease,
+                            node=self.node, lease=self.settings.delivery.lease,
                         )  # fmt: skip
                     if not batch:
                         break
@@ -487,7 +491,9 @@ class Engine:
                         after = due.id
                         if due.skip_reason:
                             await results.put(
-                                Outcome(due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason)
+                                DeliveryResult(
+                                    due.id, DeliveryStatus.SKIPPED, reason=due.skip_reason
+                                )
                             )
                         elif pool is None or lost:
                             await hand_over(due, await self._compose_off_loop(composers, due))
@@ -551,7 +557,7 @@ class Engine:
                     outcome = put_back(outcome, problem)
                     to_record = [outcome]
                 else:
-                    permanent = result.outcome == SmtpOutcome.FAILED and result.code is not None
+                    permanent = result.outcome == Outcome.FAILED and result.code is not None
                     to_record = watch.add(outcome, permanent=permanent)
                     if watch.tripped is not None:
                         problem = watch.tripped
@@ -566,14 +572,14 @@ class Engine:
                     halt.append(problem)
 
         async def record() -> None:
-            buffer: list[Outcome] = []
+            buffer: list[DeliveryResult] = []
 
             async def flush() -> None:
                 nonlocal buffer
                 if not buffer:
                     return
                 try:
-                    await self.store.sending.record(
+                    await self.store.deliveries.record(
                         buffer, now=self.clock(), actor=f"send {spec.id}"
                     )
                 except BaseException:
@@ -605,14 +611,14 @@ class Engine:
                     await flush()
 
         async def heartbeat() -> None:
-            """Keep this worker's leases alive while it works on them."""
+            """Keep this node's leases alive while it works on them."""
             while True:
                 await asyncio.sleep(lease / 3)
                 now = self.clock()
                 until = now + timedelta(seconds=lease)
                 try:
-                    ids = await self.store.sending.renew(
-                        spec.id, worker=self.worker, until=until, now=now
+                    ids = await self.store.deliveries.renew(
+                        spec.id, node=self.node, until=until, now=now
                     )
                 except MailerError as exc:  # the next beat tries again; fencing stops us
                     log.warning("send %s: cannot renew the leases: %s", spec.id, exc)
@@ -666,7 +672,7 @@ class Engine:
             finally:
                 with contextlib.suppress(MailerError):
                     # what was leased and not attempted goes back now, not at expiry
-                    await self.store.sending.release(spec.id, worker=self.worker)
+                    await self.store.deliveries.release(spec.id, node=self.node)
         if halt:
             raise _Paused(halt[0])
         if late:
@@ -684,15 +690,15 @@ class Engine:
         except Exception as exc:  # a template's failure, whatever its kind
             return f"not built: {_describe(exc)}"
 
-    def _outcome(self, due: Due, built: Built, result: Result) -> Outcome:
+    def _outcome(self, due: Due, built: Built, result: Result) -> DeliveryResult:
         now = self.clock()
-        if result.outcome == SmtpOutcome.SENT:
-            return Outcome(
+        if result.outcome == Outcome.SENT:
+            return DeliveryResult(
                 due.id, DeliveryStatus.SENT, code=result.code, reply=result.reply,
                 message_id=built.message_id,
             )  # fmt: skip
-        if result.outcome == SmtpOutcome.FAILED:
-            return Outcome(
+        if result.outcome == Outcome.FAILED:
+            return DeliveryResult(
                 due.id, DeliveryStatus.FAILED, code=result.code, reply=result.reply,
                 message_id=built.message_id,
                 suppress_key=address_key(due.recipient.email) if result.suppress else None,
@@ -700,7 +706,7 @@ class Engine:
         attempts = due.attempts + 1
         lifetime = timedelta(seconds=self.settings.delivery.retry_lifetime)
         if now - due.created_at >= lifetime:
-            return Outcome(
+            return DeliveryResult(
                 due.id, DeliveryStatus.FAILED, code=result.code, reply=result.reply,
                 reason=f"gave up after {attempts} attempts over {lifetime}",
                 message_id=built.message_id,
@@ -708,7 +714,7 @@ class Engine:
         delay = min(
             timedelta(seconds=self.settings.delivery.retry_base * 2 ** (attempts - 1)), MAX_BACKOFF
         ) * self.rng.uniform(0.8, 1.2)
-        return Outcome(
+        return DeliveryResult(
             due.id, DeliveryStatus.DEFERRED, code=result.code, reply=result.reply,
             message_id=built.message_id, next_attempt_at=now + delay,
         )  # fmt: skip
@@ -735,11 +741,11 @@ class _RejectWatch:
         self.attempts = 0
         self.first_rejects = 0
         self.window: deque[bool] = deque(maxlen=self.WINDOW)
-        self.held: deque[tuple[int, Outcome]] = deque()  # (attempt number, outcome)
+        self.held: deque[tuple[int, DeliveryResult]] = deque()  # (attempt number, outcome)
         self.first_reply: str | None = None
         self.tripped: str | None = None  # the reason to pause, once tripped
 
-    def add(self, outcome: Outcome, *, permanent: bool) -> list[Outcome]:
+    def add(self, outcome: DeliveryResult, *, permanent: bool) -> list[DeliveryResult]:
         """Take one attempt's outcome; return the outcomes to record now."""
         self.attempts += 1
         self.window.append(permanent)
@@ -768,7 +774,7 @@ class _RejectWatch:
         self.held.clear()
         return held
 
-    def _release(self) -> list[Outcome]:
+    def _release(self) -> list[DeliveryResult]:
         """The refusals held that can no longer tip the rate: out of the first attempts
         and out of the window."""
         out = []
@@ -780,7 +786,7 @@ class _RejectWatch:
             out.append(self.held.popleft()[1])
         return out
 
-    def flush(self, *, complete: bool) -> list[Outcome]:
+    def flush(self, *, complete: bool) -> list[DeliveryResult]:
         """At the end of a pass: the refusals still held, recorded as they are when the
         pass went through (``complete``), else put back (nothing is known about them).
 
@@ -841,13 +847,15 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _not_built(due: Due, exc: BaseException) -> Outcome:
-    return Outcome(due.id, DeliveryStatus.FAILED, reason=f"not built: {_describe(exc)}"[:1000])
+def _not_built(due: Due, exc: BaseException) -> DeliveryResult:
+    return DeliveryResult(
+        due.id, DeliveryStatus.FAILED, reason=f"not built: {_describe(exc)}"[:1000]
+    )
 
 
-def put_back(outcome: Outcome, reason: str) -> Outcome:
+def put_back(outcome: DeliveryResult, reason: str) -> DeliveryResult:
     """The delivery goes back to the queue: no failure, no suppression, attempted again."""
-    return Outcome(
+    return DeliveryResult(
         outcome.delivery_id, DeliveryStatus.QUEUED, code=outcome.code, reply=outcome.reply,
         reason=f"put back: {reason}"[:1000], message_id=outcome.message_id,
     )  # fmt: skip
@@ -860,7 +868,7 @@ class _Streak:
         self.threshold = threshold
         self.count = 0
 
-    def add(self, outcome: Outcome) -> str | None:
+    def add(self, outcome: DeliveryResult) -> str | None:
         if outcome.status == DeliveryStatus.SENT:
             self.count = 0
             return None

@@ -12,7 +12,8 @@ Classified by what the caller should do about them::
     ├── TemplateError (ValueError)        a template cannot render (template, line, cause)
     ├── MessageError (ValueError)         a header value or address cannot go on the wire
     ├── transport.TransportFatal (ConnectionError)  login, TLS or relay set-up refused: pause
-    └── StateError (ValueError)           an illegal transition (subscribing a suppressed address)
+    └── StateError (ValueError)           an illegal transition (``mailer.lifecycle`` refuses the
+        │                                 move; subscribing a suppressed address)
         └── SendingLocked                 another process sends from this SQLite file
 """
 

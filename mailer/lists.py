@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mailer.addresses import check_name, normalize
 from mailer.errors import AddressError, ListImportError
-from mailer.models import OptInMode
-from mailer.storage import ImportTally, ListMeta, Store, SubscriberRow
+from mailer.models import ImportTally, ListMeta, OptInMode, SubscriberRow
+from mailer.storage import Store
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}|[0-9]{3}))?$")
@@ -347,7 +347,7 @@ async def import_file(
     meta = read_meta(path, slug)
     report = ImportReport(path=path, slug=slug)
     with ListFile(path) as rows:
-        async with store.import_list(meta, source=f"import:{path.name}", now=now) as importer:
+        async with store.lists.import_list(meta, source=f"import:{path.name}", now=now) as importer:
             seen: dict[str, int] = {}
             batch: list[SubscriberRow] = []
             for item in rows:
@@ -402,13 +402,13 @@ def neutralise(cell: str) -> str:
 async def export_csv(store: Store, slug: str, out: IO[str]) -> int:
     """Write the subscribed members of a list as CSV; return how many rows were written."""
     attribute_keys: set[str] = set()
-    async for row in store.export_rows(slug):
+    async for row in store.lists.export_rows(slug):
         attribute_keys.update(row.attributes)
     columns = [*KNOWN_COLUMNS, *sorted(attribute_keys - set(KNOWN_COLUMNS))]
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([neutralise(c) for c in columns])  # attribute names come from the files
     count = 0
-    async for row in store.export_rows(slug):
+    async for row in store.lists.export_rows(slug):
         known = [row.email, row.name, row.locale or "", row.timezone or ""]
         extra = [str(row.attributes.get(k, "")) for k in columns[len(KNOWN_COLUMNS) :]]
         writer.writerow([neutralise(c) for c in (*known, *extra)])

@@ -29,7 +29,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from mailer import schedule
 from mailer.dispatch import Engine
 from mailer.errors import MailerError, StorageError
-from mailer.models import SendStatus
+from mailer.lifecycle import SendMove
+from mailer.models import SendAction, SendStatus
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -70,7 +71,7 @@ class Scheduler:
     async def __aenter__(self) -> Self:
         self._jobs.start()
         await self.sync()
-        for running in await self.store.sending.running_sends():
+        for running in await self.store.sends.running():
             self._enqueue(running)  # resume what a crash or a stop left running
         self._tasks = [
             asyncio.create_task(self._sync_loop(), name="mailer-sync"),
@@ -110,7 +111,7 @@ class Scheduler:
         async with self.store.once_across_daemons("extend-newsletters") as mine:
             if mine:  # several daemons on PostgreSQL: one creates the next issues
                 await self._extend_newsletters(now)
-        scheduled = dict(await self.store.sending.scheduled())
+        scheduled = dict(await self.store.sends.scheduled())
         for job in self._jobs.get_jobs():
             if int(job.id) not in scheduled:
                 job.remove()
@@ -126,9 +127,9 @@ class Scheduler:
                     self._fire, "date", run_date=due, id=str(send_id), args=[send_id, due],
                     replace_existing=True, misfire_grace_time=None, coalesce=True,
                 )  # fmt: skip
-        for running in await self.store.sending.running_sends():
+        for running in await self.store.sends.running():
             # resumed by staff, or with retries now due
-            if await self.store.sending.has_due(running, now=now):
+            if await self.store.deliveries.has_due(running, now=now):
                 self._enqueue(running)
         self.last_sync = now
 
@@ -155,17 +156,17 @@ class Scheduler:
 
     async def _extend_newsletters(self, now: datetime) -> None:
         """Keep the next three issues of every recurring newsletter created."""
-        for campaign in await self.store.sending.newsletter_campaigns():
+        for campaign in await self.store.campaigns.newsletters():
             try:
                 issues = schedule.newsletter_issues(
-                    campaign["cron"], campaign["zone"], after=now, until=campaign["until"], count=3
+                    campaign.cron, campaign.zone, after=now, until=campaign.until, count=3
                 )
             except schedule.ScheduleError as exc:
-                log.error("newsletter %s: %s", campaign["name"], exc)
+                log.error("newsletter %s: %s", campaign.name, exc)
                 continue
             for issue in issues:
-                await self.store.sending.create_send(
-                    campaign["id"], key=issue.key, action=issue.action, due_at=issue.due, now=now
+                await self.store.sends.create(
+                    campaign.id, key=issue.key, action=issue.action, due_at=issue.due, now=now
                 )
 
     async def _sync_loop(self) -> None:
@@ -225,15 +226,13 @@ class Scheduler:
             slots.release()
 
     async def _run(self, send_id: int) -> None:
-        sending = self.store.sending
-        spec = await sending.spec(send_id)
+        spec = await self.store.sends.spec(send_id)
         now = self.engine.clock()
-        grace = self.newsletter_grace if spec.action == "newsletter" else self.grace
+        grace = self.newsletter_grace if spec.action == SendAction.NEWSLETTER else self.grace
         if spec.status == SendStatus.SCHEDULED and now - spec.due_at > grace:
-            await sending.set_status(
-                send_id, SendStatus.MISSED, now=now,
+            await self.store.sends.move(
+                send_id, SendMove.EXPIRE, now=now,
                 reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {grace}",
-                only_from=[SendStatus.SCHEDULED],
             )  # fmt: skip
             log.warning(
                 "send %s (%s, %s) missed: it was due at %s UTC",

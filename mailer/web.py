@@ -52,10 +52,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.addresses import MAX_NAME, check_name, normalize
 from mailer.errors import AddressError, ConfigError, StorageError, StorageUnavailable
-from mailer.models import FALLBACK_LOCALE
+from mailer.models import (
+    FALLBACK_LOCALE,
+    Confirmed,
+    LinkTarget,
+    Metrics,
+    PublicList,
+    Requested,
+)
 from mailer.settings import Settings
 from mailer.storage import Store
-from mailer.storage.pages import Confirmed, Figures, LinkTarget, PublicList, Requested
 from mailer.tokens import BadToken, Purpose, Signer
 
 log = logging.getLogger("mailer.web")
@@ -546,7 +552,7 @@ async def linked(
     target = (
         None
         if link is None
-        else await web.store.pages.target(link.public_id, link.list_id, legacy_id=link.legacy_id)
+        else await web.store.consent.target(link.public_id, link.list_id, legacy_id=link.legacy_id)
     )
     if target is None or link is None:
         lang = pick_locale(request)
@@ -592,7 +598,7 @@ async def unsubscribe(web: Web, request: Request) -> Response:
         how, everywhere = "unsubscribe page", form["action"] == "all"
     else:
         return web.pages.message(lang, "bad_request", status=400)
-    changed = await web.store.pages.unsubscribe(
+    changed = await web.store.consent.unsubscribe(
         target.subscriber_id,
         target.list_id,
         everywhere=everywhere,
@@ -625,7 +631,7 @@ def _preferences_url(web: Web, target: LinkTarget) -> str:
 
 async def index(web: Web, request: Request) -> Response:
     lang = pick_locale(request)
-    found = await web.store.pages.public_lists()
+    found = await web.store.lists.public_lists()
     return web.pages.render(
         "lists.html",
         lang,
@@ -635,7 +641,7 @@ async def index(web: Web, request: Request) -> Response:
 
 
 async def subscribe(web: Web, request: Request) -> Response:
-    public = await web.store.pages.public_list(request.path_params["slug"])
+    public = await web.store.lists.public_list(request.path_params["slug"])
     if public is None:
         return web.pages.message(pick_locale(request), "notfound", status=404)
     lang = pick_locale(request, None, public.default_locale)
@@ -664,7 +670,7 @@ async def subscribe(web: Web, request: Request) -> Response:
         )
     for attempt in (1, 2):
         try:
-            outcome, send_id = await web.store.pages.request_subscription(
+            outcome, send_id = await web.store.consent.request(
                 public,
                 address,
                 name=name,
@@ -734,7 +740,7 @@ async def confirm(web: Web, request: Request) -> Response:
             action=request.url.path,
         )
     assert link.nonce is not None
-    result = await web.store.pages.confirm(
+    result = await web.store.consent.confirm(
         target.public_id, target.list_id, link.nonce, ip=client_ip(request), now=web.clock()
     )
     log.info("confirmation of subscriber %s to %s: %s",
@@ -767,7 +773,7 @@ async def preferences(web: Web, request: Request) -> Response:
             return web.pages.message(pick_locale(request, target.locale), "bad_request", status=400)
         chosen = {int(v) for k, v in form_items if k == "list" and v.isdigit() and len(v) < 19}
         locale = next((v for k, v in form_items if k == "locale" and v in LOCALES), None)
-        joined, left = await web.store.pages.save_preferences(
+        joined, left = await web.store.consent.save_preferences(
             target.subscriber_id,
             chosen=chosen,
             locale=locale,
@@ -777,7 +783,7 @@ async def preferences(web: Web, request: Request) -> Response:
         log.info("preferences of subscriber %s: joined %s, left %s",
                  target.subscriber_id, joined, left)  # fmt: skip
         saved = True
-    prefs = await web.store.pages.preferences(target.subscriber_id)
+    prefs = await web.store.consent.preferences(target.subscriber_id)
     if prefs is None:
         return web.pages.message(pick_locale(request), "invalid", status=404)
     lang = pick_locale(request, prefs.locale, target.list_locale)
@@ -829,7 +835,7 @@ async def healthz(web: Web, request: Request) -> Response:
 
 
 async def metrics(web: Web, request: Request) -> Response:
-    figures = await web.store.pages.figures(now=web.clock(), recent=timedelta(days=1))
+    figures = await web.store.figures.metrics(now=web.clock(), recent=timedelta(days=1))
     registry = CollectorRegistry()
     registry.register(_Snapshot(figures, web))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -838,7 +844,7 @@ async def metrics(web: Web, request: Request) -> Response:
 class _Snapshot(Collector):
     """One scrape's figures, as Prometheus metric families."""
 
-    def __init__(self, figures: Figures, web: Web) -> None:
+    def __init__(self, figures: Metrics, web: Web) -> None:
         self.figures = figures
         self.web = web
 

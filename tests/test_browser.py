@@ -133,7 +133,7 @@ async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator
         "email,name,locale\nclaire.martin@example.org,Claire Martin,fr\n", encoding="utf-8"
     )
     assert (await import_file(store, csv_file, now=now())).ok
-    await store.upsert_list(
+    await store.lists.upsert(
         ListMeta("newsletter", "La lettre du réseau CRI-IMIDIATE", public=True), now=now()
     )
     base = make_settings(
@@ -152,7 +152,7 @@ async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator
         server = WebServer(app, base)
         url = await server.start()
         settings = base.model_copy(update={"web": base.web.model_copy(update={"base_url": url})})
-        engine = Engine(settings, store, transport, worker="browser", signer=signer)
+        engine = Engine(settings, store, transport, node="browser", signer=signer)
         holder.append(Site(store, settings, engine, outbox))
         try:
             yield holder[0]
@@ -163,13 +163,13 @@ async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator
 async def test_unsubscribe_from_a_captured_message(site: Site, driver: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    campaign_id = await site.store.sending.save_campaign(
+    campaign_id = await site.store.campaigns.save(
         Content(name="actualites", kind="announcement", subject="Les actualités du réseau",
                 body="La journée de la recherche aura lieu le 15 janvier."),
         list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
         now=now(),
     )  # fmt: skip
-    send_id, _ = await site.store.sending.create_send(
+    send_id, _ = await site.store.sends.create(
         campaign_id, key="announce", action="announcement", due_at=now(), now=now()
     )
     assert (await site.engine.run_send(send_id)).counts["sent"] == 1

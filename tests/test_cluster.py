@@ -51,11 +51,11 @@ async def _prepare(tmp_path: Path, database_url: str) -> int:
         await store.upgrade()
         assert (await import_file(store, path, now=now())).ok
         content = Content(name="cluster", kind="announcement", subject="Test", body="Bonjour.")
-        campaign = await store.sending.save_campaign(
+        campaign = await store.campaigns.save(
             content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
             now=now(),
         )  # fmt: skip
-        send_id, _ = await store.sending.create_send(
+        send_id, _ = await store.sends.create(
             campaign, key="announce", action="announcement", due_at=now(), now=now()
         )
     return send_id
@@ -106,15 +106,15 @@ async def test_three_daemons_share_a_send_one_killed_one_stopped(
             assert "mailer stopped cleanly" in stopped_log
             settings = make_settings(tmp_path, database={"url": database_url})
             async with Store.open(settings) as store:
-                while await store.sending.status(send_id) != "done":  # noqa: ASYNC110
+                while await store.sends.status(send_id) != "done":  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
-                counts = await store.sending.counts(send_id)
+                counts = await store.figures.counts(send_id)
                 recorded_sent = {
-                    r["email"] async for r in store.sending.report(send_id) if r["status"] == "sent"
+                    r.email async for r in store.figures.report(send_id) if r.status == "sent"
                 }
                 workers = {
                     w
-                    for w, _, _ in await store.sending.holders(
+                    for w, _, _ in await store.figures.holders(
                         send_id, now=datetime(2000, 1, 1, tzinfo=UTC)
                     )
                 }
@@ -162,9 +162,9 @@ async def test_a_daemon_frozen_past_its_lease_sends_nothing_it_held(
             daemons[0].send_signal(signal.SIGCONT)
             settings = make_settings(tmp_path, database={"url": database_url})
             async with Store.open(settings) as store:
-                while await store.sending.status(send_id) != "done":  # noqa: ASYNC110
+                while await store.sends.status(send_id) != "done":  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
-                counts = await store.sending.counts(send_id)
+                counts = await store.figures.counts(send_id)
     finally:
         for daemon in daemons:
             if daemon.returncode is None:

@@ -37,11 +37,11 @@ async def _prepare(tmp_path: Path, count: int) -> int:
         await store.upgrade()
         assert (await import_file(store, path, now=NOW)).ok
         content = Content(name="crash", kind="announcement", subject="Test", body="Bonjour.")
-        campaign = await store.sending.save_campaign(
+        campaign = await store.campaigns.save(
             content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
             now=NOW,
         )  # fmt: skip
-        send_id, _ = await store.sending.create_send(
+        send_id, _ = await store.sends.create(
             campaign, key="announce", action="announcement", due_at=NOW, now=NOW
         )
     return send_id

@@ -47,7 +47,7 @@ async def members(store: Store, tmp_path: Path, count: int) -> None:
 async def campaign(
     store: Store, name: str, *, event: EventInfo | None = None, kind: str = "announcement"
 ) -> int:
-    return await store.sending.save_campaign(
+    return await store.campaigns.save(
         Content(name=name, kind=kind, subject="" if event else "Nouvelles", body="Bonjour."),
         list_slugs=["researchers"], sender_name=None, sender_address=None, event=event,
         now=now(),
@@ -68,7 +68,7 @@ async def daemon(
     )
     await members(store, tmp_path, 40)
     async with SmtpTransport(settings.smtp) as transport:
-        engine = Engine(settings, store, transport, worker="test")
+        engine = Engine(settings, store, transport, node="test")
         async with Scheduler(engine, sync_interval=0.1, grace=3600) as scheduler:
             yield store, smtp_server, scheduler, settings
 
@@ -80,7 +80,7 @@ async def wait_for(condition: Any, seconds: float = 20) -> None:
 
 
 async def status_of(store: Store, send_id: int) -> str:
-    return (await store.sending.spec(send_id)).status
+    return (await store.sends.spec(send_id)).status
 
 
 async def test_jobs_come_from_storage_and_new_campaigns_are_picked_up(
@@ -89,15 +89,15 @@ async def test_jobs_come_from_storage_and_new_campaigns_are_picked_up(
     """A send created while the daemon runs is found by the next sync and fires on time."""
     store, server, scheduler, _ = daemon
     campaign_id = await campaign(store, "later")
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign_id, key="announce", action="announcement", due_at=now() + timedelta(seconds=1),
         now=now(),
     )  # fmt: skip
     await wait_for(lambda: _has_job(scheduler, send_id), 5)
     await wait_for(lambda: _is(store, send_id, SendStatus.DONE))
     assert sorted(server.recipients()) == sorted(f"m{i}@example.org" for i in range(40))
-    spec = await store.sending.spec(send_id)
-    started = (await store.sending.sends_of(spec.campaign_id))[0]["started_at"]
+    spec = await store.sends.spec(send_id)
+    started = (await store.sends.of_campaign(spec.campaign_id))[0].started_at
     assert started >= spec.due_at  # not before its time
 
 
@@ -115,15 +115,15 @@ async def test_missed_sends_past_their_grace_are_marked_not_sent(
     """Restarting 2 h late: an announcement due 2 h ago (grace 1 h) is missed; one due 30 min
     ago goes, and so does a newsletter issue due 2 h ago (its grace is 6 h)."""
     await members(store, tmp_path, 5)
-    old = await store.sending.create_send(
+    old = await store.sends.create(
         await campaign(store, "old"), key="announce", action="announcement",
         due_at=now() - timedelta(hours=2), now=now(),
     )  # fmt: skip
-    recent = await store.sending.create_send(
+    recent = await store.sends.create(
         await campaign(store, "recent"), key="announce", action="announcement",
         due_at=now() - timedelta(minutes=30), now=now(),
     )  # fmt: skip
-    newsletter = await store.sending.create_send(
+    newsletter = await store.sends.create(
         await campaign(store, "lettre", kind="newsletter"), key="issue:2026-11-25",
         action="newsletter", due_at=now() - timedelta(hours=2), now=now(),
     )  # fmt: skip
@@ -132,12 +132,12 @@ async def test_missed_sends_past_their_grace_are_marked_not_sent(
         paths={"templates_dir": ROOT / "templates"}, secret_keys="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
     )  # fmt: skip
     async with SmtpTransport(settings.smtp) as transport:
-        engine = Engine(settings, store, transport, worker="test")
+        engine = Engine(settings, store, transport, node="test")
         async with Scheduler(engine, sync_interval=0.1, grace=3600, newsletter_grace=6 * 3600):
             await wait_for(lambda: _is(store, recent[0], SendStatus.DONE))
             await wait_for(lambda: _is(store, newsletter[0], SendStatus.DONE))
             await wait_for(lambda: _is(store, old[0], SendStatus.MISSED))
-    spec = await store.sending.spec(old[0])
+    spec = await store.sends.spec(old[0])
     assert spec.reason is not None
     assert "past the grace of 1:00:00" in spec.reason
     assert len(smtp_server.received) == 10  # the recent announcement and the newsletter
@@ -150,25 +150,25 @@ async def test_pause_and_resume_mid_send_neither_doubles_nor_loses(
     store, server, _, _ = daemon
     server.plan.delay("DATA", 0.2)  # 40 messages over 4 connections: about 2 s
     campaign_id = await campaign(store, "paused")
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign_id, key="announce", action="announcement", due_at=now(), now=now()
     )
     await server.wait_received(5)
-    assert await store.sending.pause_campaign(campaign_id, now=now()) == 1
+    assert await store.campaigns.pause(campaign_id, now=now()) == 1
     await wait_for(lambda: _counts_settle(store, send_id))
     paused_at = len(server.received)
     assert paused_at < 40
     await asyncio.sleep(0.5)
     assert len(server.received) == paused_at
     server.plan.clear()
-    assert await store.sending.resume_campaign(campaign_id, now=now()) == 1
+    assert await store.campaigns.resume(campaign_id, now=now()) == 1
     await wait_for(lambda: _is(store, send_id, SendStatus.DONE))
     assert Counter(server.recipients()) == Counter(f"m{i}@example.org" for i in range(40))
 
 
 async def _counts_settle(store: Store, send_id: int) -> bool:
-    spec = await store.sending.spec(send_id)
-    counts = await store.sending.counts(send_id)
+    spec = await store.sends.spec(send_id)
+    counts = await store.figures.counts(send_id)
     return spec.status == SendStatus.PAUSED and counts["sent"] > 0
 
 
@@ -182,24 +182,24 @@ async def test_event_update_and_cancellation_reach_those_invited(
     event = EventInfo(uid="journee@example.org", title="Journée", start=start, end=None,
                       timezone="Europe/Paris", place="Salle A")  # fmt: skip
     campaign_id = await campaign(store, "journee", event=event, kind="event")
-    invitation, _ = await store.sending.create_send(
+    invitation, _ = await store.sends.create(
         campaign_id, key="invitation", action="invitation", due_at=now(), now=now()
     )
     await wait_for(lambda: _is(store, invitation, SendStatus.DONE))
     moved = EventInfo(uid=event.uid, title="Journée", start=start + timedelta(hours=1), end=None,
                       timezone="Europe/Paris", place="Amphithéâtre B")  # fmt: skip
-    sequence = await store.sending.update_event(
+    sequence = await store.campaigns.update_event(
         campaign_id, moved, status=EventStatus.CONFIRMED, now=now()
     )
-    update, _ = await store.sending.create_send(
+    update, _ = await store.sends.create(
         campaign_id, key=f"update:{sequence}", action="update", due_at=now(), now=now(),
         audience_send_id=invitation,
     )  # fmt: skip
     await wait_for(lambda: _is(store, update, SendStatus.DONE))
-    sequence = await store.sending.update_event(
+    sequence = await store.campaigns.update_event(
         campaign_id, moved, status=EventStatus.CANCELLED, now=now()
     )
-    cancel, _ = await store.sending.create_send(
+    cancel, _ = await store.sends.create(
         campaign_id, key=f"cancellation:{sequence}", action="cancellation", due_at=now(),
         now=now(), audience_send_id=invitation,
     )  # fmt: skip
@@ -231,7 +231,7 @@ async def test_sigterm_mid_send_then_restart_neither_doubles_nor_loses(
         await store.upgrade()
         await members(store, tmp_path, 600)
         campaign_id = await campaign(store, "sigterm")
-        await store.sending.create_send(
+        await store.sends.create(
             campaign_id, key="announce", action="announcement", due_at=now(), now=now()
         )
     smtp_server.plan.delay("DATA", 0.01)
@@ -276,20 +276,20 @@ async def test_cancel_mid_send_leaves_every_recipient_accounted_for(
     store, server, _, _ = daemon
     server.plan.delay("DATA", 0.2)
     campaign_id = await campaign(store, "cancelled")
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign_id, key="announce", action="announcement", due_at=now(), now=now()
     )
     await server.wait_received(5)
     assert (
-        await store.sending.cancel_sends(campaign_id, now=now(), reason="campaign cancelled") == 1
+        await store.campaigns.cancel_sends(campaign_id, now=now(), reason="campaign cancelled") == 1
     )
     await asyncio.sleep(1.0)  # the running pass notices within half a second
-    counts = await store.sending.counts(send_id)
-    rows = [r async for r in store.sending.report(send_id)]
+    counts = await store.figures.counts(send_id)
+    rows = [r async for r in store.figures.report(send_id)]
     assert counts["queued"] == counts["deferred"] == 0, counts
     assert counts["sent"] + counts["skipped"] == 40
     assert counts["skipped"] > 0
-    assert {r["reason"] for r in rows if r["status"] == "skipped"} == {"campaign cancelled"}
+    assert {r.reason for r in rows if r.status == "skipped"} == {"campaign cancelled"}
     assert counts["sent"] == len(server.received)
     assert await status_of(store, send_id) == SendStatus.CANCELLED
 
@@ -307,12 +307,12 @@ async def test_a_restart_takes_back_the_leases_of_its_dead_predecessor(
     from mailer.storage.tables import deliveries
 
     await members(store, tmp_path, 3)
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         await campaign(store, "leases"), key="announce", action="announcement",
         due_at=now(), now=now(),
     )  # fmt: skip
-    spec = await store.sending.spec(send_id)
-    await store.sending.materialise(spec, now=now())
+    spec = await store.sends.spec(send_id)
+    await store.deliveries.materialise(spec, now=now())
     dead = await asyncio.create_subprocess_exec("true")
     await dead.wait()
     host = socket.gethostname()
@@ -329,4 +329,4 @@ async def test_a_restart_takes_back_the_leases_of_its_dead_predecessor(
             )
     assert dead.returncode == 0
     await take_back_leases(store)
-    assert await store.sending.lease_holders(now=now()) == sorted(holders[1:])
+    assert await store.deliveries.lease_holders(now=now()) == sorted(holders[1:])

@@ -17,6 +17,7 @@ import pytest
 
 from mailer.dispatch import Engine
 from mailer.errors import StorageUnavailable
+from mailer.lifecycle import SendMove
 from mailer.lists import import_file
 from mailer.models import Content, SendStatus, SuppressionReason
 from mailer.settings import Settings
@@ -60,11 +61,11 @@ async def prepare(
     report = await import_file(store, path, now=NOW)
     assert report.ok
     content = Content(name="actualites", kind="announcement", subject="Nouvelles", body=body)
-    campaign = await store.sending.save_campaign(
+    campaign = await store.campaigns.save(
         content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
         now=NOW,
     )  # fmt: skip
-    send_id, created = await store.sending.create_send(
+    send_id, created = await store.sends.create(
         campaign, key="announce", action="announcement", due_at=NOW, now=NOW
     )
     assert created
@@ -75,17 +76,17 @@ async def check_invariants(
     store: Store, send_id: int, server: SmtpServer, *, window: int = 0
 ) -> dict[str, int]:
     """Nothing lost, the database agrees with the server, duplicates within ``window``."""
-    counts = await store.sending.counts(send_id)
-    rows = [r async for r in store.sending.report(send_id)]
+    counts = await store.figures.counts(send_id)
+    rows = [r async for r in store.figures.report(send_id)]
     eligible = len(rows)
     assert counts["queued"] == counts["deferred"] == 0, counts
     lost = eligible - counts["sent"] - counts["failed"] - counts["skipped"]
     assert lost == 0
     received = Counter(server.recipients())
-    sent = {r["email"] for r in rows if r["status"] == "sent"}
-    not_sent = {r["email"] for r in rows if r["status"] != "sent"}
+    sent = {r.email for r in rows if r.status == "sent"}
+    not_sent = {r.email for r in rows if r.status != "sent"}
     assert sent <= set(received), sent - set(received)
-    assert all(r["message_id"] for r in rows if r["status"] == "sent")
+    assert all(r.message_id for r in rows if r.status == "sent")
     assert sum(n - 1 for n in received.values()) <= window, server.duplicates()
     return {**counts, "received_not_recorded_sent": len(set(received) & not_sent)}
 
@@ -99,7 +100,7 @@ async def engine_parts(
 
 async def run(settings: Settings, store: Store, send_id: int, **options: Any) -> Any:
     async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
-        engine = Engine(settings, store, transport, worker="test", clock=lambda: datetime.now(UTC))
+        engine = Engine(settings, store, transport, node="test", clock=lambda: datetime.now(UTC))
         return await engine.run_send(send_id, **options)
 
 
@@ -110,9 +111,11 @@ async def test_every_subscriber_gets_the_send_once(
     store, server, settings = engine_parts
     send_id = await prepare(store, tmp_path, 200)
     for i in (5, 6, 7):
-        await store.unsubscribe(f"person{i}@example.org", slug=None, source="web", now=NOW)
+        await store.subscribers.unsubscribe(
+            f"person{i}@example.org", slug=None, source="web", now=NOW
+        )
     for i in (8, 9):
-        await store.suppress(
+        await store.subscribers.suppress(
             f"person{i}@example.org", reason=SuppressionReason.COMPLAINT, detail="", now=NOW
         )
     summary = await run(settings, store, send_id)
@@ -122,7 +125,7 @@ async def test_every_subscriber_gets_the_send_once(
     assert sorted(server.recipients()) == sorted(
         f"person{i}@example.org" for i in range(200) if i not in (5, 6, 7, 8, 9)
     )
-    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    reasons = {r.email: r.reason async for r in store.figures.report(send_id)}
     assert reasons["person5@example.org"] == "unsubscribed"
     assert reasons["person8@example.org"] == "suppressed: complaint"
     assert server.connections <= settings.smtp.pool_size
@@ -135,15 +138,15 @@ async def test_a_send_is_claimed_once_and_not_sent_again(
     store, server, settings = engine_parts
     send_id = await prepare(store, tmp_path, 20)
     claims = await asyncio.gather(
-        *(store.sending.claim(send_id, worker=f"w{i}", now=NOW) for i in range(5))
+        *(store.sends.claim(send_id, node=f"w{i}", now=NOW) for i in range(5))
     )
     assert sorted(claims) == [False, False, False, False, True]
     first = await run(settings, store, send_id)
     again = await run(settings, store, send_id)
     assert (first.status, again.status) == ("done", "done")
     assert len(server.received) == 20
-    spec = await store.sending.spec(send_id)
-    assert await store.sending.materialise(spec, now=NOW) == 0  # a repeat adds nothing
+    spec = await store.sends.spec(send_id)
+    assert await store.deliveries.materialise(spec, now=NOW) == 0  # a repeat adds nothing
 
 
 async def test_faults_at_scale_lose_nothing(
@@ -162,14 +165,14 @@ async def test_faults_at_scale_lose_nothing(
     assert summary.status == SendStatus.DONE, summary
     window = settings.smtp.pool_size + settings.delivery.record_batch
     await check_invariants(store, send_id, server, window=window)
-    rows = [r async for r in store.sending.report(send_id)]
-    failed = [r for r in rows if r["status"] == "failed"]
+    rows = [r async for r in store.figures.report(send_id)]
+    failed = [r for r in rows if r.status == "failed"]
     assert failed
-    assert all(r["smtp_code"] == 550 and r["attempts"] == 1 for r in failed)
+    assert all(r.smtp_code == 550 and r.attempts == 1 for r in failed)
     for r in failed:  # "no such user" is suppressed for every future send
-        view = await store.show_subscriber(r["email"])
+        view = await store.subscribers.show(r.email)
         assert view.suppression == "hard_bounce"
-    retried = [r for r in rows if r["status"] == "sent" and r["attempts"] > 1]
+    retried = [r for r in rows if r.status == "sent" and r.attempts > 1]
     assert len(retried) >= 3
 
 
@@ -182,15 +185,17 @@ async def test_unsubscribe_mid_send_skips_the_rest(
     smtp_server.plan.delay("DATA", 0.05)
     task = asyncio.create_task(run(settings, store, send_id))
     await smtp_server.wait_received(1)
-    await store.unsubscribe("person59@example.org", slug="researchers", source="web", now=NOW)
-    await store.suppress(
+    await store.subscribers.unsubscribe(
+        "person59@example.org", slug="researchers", source="web", now=NOW
+    )
+    await store.subscribers.suppress(
         "person58@example.org", reason=SuppressionReason.MANUAL, detail="", now=NOW
     )
     summary = await task
     assert summary.status == SendStatus.DONE
     assert "person59@example.org" not in smtp_server.recipients()
     assert "person58@example.org" not in smtp_server.recipients()
-    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    reasons = {r.email: r.reason async for r in store.figures.report(send_id)}
     assert reasons["person59@example.org"] == "unsubscribed"
     assert reasons["person58@example.org"] == "suppressed: manual"
     await check_invariants(store, send_id, smtp_server)
@@ -216,7 +221,7 @@ async def test_consecutive_failures_pause_the_send(
 async def _suppressed(store: Store, count: int) -> list[str]:
     found = []
     for i in range(count):
-        view = await store.show_subscriber(f"person{i}@example.org")
+        view = await store.subscribers.show(f"person{i}@example.org")
         if view.suppression is not None:
             found.append(view.email)
     return found
@@ -242,7 +247,7 @@ async def test_a_relay_refusing_everyone_pauses_and_suppresses_nobody(
     assert summary.counts["queued"] == 14
     assert await _suppressed(store, 14) == []
     smtp_server.plan.clear()
-    await store.sending.set_status(send_id, SendStatus.RUNNING, now=NOW)
+    await store.sends.move(send_id, SendMove.RESUME, now=NOW)
     again = await run(settings, store, send_id)
     assert again.status == SendStatus.DONE
     assert again.counts["sent"] == 14
@@ -324,7 +329,7 @@ async def test_a_few_unknown_users_are_failed_and_suppressed_with_a_record(
     assert summary.status == SendStatus.DONE, summary
     assert (summary.counts["sent"], summary.counts["failed"]) == (11, 3)
     assert await _suppressed(store, 14) == [f"person{i}@example.org" for i in (2, 5, 11)]
-    view = await store.show_subscriber("person5@example.org")
+    view = await store.subscribers.show("person5@example.org")
     assert [(e.action, e.reason, e.actor) for e in view.suppression_history] == [
         ("suppress", "hard_bounce", f"send {send_id}")
     ]
@@ -357,7 +362,7 @@ async def test_authentication_failure_pauses_and_touches_nobody(
     )
     async with SmtpTransport(settings.smtp) as transport:
         server.plan.reply("AUTH", "535 5.7.8 Password expired")  # from the next login on
-        engine = Engine(settings, store, transport, worker="test")
+        engine = Engine(settings, store, transport, node="test")
         summary = await engine.run_send(send_id)
     assert summary.status == SendStatus.PAUSED
     assert "535 5.7.8 Password expired" in (summary.reason or "")
@@ -378,7 +383,7 @@ async def test_a_template_error_for_a_few_fails_them_and_the_rest_goes(
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.DONE, summary
     assert (summary.counts["sent"], summary.counts["failed"]) == (25, 5)
-    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    reasons = {r.email: r.reason async for r in store.figures.report(send_id)}
     assert "organisation" in (reasons["person0@example.org"] or "")
     assert "person0@example.org" not in server.recipients()
     await check_invariants(store, send_id, server)
@@ -409,7 +414,7 @@ async def test_a_recursive_body_pauses_and_never_stays_running(
     )
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.PAUSED, summary
-    assert await store.sending.status(send_id) == SendStatus.PAUSED
+    assert await store.sends.status(send_id) == SendStatus.PAUSED
     assert server.received == []
 
 
@@ -433,7 +438,7 @@ async def test_a_member_the_builder_refuses_is_failed_and_the_others_get_the_sen
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.DONE, summary
     assert (summary.counts["sent"], summary.counts["failed"]) == (29, 1)
-    reasons = {r["email"]: r["reason"] async for r in store.sending.report(send_id)}
+    reasons = {r.email: r.reason async for r in store.figures.report(send_id)}
     assert "recipient name" in (reasons["person4@example.org"] or "")
     await check_invariants(store, send_id, server)
 
@@ -473,7 +478,7 @@ async def test_stop_finishes_in_flight_and_resume_completes(
     assert first.counts["queued"] > 0
     server.plan.clear()
     late = SubscriberRow(line=0, email="late@example.org", key="late@example.org", smtputf8=False)
-    await store.add_subscriber(late, slug="researchers", source="cli", now=NOW)
+    await store.subscribers.add(late, slug="researchers", source="cli", now=NOW)
     second = await run(settings, store, send_id)
     assert second.status == SendStatus.DONE
     await check_invariants(store, send_id, server, window=0)
@@ -532,7 +537,7 @@ async def test_a_stalled_database_stops_the_sending_within_the_window(
         with pytest.raises(StorageUnavailable, match="database is locked"):
             await task
     assert during <= pool + batch, f"{during} messages left while nothing could be recorded"
-    assert (await store.sending.counts(send_id))["queued"] > 0
+    assert (await store.figures.counts(send_id))["queued"] > 0
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.DONE
     await check_invariants(store, send_id, smtp_server, window=pool + batch)
@@ -568,7 +573,7 @@ async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
         Store.open(settings) as impatient,
         SmtpTransport(settings.smtp) as transport,
     ):
-        engine = Engine(settings, impatient, transport, worker="t", clock=lambda: datetime.now(UTC))
+        engine = Engine(settings, impatient, transport, node="t", clock=lambda: datetime.now(UTC))
         async with Scheduler(engine, sync_interval=0.05, grace=10**9):
             await smtp_server.wait_received(50)
             holder = sqlite3.connect(
@@ -579,7 +584,7 @@ async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
             holder.execute("COMMIT")
             holder.close()
             async with asyncio.timeout(60):
-                while await store.sending.status(send_id) != SendStatus.DONE:  # noqa: ASYNC110
+                while await store.sends.status(send_id) != SendStatus.DONE:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
     errors = [r for r in caplog.records if f"send {send_id}:" in r.getMessage()]
     # 3 s of stall with a sync every 50 ms: waits of 1, 2, 4 s allow at most a few attempts
@@ -613,7 +618,7 @@ async def test_a_render_worker_sends_the_same_messages(
     """Composed in a worker process, every subscriber gets one message, unsubscribed skipped."""
     store, server, settings = engine_parts
     send_id = await prepare(store, tmp_path, 120)
-    await store.unsubscribe("person7@example.org", slug=None, source="web", now=NOW)
+    await store.subscribers.unsubscribe("person7@example.org", slug=None, source="web", now=NOW)
     summary = await run(settings, store, send_id)
     assert len(render_pools) == 1
     assert summary.counts == {"queued": 0, "sent": 119, "deferred": 0, "failed": 0, "skipped": 1}
@@ -668,12 +673,12 @@ async def test_a_node_whose_lease_ran_out_sends_nothing_more_of_what_it_held(
         return datetime.now(UTC) + timedelta(seconds=skew[0])
 
     async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
-        engine = Engine(settings, store, transport, worker="frozen", clock=clock)
+        engine = Engine(settings, store, transport, node="frozen", clock=clock)
         task = asyncio.create_task(engine.run_send(send_id))
         await smtp_server.wait_received(20)
         skew[0] = lease + 1  # it "wakes" after its leases ran out
-        taken = await store.sending.due(
-            send_id, after=0, limit=1000, now=clock(), worker="other", lease=lease
+        taken = await store.deliveries.due(
+            send_id, after=0, limit=1000, now=clock(), node="other", lease=lease
         )
         at_wake = len(smtp_server.received)
         summary = await task

@@ -38,7 +38,7 @@ def write(folder: Path, name: str, content: str | bytes) -> Path:
 
 
 async def members(store: Store, slug: str) -> list[str]:
-    return [row.email async for row in store.export_rows(slug)]
+    return [row.email async for row in store.lists.export_rows(slug)]
 
 
 async def test_good_rows_go_in_and_bad_rows_are_reported(store: Store, tmp_path: Path) -> None:
@@ -112,8 +112,10 @@ async def test_an_unsubscribed_or_suppressed_address_is_never_resubscribed(
     """Unsubscribe wins over the file, and a suppression over every list."""
     path = write(tmp_path, "researchers.csv", RESEARCHERS)
     await import_file(store, path, now=NOW)
-    await store.unsubscribe("j.smith@example.org", slug="researchers", source="web", now=NOW)
-    await store.suppress(
+    await store.subscribers.unsubscribe(
+        "j.smith@example.org", slug="researchers", source="web", now=NOW
+    )
+    await store.subscribers.suppress(
         "claire.dubois@example.org", reason=SuppressionReason.HARD_BOUNCE, detail="550", now=NOW
     )
     report = await import_file(store, path, now=NOW)
@@ -127,7 +129,7 @@ async def test_an_unsubscribed_or_suppressed_address_is_never_resubscribed(
     report = await import_file(store, new_list, now=NOW)
     assert report.tally.suppressed == [(2, "claire.dubois@example.org")]
     assert await members(store, "patients") == []
-    summary = (await store.list_summaries("researchers"))[0]
+    summary = (await store.lists.summaries("researchers"))[0]
     assert summary.counts == {"pending": 0, "subscribed": 2, "unsubscribed": 1}
     assert summary.suppressed == 1
 
@@ -138,7 +140,7 @@ async def test_vanished_rows_are_reported_and_removed_only_with_prune(
     """A member missing from the new file stays until --prune; CLI-added members are not touched."""
     path = write(tmp_path, "researchers.csv", RESEARCHERS)
     await import_file(store, path, now=NOW)
-    await store.add_subscriber(
+    await store.subscribers.add(
         SubscriberRow(line=0, email="desk@example.org", key="desk@example.org", smtputf8=False),
         slug="researchers",
         source="cli",
@@ -178,13 +180,13 @@ async def test_an_unreadable_file_is_refused_and_changes_nothing(
     """A file that cannot be read as a whole is refused with its name, and nothing is stored."""
     good = write(tmp_path, "researchers.csv", RESEARCHERS)
     await import_file(store, good, now=NOW)
-    before = await store.list_summaries()
+    before = await store.lists.summaries()
     bad = write(tmp_path, "researchers.csv", content)
     with pytest.raises(ListImportError) as caught:
         await import_file(store, bad, now=NOW)
     assert str(caught.value).startswith(str(bad))
     assert message in str(caught.value)
-    assert await store.list_summaries() == before
+    assert await store.lists.summaries() == before
     assert len(await members(store, "researchers")) == 3
 
 
@@ -199,7 +201,7 @@ async def test_a_failure_late_in_a_big_file_rolls_back_every_batch(
     with pytest.raises(ListImportError, match="line 2502 is not UTF-8"):
         await import_file(store, path, now=NOW)
     with pytest.raises(NotFoundError):
-        await store.list_id("big")
+        await store.lists.id_of("big")
 
 
 async def test_nul_bytes_and_huge_fields_reject_only_their_row(
@@ -230,7 +232,7 @@ async def test_bom_semicolons_and_attributes(store: Store, tmp_path: Path) -> No
     )
     report = await import_file(store, path, now=NOW)
     assert report.ok
-    view = await store.show_subscriber("contact@example.org")
+    view = await store.subscribers.show("contact@example.org")
     assert (view.name, view.locale, view.timezone) == (
         "Association Lupus France",
         "fr",
@@ -251,7 +253,7 @@ async def test_a_changed_row_updates_the_subscriber(store: Store, tmp_path: Path
     )
     report = await import_file(store, path, now=NOW)
     assert (report.tally.updated, report.tally.unchanged) == (1, 2)
-    view = await store.show_subscriber("j.smith@example.org")
+    view = await store.subscribers.show("j.smith@example.org")
     assert view.attributes == {"organisation": "CNRS"}
 
 
@@ -264,7 +266,7 @@ async def test_sidecar_metadata_sets_the_list(store: Store, tmp_path: Path) -> N
         'title = "Chercheurs du réseau CRI-IMIDIATE"\ndefault_locale = "fr"\nopt_in = "double"\n',
     )
     await import_file(store, path, now=NOW)
-    summary = (await store.list_summaries("researchers"))[0]
+    summary = (await store.lists.summaries("researchers"))[0]
     assert (summary.title, summary.default_locale, summary.opt_in) == (
         "Chercheurs du réseau CRI-IMIDIATE",
         "fr",
@@ -287,7 +289,7 @@ async def test_unknown_list_is_named_with_the_known_ones(store: Store, tmp_path:
     """Asking for a list that does not exist lists those that do."""
     await import_file(store, write(tmp_path, "researchers.csv", RESEARCHERS), now=NOW)
     with pytest.raises(NotFoundError, match="unknown list 'reseachers'; known lists: researchers"):
-        await store.list_summaries("reseachers")
+        await store.lists.summaries("reseachers")
 
 
 async def test_cli_style_subscribe_respects_unsubscribe_and_suppression(
@@ -295,17 +297,21 @@ async def test_cli_style_subscribe_respects_unsubscribe_and_suppression(
 ) -> None:
     """Staff cannot re-subscribe an opt-out without --force, nor a suppressed address at all."""
     await import_file(store, write(tmp_path, "researchers.csv", RESEARCHERS), now=NOW)
-    await store.unsubscribe("j.smith@example.org", slug=None, source="web", now=NOW)
+    await store.subscribers.unsubscribe("j.smith@example.org", slug=None, source="web", now=NOW)
     row = SubscriberRow(
         line=0, email="j.smith@example.org", key="j.smith@example.org", smtputf8=False
     )
     with pytest.raises(StateError, match="with --force"):
-        await store.add_subscriber(row, slug="researchers", source="cli", now=NOW)
-    message = await store.add_subscriber(row, slug="researchers", source="cli", now=NOW, force=True)
+        await store.subscribers.add(row, slug="researchers", source="cli", now=NOW)
+    message = await store.subscribers.add(
+        row, slug="researchers", source="cli", now=NOW, force=True
+    )
     assert message == "j.smith@example.org subscribed to researchers"
-    await store.suppress("j.smith@example.org", reason=SuppressionReason.MANUAL, detail="", now=NOW)
+    await store.subscribers.suppress(
+        "j.smith@example.org", reason=SuppressionReason.MANUAL, detail="", now=NOW
+    )
     with pytest.raises(StateError, match="suppressed"):
-        await store.add_subscriber(row, slug="researchers", source="cli", now=NOW, force=True)
+        await store.subscribers.add(row, slug="researchers", source="cli", now=NOW, force=True)
 
 
 async def test_export_neutralises_formulas_and_imports_back_unchanged(

@@ -82,16 +82,16 @@ async def test_every_way_in_gives_a_public_id(store: Store) -> None:
     from mailer.storage import ListMeta, SubscriberRow
 
     now = datetime.now(UTC)
-    await store.upsert_list(ListMeta("r", "R"), now=now)
+    await store.lists.upsert(ListMeta("r", "R"), now=now)
     rows = [
         SubscriberRow(i, v.email, v.key, v.smtputf8, name="X")
         for i, v in enumerate((normalize(f"p{i}@example.org") for i in range(20)), 1)
     ]
-    async with store.import_list(ListMeta("r", "R"), source="import:r.csv", now=now) as job:
+    async with store.lists.import_list(ListMeta("r", "R"), source="import:r.csv", now=now) as job:
         await job.add(rows)
         await job.finish({r.key for r in rows}, prune=False)
     valid = normalize("one@example.org")
-    await store.add_subscriber(
+    await store.subscribers.add(
         SubscriberRow(1, valid.email, valid.key, valid.smtputf8), slug="r", source="cli", now=now
     )
     async with store.engine.connect() as conn:
@@ -158,10 +158,10 @@ async def test_links_mailed_before_the_upgrade_keep_working_for_their_subscriber
         async with httpx.AsyncClient(transport=transport, base_url="http://l.test") as client:
             page = await client.post(old_link[0], data={"List-Unsubscribe": "One-Click"})
             assert page.status_code == 200
-            await store.remove_subscriber("old2@example.org", slug=None)
+            await store.subscribers.remove("old2@example.org", slug=None)
             valid = normalize("newcomer@example.org")
             row = SubscriberRow(1, valid.email, valid.key, valid.smtputf8)
-            await store.add_subscriber(row, slug="r", source="cli", now=datetime.now(UTC))
+            await store.subscribers.add(row, slug="r", source="cli", now=datetime.now(UTC))
             stale = await client.post(old_link[1], data={"List-Unsubscribe": "One-Click"})
             assert stale.status_code == 404
         async with store.engine.connect() as conn:

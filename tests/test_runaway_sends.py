@@ -47,11 +47,11 @@ async def _send(
     )
     assert (await import_file(store, people, now=NOW)).ok
     content = Content(name="news", kind="announcement", subject="Nouvelles", body=body)
-    campaign = await store.sending.save_campaign(
+    campaign = await store.campaigns.save(
         content, list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
         now=NOW,
     )  # fmt: skip
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign, key="announce", action="announcement", due_at=NOW, now=NOW
     )
     settings = make_settings(
@@ -71,13 +71,13 @@ async def test_a_runaway_body_pauses_the_send_with_the_reason(
     send_id, settings = await _send(store, tmp_path, database_url, smtp_server, 20, body)
     started = time.monotonic()
     async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
-        engine = Engine(settings, store, transport, worker="test", clock=lambda: datetime.now(UTC))
+        engine = Engine(settings, store, transport, node="test", clock=lambda: datetime.now(UTC))
         summary = await engine.run_send(send_id)
     assert time.monotonic() - started < 3 * 2 + 5
     assert summary.status == SendStatus.PAUSED
     assert reason in (summary.reason or "")
     assert smtp_server.recipients() == []
-    assert await store.sending.status(send_id) == SendStatus.PAUSED
+    assert await store.sends.status(send_id) == SendStatus.PAUSED
 
 
 async def test_a_runaway_body_never_holds_the_event_loop(
@@ -104,7 +104,7 @@ async def test_a_runaway_body_never_holds_the_event_loop(
     started = time.monotonic()
     try:
         async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as transport:
-            engine = Engine(settings, store, transport, worker="t", clock=lambda: datetime.now(UTC))
+            engine = Engine(settings, store, transport, node="t", clock=lambda: datetime.now(UTC))
             summary = await engine.run_send(send_id)
     finally:
         ticker.cancel()

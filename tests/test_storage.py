@@ -12,8 +12,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 
 from mailer.errors import ConfigError, StorageUnavailable
 from mailer.settings import Settings
-from mailer.storage import Store, head_revision
-from mailer.storage.store import ListMeta
+from mailer.storage import ListMeta, Store, head_revision
 from mailer.storage.tables import metadata, subscriptions, suppressions
 from tests.conftest import make_settings
 
@@ -193,28 +192,30 @@ async def test_a_suppression_is_lifted_and_its_history_kept(store: Store) -> Non
     from mailer.storage import SubscriberRow
 
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-    await store.upsert_list(ListMeta(slug="news", title="News"), now=now)
+    await store.lists.upsert(ListMeta(slug="news", title="News"), now=now)
     row = SubscriberRow(line=0, email="ada@example.org", key="ada@example.org", smtputf8=False)
-    await store.add_subscriber(row, slug="news", source="cli", now=now)
+    await store.subscribers.add(row, slug="news", source="cli", now=now)
     key = "ada@example.org"
-    assert await store.suppress(
+    assert await store.subscribers.suppress(
         key, reason=SuppressionReason.COMPLAINT, detail="abuse report", now=now, actor="cli:ops"
     )
     why = "the complaint was filed by mistake; confirmed by phone with the subscriber " * 3
     later = now + timedelta(hours=1)
-    assert await store.unsuppress(key, why=why, actor="cli:ops", now=later) == "complaint"
+    assert (
+        await store.subscribers.unsuppress(key, why=why, actor="cli:ops", now=later) == "complaint"
+    )
     with pytest.raises(StateError, match="is not suppressed"):
-        await store.unsuppress(key, why="again", actor="cli:ops", now=later)
-    view = await store.show_subscriber(key)
+        await store.subscribers.unsuppress(key, why="again", actor="cli:ops", now=later)
+    view = await store.subscribers.show(key)
     assert view.suppression is None
     assert [(e.action, e.reason, e.actor, e.at) for e in view.suppression_history] == [
         ("suppress", "complaint", "cli:ops", now),
         ("unsuppress", "manual", "cli:ops", later),
     ]
     assert view.suppression_history[1].detail == why
-    assert await store.suppress(
+    assert await store.subscribers.suppress(
         key, reason=SuppressionReason.MANUAL, detail="", now=later + timedelta(hours=1)
     )
-    view = await store.show_subscriber(key)
+    view = await store.subscribers.show(key)
     assert view.suppression == "manual"
     assert [e.action for e in view.suppression_history] == ["suppress", "unsuppress", "suppress"]

@@ -112,8 +112,8 @@ async def populate(store: Store) -> tuple[dict[str, int], dict[str, int]]:
         ("newsletter", "La lettre du réseau", True),
         ("events", "Journées scientifiques", True),
     ):
-        await store.upsert_list(ListMeta(slug, title, public=public), now=now())
-        lists[slug] = await store.list_id(slug)
+        await store.lists.upsert(ListMeta(slug, title, public=public), now=now())
+        lists[slug] = await store.lists.id_of(slug)
     ids = {}
     for address, name, locale in (
         ("claire.martin@example.org", "Claire Martin", "fr"),
@@ -122,7 +122,7 @@ async def populate(store: Store) -> tuple[dict[str, int], dict[str, int]]:
     ):
         valid = normalize(address)
         row = SubscriberRow(1, valid.email, valid.key, valid.smtputf8, name=name, locale=locale)
-        await store.add_subscriber(row, slug="researchers", source="test", now=now())
+        await store.subscribers.add(row, slug="researchers", source="test", now=now())
         async with store.engine.connect() as conn:
             ids[address] = (
                 await conn.execute(select(subscribers.c.id).where(subscribers.c.email == address))
@@ -214,7 +214,7 @@ async def test_one_click_post_unsubscribes_once_and_says_200(site: Site, encodin
 
 
 async def test_the_page_button_can_leave_every_list(site: Site) -> None:
-    await site.store.add_subscriber(
+    await site.store.subscribers.add(
         SubscriberRow(1, CLAIRE, CLAIRE, False), slug="newsletter", source="test", now=now()
     )
     page = await site.client.post(site.link(Purpose.UNSUBSCRIBE, CLAIRE), data={"action": "all"})
@@ -334,7 +334,7 @@ async def test_sign_up_makes_a_pending_subscription_and_one_confirmation_send(si
     assert sub["confirmed_at"] is None
     assert len(confirm_sends) == 1
     assert site.queued == [confirm_sends[0].id]  # handed to the scheduler at once
-    counts = await site.store.sending.counts(confirm_sends[0].id)
+    counts = await site.store.figures.counts(confirm_sends[0].id)
     assert counts["queued"] == 1
 
 
@@ -355,10 +355,10 @@ async def test_simultaneous_sign_ups_for_a_new_address_make_one_mail(site: Site)
 
 
 async def test_the_page_does_not_reveal_who_is_subscribed(site: Site) -> None:
-    await site.store.add_subscriber(
+    await site.store.subscribers.add(
         SubscriberRow(1, JOHN, JOHN, False), slug="newsletter", source="test", now=now()
     )
-    await site.store.suppress(
+    await site.store.subscribers.suppress(
         "suppressed@example.org", reason=SuppressionReason.COMPLAINT, detail="", now=now()
     )
     known = await _sign_up(site, JOHN, locale="en")
@@ -618,7 +618,7 @@ async def test_metrics_expose_the_sends_in_prometheus_format(
     smtp_server.plan.reply("RCPT", "550 5.1.1 no such user", recipient="amelie@example.org")
     send_id = await _campaign_send(store, "nouvelles")
     async with SmtpTransport(settings.smtp) as transport:
-        summary = await Engine(settings, store, transport, worker="t").run_send(send_id)
+        summary = await Engine(settings, store, transport, node="t").run_send(send_id)
     assert summary.counts["sent"] == 2
     app = create_app(settings, store, signer=Signer([KEY]), scheduler=Probe())
     async with httpx.AsyncClient(
@@ -648,12 +648,12 @@ async def test_metrics_expose_the_sends_in_prometheus_format(
 
 
 async def _campaign_send(store: Store, name: str) -> int:
-    campaign_id = await store.sending.save_campaign(
+    campaign_id = await store.campaigns.save(
         Content(name=name, kind="announcement", subject="Nouvelles du réseau", body="Bonjour."),
         list_slugs=["researchers"], sender_name=None, sender_address=None, event=None,
         now=now(),
     )  # fmt: skip
-    send_id, _ = await store.sending.create_send(
+    send_id, _ = await store.sends.create(
         campaign_id, key=f"announce:{now().timestamp()}", action="announcement",
         due_at=now(), now=now(),
     )  # fmt: skip
@@ -712,7 +712,7 @@ async def test_end_to_end_import_send_one_click_with_curl_then_the_next_send_ski
     try:
         first = await _campaign_send(store, "actualites")
         async with SmtpTransport(settings.smtp) as transport:
-            engine = Engine(settings, store, transport, worker="e2e")
+            engine = Engine(settings, store, transport, node="e2e")
             async with Scheduler(engine, sync_interval=0.1, grace=3600):
                 await _until_done(store, first)
                 claire = next(
@@ -730,10 +730,10 @@ async def test_end_to_end_import_send_one_click_with_curl_then_the_next_send_ski
                 assert curl.stdout == "200 ", curl.stderr
                 second = await _campaign_send(store, "actualites-2")
                 await _until_done(store, second)
-        report = {r["email"]: r async for r in store.sending.report(second)}
-        assert report[CLAIRE]["status"] == "skipped"
-        assert report[CLAIRE]["reason"] == "unsubscribed"
-        assert report[JOHN]["status"] == "sent"
+        report = {r.email: r async for r in store.figures.report(second)}
+        assert report[CLAIRE].status == "skipped"
+        assert report[CLAIRE].reason == "unsubscribed"
+        assert report[JOHN].status == "sent"
         assert smtp_server.recipients().count(CLAIRE) == 1
         assert smtp_server.recipients().count(JOHN) == 2
     finally:
@@ -742,7 +742,7 @@ async def test_end_to_end_import_send_one_click_with_curl_then_the_next_send_ski
 
 async def _until_done(store: Store, send_id: int) -> None:
     async with asyncio.timeout(30):
-        while await store.sending.status(send_id) != SendStatus.DONE:  # noqa: ASYNC110
+        while await store.sends.status(send_id) != SendStatus.DONE:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
@@ -758,7 +758,7 @@ async def test_sign_up_mail_goes_through_the_daemon_and_its_link_confirms(
         update={"smtp": smtp_server.settings()}
     )
     async with SmtpTransport(settings.smtp) as transport:
-        engine = Engine(settings, store, transport, worker="web")
+        engine = Engine(settings, store, transport, node="web")
         async with Scheduler(engine, sync_interval=3600, grace=3600) as scheduler:
             app = create_app(
                 settings, store, signer=engine.signer, scheduler=scheduler,

@@ -64,16 +64,16 @@ class Lab:
         before = len(self.smtp.received)
         async with SmtpTransport(self.settings.smtp) as transport:
             await Engine(
-                self.settings, self.store, transport, worker="t", signer=self.signer
+                self.settings, self.store, transport, node="t", signer=self.signer
             ).run_send(send_id)
         return [_message(r.data) for r in self.smtp.received[before:]]
 
     async def campaign(self, name: str = "nouvelles", slug: str = "researchers") -> int:
-        campaign_id = await self.store.sending.save_campaign(
+        campaign_id = await self.store.campaigns.save(
             Content(name=name, kind="announcement", subject="Nouvelles", body="Bonjour."),
             list_slugs=[slug], sender_name=None, sender_address=None, event=None, now=now(),
         )  # fmt: skip
-        send_id, _ = await self.store.sending.create_send(
+        send_id, _ = await self.store.sends.create(
             campaign_id, key=f"announce:{now().timestamp()}", action="announcement",
             due_at=now(), now=now(),
         )  # fmt: skip
@@ -98,7 +98,7 @@ class Lab:
                     select(subscriptions.c.status)
                     .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
                     .where(subscribers.c.email == address)
-                    .where(subscriptions.c.list_id == await self.store.list_id(slug))
+                    .where(subscriptions.c.list_id == await self.store.lists.id_of(slug))
                 )
             ).scalar()
 
@@ -150,11 +150,11 @@ async def lab(
         ("researchers", "Chercheurs du réseau", False),
         ("newsletter", "La lettre du réseau", True),
     ):
-        await store.upsert_list(ListMeta(slug, title, public=public), now=now())
+        await store.lists.upsert(ListMeta(slug, title, public=public), now=now())
     for address, name in ((CLAIRE, "Claire Martin"), (AMELIE, "Amélie")):
         valid = normalize(address)
         row = SubscriberRow(1, valid.email, valid.key, valid.smtputf8, name=name, locale="fr")
-        await store.add_subscriber(row, slug="researchers", source="test", now=now())
+        await store.subscribers.add(row, slug="researchers", source="test", now=now())
     queued: list[int] = []
     signer = Signer([KEY])
     app = create_app(settings, store, signer=signer, on_send=queued.append)
@@ -213,10 +213,10 @@ async def test_head_options_and_get_change_nothing_on_any_route(lab: Lab, backen
 async def test_an_erased_subscribers_links_never_reach_the_next_person(lab: Lab) -> None:
     mails = await lab.deliver(await lab.campaign())
     old = links(to_of(mails, AMELIE))
-    await lab.store.remove_subscriber(normalize(AMELIE).key, slug=None)
+    await lab.store.subscribers.remove(normalize(AMELIE).key, slug=None)
     valid = normalize("mallory@example.org")
     row = SubscriberRow(1, valid.email, valid.key, valid.smtputf8, name="Mallory")
-    await lab.store.add_subscriber(row, slug="researchers", source="test", now=now())
+    await lab.store.subscribers.add(row, slug="researchers", source="test", now=now())
     before = await dump(lab.store)
     page = await lab.client.get(old["p"])
     assert page.status_code == 404
@@ -403,8 +403,8 @@ async def test_the_confirmation_mail_does_not_carry_the_name_typed_in_the_form(l
 
 async def test_the_links_of_a_test_mail_change_nothing(lab: Lab) -> None:
     send_id = await lab.campaign()
-    spec = await lab.store.sending.spec(send_id)
-    (recipient,) = [r async for r in lab.store.recipients("researchers", limit=1)]
+    spec = await lab.store.sends.spec(send_id)
+    (recipient,) = [r async for r in lab.store.lists.recipients("researchers", limit=1)]
     composer = make_composer(
         lab.settings, renderer=Renderer(lab.settings.paths.templates_dir), signer=lab.signer,
         send=SendInfo(
@@ -485,9 +485,9 @@ async def test_a_confirmation_with_no_request_left_is_not_mailed(lab: Lab) -> No
         sends += lab.queued[before:]
     added, gone = normalize("added@example.org"), normalize("gone@example.org")
     row = SubscriberRow(1, added.email, added.key, added.smtputf8)
-    await lab.store.add_subscriber(row, slug="newsletter", source="cli", now=now())
-    await lab.store.unsubscribe(gone.key, slug="newsletter", source="cli", now=now())
+    await lab.store.subscribers.add(row, slug="newsletter", source="cli", now=now())
+    await lab.store.subscribers.unsubscribe(gone.key, slug="newsletter", source="cli", now=now())
     for send_id in sends:
         assert await lab.deliver(send_id) == []
-        report = [r async for r in lab.store.sending.report(send_id)]
-        assert [(r["status"], r["reason"]) for r in report] == [("skipped", "no pending sign-up")]
+        report = [r async for r in lab.store.figures.report(send_id)]
+        assert [(r.status, r.reason) for r in report] == [("skipped", "no pending sign-up")]

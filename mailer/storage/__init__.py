@@ -1,25 +1,40 @@
 """Storage: the only package that speaks SQL (SQLAlchemy 2 Core, asyncio; SQLite or PostgreSQL).
 
+By noun, each table written by one module:
+
 - ``tables``: the schema; ``mailer/migrations``: the Alembic revisions that build it;
-- ``engine``: engines, SQLite pragmas, data folder, migrations;
-- ``store``: the ``Store`` and its queries about lists and subscribers;
-- ``sending``: the queries of campaigns, sends and deliveries (``store.sending``);
-- ``pages``: what the subscriber pages read and write, and the figures of ``/metrics``
-  (``store.pages``).
+- ``engine``: engines, SQLite pragmas, data folder, migrations, the database's
+  ``Capabilities`` (the one module that names a dialect);
+- ``database``: the ``Database`` handle the nouns share (transactions, write turns);
+- ``store``: the ``Store``, which opens the database and composes the nouns;
+- ``lists`` (``store.lists``): lists; ``imports``: a list file's import into one;
+- ``subscribers`` (``store.subscribers``): subscribers, subscriptions, consent history;
+- ``suppressions``: the addresses never mailed again, and their history;
+- ``consent`` (``store.consent``): what the subscriber pages change (sign-up, confirm,
+  unsubscribe, preferences);
+- ``campaigns`` (``store.campaigns``): campaigns, their lists and events;
+- ``sends`` (``store.sends``): sends and their moves (``mailer.lifecycle``);
+- ``deliveries`` (``store.deliveries``): deliveries, their leases and results, the skip rule;
+- ``figures`` (``store.figures``): counts, rates and the ``/metrics`` figures (read-only);
+- ``lookups``: read-only look-ups several nouns share.
+
+The value objects they take and return live in ``mailer.models``.
 """
 
-from mailer.storage.engine import ensure_data_dir, head_revision
-from mailer.storage.store import (
+from mailer.models import (
     ImportTally,
-    ListImport,
     ListMeta,
     ListSummary,
-    Store,
     SubscriberRow,
     SubscriberView,
 )
+from mailer.storage.engine import Capabilities, ensure_data_dir, head_revision, sending_lock
+from mailer.storage.imports import IMPORT_SOURCE_PREFIX, ListImport
+from mailer.storage.store import Store
 
 __all__ = [
+    "IMPORT_SOURCE_PREFIX",
+    "Capabilities",
     "ImportTally",
     "ListImport",
     "ListMeta",
@@ -29,4 +44,5 @@ __all__ = [
     "SubscriberView",
     "ensure_data_dir",
     "head_revision",
+    "sending_lock",
 ]

@@ -1,20 +1,27 @@
-"""Opening the database: engine, SQLite pragmas, reachability, data folder, migrations.
+"""Opening the database: engine, SQLite pragmas, reachability, data folder, migrations, and
+what the database can do (:class:`Capabilities`).
 
+The only module of mailer that names a dialect: everything else branches on a capability
+(``db.capabilities.shares_leases``...), read once from the dialect by :func:`capabilities`.
 Nothing above ``storage`` sees a SQLAlchemy or driver exception: they become
-:class:`~mailer.errors.StorageUnavailable` or :class:`~mailer.errors.StorageError` here.
+:class:`~mailer.errors.StorageUnavailable` or :class:`~mailer.errors.StorageError` here
+and in ``database``. Writes no table.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import BigInteger, Dialect, Integer, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,6 +31,62 @@ from mailer.settings import Settings, mask_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+# Row ids: BigInteger on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+ROW_ID = BigInteger().with_variant(Integer(), SQLITE)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the database can do, named once; storage branches on these, never on a name."""
+
+    # Several daemons may send from this database at once, sharing a send's deliveries by
+    # leases (PostgreSQL). Without: one sending process per database (``sending_lock``).
+    shares_leases: bool
+    # ``SELECT ... FOR UPDATE SKIP LOCKED``: take the rows no other transaction holds.
+    skip_locked: bool
+    # Session advisory locks: one daemon of a cluster does a periodic job.
+    advisory_locks: bool
+    # One writer at a time for the whole database (SQLite): this process queues its writers.
+    one_writer: bool
+    # The database is a file this process opens; a second sender must be refused.
+    file_lock: bool
+    # Times are stored as naive UTC text (SQLite has no time zones).
+    naive_datetimes: bool
+    # ``SET LOCAL plan_cache_mode``: prepared statements may be planned for their values.
+    plan_cache_mode: bool
+    # An INSERT that knows ``ON CONFLICT DO NOTHING`` (each dialect has its own).
+    insert: Callable[[Table], Any]
+
+
+_SQLITE = Capabilities(
+    shares_leases=False, skip_locked=False, advisory_locks=False, one_writer=True,
+    file_lock=True, naive_datetimes=True, plan_cache_mode=False, insert=sqlite.insert,
+)  # fmt: skip
+_POSTGRESQL = Capabilities(
+    shares_leases=True, skip_locked=True, advisory_locks=True, one_writer=False,
+    file_lock=False, naive_datetimes=False, plan_cache_mode=True, insert=postgresql.insert,
+)  # fmt: skip
+
+
+def capabilities(dialect: Dialect) -> Capabilities:
+    """The capabilities of a dialect (read once per dialect name, then remembered)."""
+    return _capabilities_of(dialect.name)
+
+
+# Another dialect (a statement compiled for display, say): none of the features.
+_OTHER = Capabilities(
+    shares_leases=False, skip_locked=False, advisory_locks=False, one_writer=False,
+    file_lock=False, naive_datetimes=False, plan_cache_mode=False, insert=sqlite.insert,
+)  # fmt: skip
+
+
+@functools.cache
+def _capabilities_of(name: str) -> Capabilities:
+    return {SQLITE: _SQLITE, POSTGRESQL: _POSTGRESQL}.get(name, _OTHER)
 
 
 def ensure_data_dir(path: Path) -> Path:
@@ -51,7 +114,7 @@ def sending_lock(engine: AsyncEngine) -> Iterator[None]:
     no lock: there, daemons share the work through leases.
     """
     database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    if not capabilities(engine.dialect).file_lock or not database or database == ":memory:":
         yield
         return
     path = Path(f"{database}.lock")
@@ -84,7 +147,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             f"postgresql+asyncpg://user:password@host/db, got {mask_url(url_text)!r}"
         ) from None
     backend = url.get_backend_name()
-    if backend == "sqlite":
+    if backend == SQLITE:
         if url.drivername != "sqlite+aiosqlite":
             url = url.set(drivername="sqlite+aiosqlite")
         if settings.database.url is None:
@@ -103,7 +166,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             _watch_file(engine, Path(url.database))
         return engine
-    if backend == "postgresql":
+    if backend == POSTGRESQL:
         if url.drivername != "postgresql+asyncpg":
             url = url.set(drivername="postgresql+asyncpg")
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -1,7 +1,9 @@
 """The schema (SQLAlchemy Core). Migrations under ``mailer/migrations`` must produce exactly this.
 
-Times are ``UTCDateTime``: aware UTC datetimes in Python, ``timestamptz`` on PostgreSQL and
-naive UTC text on SQLite. Statuses are text holding the ``StrEnum`` values of ``models``.
+Times are ``UTCDateTime``: aware UTC datetimes in Python, ``timestamptz`` where the database
+keeps time zones and naive UTC text where it does not (``Capabilities.naive_datetimes``).
+Statuses are text holding the ``StrEnum`` values of ``models``. Writes no row: each table is
+written by one module of ``storage`` (its docstring names it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -28,8 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-# BigInteger ids on PostgreSQL, INTEGER (rowid alias) on SQLite.
-Id = BigInteger().with_variant(Integer(), "sqlite")
+from mailer.storage.engine import ROW_ID, capabilities
+
+Id = ROW_ID
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -44,7 +46,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: store aware UTC datetimes only")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if capabilities(dialect).naive_datetimes else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

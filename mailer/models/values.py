@@ -1,78 +1,13 @@
-"""Closed vocabularies (stored as text) and small frozen value objects shared by the stages."""
+"""The small frozen value objects passed between the stages: recipients, lists, events,
+content, links and what one send has in common for all its recipients."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
-FALLBACK_LOCALE = "fr"
-CONFIRM_ACTION = "confirm"  # the send action of a double opt-in confirmation mail
-
-
-class SubscriberStatus(StrEnum):
-    ACTIVE = "active"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-    ERASED = "erased"
-
-
-class SubscriptionStatus(StrEnum):
-    PENDING = "pending"
-    SUBSCRIBED = "subscribed"
-    UNSUBSCRIBED = "unsubscribed"
-
-
-class OptInMode(StrEnum):
-    SINGLE = "single"
-    DOUBLE = "double"
-
-
-class SuppressionReason(StrEnum):
-    HARD_BOUNCE = "hard_bounce"
-    COMPLAINT = "complaint"
-    UNSUBSCRIBE = "unsubscribe"
-    MANUAL = "manual"
-
-
-class CampaignKind(StrEnum):
-    ANNOUNCEMENT = "announcement"
-    EVENT = "event"
-    NEWSLETTER = "newsletter"
-
-
-class CampaignStatus(StrEnum):
-    DRAFT = "draft"
-    SCHEDULED = "scheduled"
-    PAUSED = "paused"
-    DONE = "done"
-    CANCELLED = "cancelled"
-
-
-class EventStatus(StrEnum):
-    CONFIRMED = "confirmed"
-    CANCELLED = "cancelled"
-
-
-class SendStatus(StrEnum):
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    PAUSED = "paused"
-    DONE = "done"
-    CANCELLED = "cancelled"
-    MISSED = "missed"
-
-
-class DeliveryStatus(StrEnum):
-    QUEUED = "queued"
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-# --- value objects passed between the stages ---------------------------------------
+from mailer.models.vocabulary import FALLBACK_LOCALE, EventStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +44,7 @@ class EventInfo:
     link: str | None = None
     description: str = ""
     sequence: int = 0
-    status: str = "confirmed"
+    status: str = EventStatus.CONFIRMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +88,6 @@ class SendInfo:
     list: ListInfo
     sender_name: str
     sender_address: str
-    action: str  # announcement, newsletter, invitation, reminder, update, cancellation
+    action: str  # a SendAction: announcement, newsletter, invitation, reminder, update...
     now: datetime
     event: EventInfo | None = None

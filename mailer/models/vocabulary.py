@@ -1,0 +1,131 @@
+"""The closed vocabularies of mailer: ``StrEnum`` s stored as text in the database.
+
+Each value is what a row holds (``sends.action``, ``sends.status``, ``consent_events.event``...);
+a member compares equal to its text, so rows read back compare without converting.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+FALLBACK_LOCALE = "fr"
+
+
+class SubscriberStatus(StrEnum):
+    ACTIVE = "active"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    ERASED = "erased"
+
+
+class SubscriptionStatus(StrEnum):
+    PENDING = "pending"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class OptInMode(StrEnum):
+    SINGLE = "single"
+    DOUBLE = "double"
+
+
+class SuppressionReason(StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    MANUAL = "manual"
+
+
+class SuppressionAction(StrEnum):
+    """What one entry of the suppression history (``suppression_events.action``) did."""
+
+    SUPPRESS = "suppress"
+    UNSUPPRESS = "unsuppress"
+
+
+class ConsentEvent(StrEnum):
+    """One entry of the consent history (``consent_events.event``)."""
+
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class CampaignKind(StrEnum):
+    ANNOUNCEMENT = "announcement"
+    EVENT = "event"
+    NEWSLETTER = "newsletter"
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class EventStatus(StrEnum):
+    """The status of a campaign's event (``events.status``), its iCalendar STATUS."""
+
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class SendAction(StrEnum):
+    """What the mail of a send is (``sends.action``): the template's ``action``."""
+
+    ANNOUNCEMENT = "announcement"
+    NEWSLETTER = "newsletter"
+    INVITATION = "invitation"
+    REMINDER = "reminder"
+    UPDATE = "update"
+    CANCELLATION = "cancellation"
+    CONFIRM = "confirm"  # the confirmation mail of a double opt-in
+
+
+# The actions of an event campaign, in the order a campaign file names them (as text: the
+# CLI offers them as choices).
+EVENT_ACTIONS: tuple[str, ...] = (
+    SendAction.INVITATION.value,
+    SendAction.REMINDER.value,
+    SendAction.UPDATE.value,
+    SendAction.CANCELLATION.value,
+)
+CONFIRM_ACTION = SendAction.CONFIRM  # the send action of a double opt-in confirmation mail
+CONFIRM_KIND = "confirmation"  # the campaign kind (and template) of the confirmation mails
+
+
+class SendStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    MISSED = "missed"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Requested(StrEnum):
+    """What a sign-up did. The page says the same thing for all of them."""
+
+    MAIL_QUEUED = "mail queued"
+    ALREADY_SUBSCRIBED = "already subscribed"
+    SUPPRESSED = "suppressed"
+    RATE_LIMITED = "rate limited"
+
+
+class Confirmed(StrEnum):
+    """What following a confirmation link did."""
+
+    CONFIRMED = "confirmed"
+    ALREADY = "already subscribed"
+    INVALID = "invalid"  # unsubscribed since, removed, suppressed, or an older request's link

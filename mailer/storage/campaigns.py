@@ -1,0 +1,289 @@
+"""Campaigns: what staff wrote (content, lists, sender, options) and their event.
+
+Writes ``campaigns``, ``campaign_lists`` and ``events`` (and no other table): a campaign's
+pause, resume or cancel moves its sends through ``sends``, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mailer.errors import NotFoundError
+from mailer.lifecycle import CampaignMove, SendMove, campaign_target
+from mailer.models import (
+    CONFIRM_KIND,
+    Campaign,
+    CampaignKind,
+    CampaignStatus,
+    CampaignSummary,
+    Content,
+    EventInfo,
+    EventStatus,
+    Newsletter,
+    PublicList,
+    SendStatus,
+)
+from mailer.storage import sends as send_writer
+from mailer.storage.database import Database
+from mailer.storage.tables import campaign_lists, campaigns, events, lists, sends
+
+CONFIRM_TEMPLATE = "confirm"
+
+
+class Campaigns:
+    """The campaigns (``store.campaigns``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def save(
+        self,
+        content: Content,
+        *,
+        list_slugs: Sequence[str],
+        sender_name: str | None,
+        sender_address: str | None,
+        event: EventInfo | None,
+        now: datetime,
+        options: dict[str, Any] | None = None,
+    ) -> int:
+        """Create or update a campaign by name; return its id."""
+        async with self._db.begin(write=True) as conn:
+            list_ids = await _list_ids(conn, list_slugs, campaign=content.name)
+            values = {
+                "kind": content.kind,
+                "template": content.template_name,
+                "subject": content.subject,
+                "body": content.body,
+                "body_format": content.body_format,
+                "timezone": content.timezone,
+                "sender_name": sender_name,
+                "sender_address": sender_address,
+                "options": options or {},
+                "updated_at": now,
+            }
+            existing = (
+                await conn.execute(select(campaigns.c.id).where(campaigns.c.name == content.name))
+            ).scalar()
+            if existing is None:
+                result = await conn.execute(
+                    campaigns.insert().values(
+                        name=content.name,
+                        status=CampaignStatus.SCHEDULED.value,
+                        created_at=now,
+                        **values,
+                    )
+                )
+                campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            else:
+                campaign_id = int(existing)
+                await conn.execute(
+                    update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+                )
+            await conn.execute(
+                delete(campaign_lists).where(campaign_lists.c.campaign_id == campaign_id)
+            )
+            await conn.execute(
+                campaign_lists.insert(),
+                [{"campaign_id": campaign_id, "list_id": list_id} for list_id in list_ids],
+            )
+            if event is not None:
+                await _add_event(conn, campaign_id, event, now=now)
+            return campaign_id
+
+    async def get(self, name: str) -> Campaign:
+        async with self._db.begin() as conn:
+            row = (
+                (await conn.execute(select(campaigns).where(campaigns.c.name == name)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                known = (
+                    (await conn.execute(select(campaigns.c.name).order_by(campaigns.c.name)))
+                    .scalars()
+                    .all()
+                )
+                hint = f"; known: {', '.join(known)}" if known else "; none is stored yet"
+                raise NotFoundError(f"no campaign named {name!r}{hint}")
+            return Campaign(
+                id=row["id"], name=row["name"], kind=row["kind"], status=row["status"],
+                template=row["template"], subject=row["subject"], body=row["body"],
+                body_format=row["body_format"], sender_name=row["sender_name"],
+                sender_address=row["sender_address"], timezone=row["timezone"],
+                options=dict(row["options"] or {}),
+            )  # fmt: skip
+
+    async def summaries(self) -> list[CampaignSummary]:
+        """Every campaign with its next scheduled send, by name."""
+        async with self._db.begin() as conn:
+            next_due = (
+                select(sends.c.campaign_id, func.min(sends.c.due_at).label("next_due"))
+                .where(sends.c.status == SendStatus.SCHEDULED)
+                .group_by(sends.c.campaign_id)
+                .subquery()
+            )
+            rows = await conn.execute(
+                select(campaigns.c.name, campaigns.c.kind, campaigns.c.status, next_due.c.next_due)
+                .outerjoin(next_due, next_due.c.campaign_id == campaigns.c.id)
+                .order_by(campaigns.c.name)
+            )
+            return [CampaignSummary(**r) for r in rows.mappings().all()]
+
+    async def pause(self, campaign_id: int, *, now: datetime) -> int:
+        """Pause every send that has not ended; return how many."""
+        async with self._db.begin(write=True) as conn:
+            paused = await send_writer.move_of_campaign(
+                conn, campaign_id, SendMove.PAUSE, now=now, reason="campaign paused"
+            )
+            await _set_status(conn, campaign_id, CampaignMove.PAUSE, now=now)
+            return len(paused)
+
+    async def resume(self, campaign_id: int, *, now: datetime) -> int:
+        """Paused sends go back: scheduled if they never started, running if they had."""
+        async with self._db.begin(write=True) as conn:
+            resumed = 0
+            for started, move in ((True, SendMove.RESUME), (False, SendMove.RESUME_UNSTARTED)):
+                resumed += len(
+                    await send_writer.move_of_campaign(
+                        conn, campaign_id, move, now=now, reason=None, started=started
+                    )
+                )
+            await _set_status(conn, campaign_id, CampaignMove.RESUME, now=now)
+            return resumed
+
+    async def cancel_sends(
+        self, campaign_id: int, *, now: datetime, reason: str, action: str | None = None
+    ) -> int:
+        """Cancel the sends that have not ended (only reminders, say, with ``action``); the
+        campaign itself is cancelled when all its sends are."""
+        async with self._db.begin(write=True) as conn:
+            cancelled = await send_writer.move_of_campaign(
+                conn, campaign_id, SendMove.CANCEL, now=now, reason=reason, action=action
+            )
+            if action is None:
+                await _set_status(conn, campaign_id, CampaignMove.CANCEL, now=now)
+            return len(cancelled)
+
+    async def update_event(
+        self, campaign_id: int, event: EventInfo, *, status: EventStatus, now: datetime
+    ) -> int:
+        """New details for an event; SEQUENCE grows by one. Returns the new sequence."""
+        async with self._db.begin(write=True) as conn:
+            current = (
+                await conn.execute(
+                    select(events.c.sequence).where(events.c.campaign_id == campaign_id)
+                )
+            ).scalar()
+            if current is None:
+                raise NotFoundError("this campaign has no event")
+            sequence = int(current) + 1
+            await conn.execute(
+                update(events)
+                .where(events.c.campaign_id == campaign_id)
+                .values(
+                    title=event.title, starts_at=event.start, ends_at=event.end,
+                    timezone=event.timezone, place=event.place, link=event.link,
+                    description=event.description, sequence=sequence, status=status.value,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+            return sequence
+
+    async def newsletters(self) -> list[Newsletter]:
+        """Active recurring newsletters with their cron, zone and end."""
+        async with self._db.begin() as conn:
+            rows = await conn.execute(
+                select(
+                    campaigns.c.id, campaigns.c.name, campaigns.c.timezone, campaigns.c.options
+                ).where(
+                    campaigns.c.kind == CampaignKind.NEWSLETTER,
+                    campaigns.c.status == CampaignStatus.SCHEDULED,
+                )
+            )
+            out = []
+            for row in rows.all():
+                options = row.options or {}
+                if "cron" not in options:
+                    continue
+                until = options.get("until")
+                out.append(
+                    Newsletter(
+                        id=row.id,
+                        name=row.name,
+                        cron=options["cron"],
+                        zone=ZoneInfo(row.timezone),
+                        until=datetime.fromisoformat(until) if until else None,
+                    )
+                )
+            return out
+
+
+async def _list_ids(conn: AsyncConnection, slugs: Sequence[str], *, campaign: str) -> list[int]:
+    list_ids = []
+    for slug in slugs:
+        found = (await conn.execute(select(lists.c.id).where(lists.c.slug == slug))).scalar()
+        if found is None:
+            raise NotFoundError(f"unknown list {slug!r} in campaign {campaign!r}")
+        list_ids.append(int(found))
+    return list_ids
+
+
+async def _add_event(
+    conn: AsyncConnection, campaign_id: int, event: EventInfo, *, now: datetime
+) -> None:
+    """A campaign's event, stored the first time only (its changes go through
+    :meth:`Campaigns.update_event`, which counts the SEQUENCE)."""
+    found = (
+        await conn.execute(select(events.c.id).where(events.c.campaign_id == campaign_id))
+    ).scalar()
+    if found is not None:
+        return
+    await conn.execute(
+        events.insert().values(
+            campaign_id=campaign_id, sequence=event.sequence, status=EventStatus.CONFIRMED.value,
+            created_at=now, uid=event.uid, title=event.title, starts_at=event.start,
+            ends_at=event.end, timezone=event.timezone, place=event.place, link=event.link,
+            description=event.description, updated_at=now,
+        )
+    )  # fmt: skip
+
+
+async def _set_status(
+    conn: AsyncConnection, campaign_id: int, move: CampaignMove, *, now: datetime
+) -> None:
+    await conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id)
+        .values(status=campaign_target(move).value, updated_at=now)
+    )
+
+
+# --- writers inside the caller's transaction -------------------------------------------------
+
+
+async def confirm_campaign(
+    conn: AsyncConnection, public: PublicList, *, timezone: str, now: datetime
+) -> int:
+    """The system campaign that carries a list's confirmation mails, made on first use."""
+    name = f"confirm:{public.slug}"
+    found = (await conn.execute(select(campaigns.c.id).where(campaigns.c.name == name))).scalar()
+    if found is not None:
+        return int(found)
+    result = await conn.execute(
+        insert(campaigns).values(
+            name=name, kind=CONFIRM_KIND, status=CampaignStatus.SCHEDULED.value,
+            template=CONFIRM_TEMPLATE, subject="", body="", body_format="markdown",
+            sender_name=None, sender_address=None, timezone=timezone, options={},
+            created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
+    campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    await conn.execute(insert(campaign_lists).values(campaign_id=campaign_id, list_id=public.id))
+    return campaign_id
