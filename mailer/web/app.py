@@ -1,0 +1,144 @@
+"""The app factory: :func:`create_app` mounts the subscriber pages (``pages.PAGES``),
+``/healthz`` and ``/metrics`` on one Starlette app, maps what a view raises to a page
+(413, 400, 503, 500), answers 404 and 405 with our own pages, and wraps the whole in the body
+limit and the security headers.
+
+Starlette's trailing-slash redirect is off (it builds its URL from the Host header): a path
+with a slash too many is redirected here, to ``MAILER_WEB__BASE_URL``. The routes of
+``console/`` and ``api/`` will be mounted here too. Nothing here reads a token or a form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Scope
+
+from mailer.clock import Clock, utc_now
+from mailer.errors import StorageError
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.tokens import Signer
+from mailer.web.context import PageContext, route_name
+from mailer.web.headers import SecurityHeaders
+from mailer.web.limits import MAX_BODY, BodyLimit, TooLarge
+from mailer.web.locales import pick_locale
+from mailer.web.metrics import Monitor, SchedulerProbe
+from mailer.web.pages import PAGES
+from mailer.web.views import Views
+
+log = logging.getLogger("mailer.web")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+OPERATOR_PATHS = ("/healthz", "/metrics")  # they answer JSON, not a page, when storage fails
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    signer: Signer,
+    scheduler: SchedulerProbe | None = None,
+    on_send: Callable[[int], None] | None = None,
+    clock: Clock = utc_now,
+) -> ASGIApp:
+    """The subscriber pages, ``/healthz`` and ``/metrics`` as one ASGI app."""
+    views = Views(settings.paths.templates_dir)
+    web = PageContext(settings, store, signer, views, on_send=on_send, clock=clock)
+    monitor = Monitor(store, scheduler=scheduler, clock=clock)
+    routes = [
+        Route(page.path, _guarded(views, partial(page.view, web)), methods=page.methods)
+        for page in PAGES
+    ]
+    routes += [
+        Route("/healthz", _guarded(views, monitor.healthz)),
+        Route("/metrics", _guarded(views, monitor.metrics)),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with monitor.lag.running():
+            yield
+
+    errors = _ErrorPages(web)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            404: errors.not_found,
+            405: errors.not_found,
+            Exception: errors.server_error,
+        },
+        lifespan=lifespan,
+    )
+    # Starlette's own trailing-slash redirect builds its URL from the Host header.
+    app.router.redirect_slashes = False
+    return SecurityHeaders(BodyLimit(app, MAX_BODY))
+
+
+def _guarded(views: Views, view: Endpoint) -> Endpoint:
+    """``view``, with what it may raise answered: a body grown too large (413), a client
+    gone mid-body (400), storage failing (503, a page or JSON for the operator paths)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await view(request)
+        except TooLarge:  # a body without Content-Length grew past the limit
+            return views.message(pick_locale(request), "too_large", status=413)
+        except ClientDisconnect:
+            # the client went away mid-body: nothing was read, nothing changes
+            log.debug("%s %s: client disconnected", request.method, route_name(request))
+            return Response(status_code=400)
+        except StorageError as exc:
+            log.error("%s %s: %s", request.method, route_name(request), exc)
+            if request.url.path in OPERATOR_PATHS:
+                return JSONResponse(
+                    {"status": "unavailable", "database": str(exc)}, status_code=503
+                )
+            lang = pick_locale(request)
+            return views.message(lang, "unavailable", status=503)
+
+    return endpoint
+
+
+class _ErrorPages:
+    """Our pages for 404, 405 and 500, and the redirect of a path with a trailing slash."""
+
+    def __init__(self, web: PageContext) -> None:
+        self.web = web
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        code = exc.status_code if isinstance(exc, HTTPException) else 500
+        lang = pick_locale(request)
+        if code == 405:
+            allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+            response = self.web.views.message(lang, "bad_request", status=405)
+            if allowed:
+                response.headers["Allow"] = allowed
+            return response
+        path = request.url.path
+        if path.endswith("/") and path.rstrip("/") and _is_route(request.app, path.rstrip("/")):
+            # /s/list/ -> /s/list, on the configured base URL (never the Host header)
+            target = self.web.settings.web.base_url + path.rstrip("/")
+            if request.url.query:
+                target += "?" + request.url.query
+            return RedirectResponse(target, status_code=308 if request.method != "GET" else 307)
+        return self.web.views.message(lang, "notfound", status=404)
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this answer, so the server logs the traceback once.
+        log.error("%s %s: unexpected %s: %s", request.method, route_name(request),
+                  type(exc).__name__, exc)  # fmt: skip
+        return self.web.views.message(pick_locale(request), "error", status=500)
+
+
+def _is_route(app: Starlette, path: str) -> bool:
+    scope: Scope = {"type": "http", "path": path, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
