@@ -1,0 +1,101 @@
+"""The web package's shape: every name imported from ``mailer.web`` before it was a package is
+still there, nothing under it reaches dispatch, transport or SQL even indirectly, and its
+small pieces (trusted proxies, the loop lag, the page table) do what the app relies on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grimp
+import pytest
+
+import mailer.web
+from mailer.web.limits import TrustedProxies
+from mailer.web.metrics import LoopLag
+from mailer.web.pages import PAGES
+from tests.conftest import make_settings
+
+# What the daemon, the CLI and the tests imported from the single module mailer/web.py.
+BEFORE = ("WebServer", "create_app", "IpLimit", "Views", "pick_locale", "client_ip")
+NEVER = ("mailer.dispatch", "mailer.transport", "aiosmtplib")
+SQL = ("sqlalchemy", "aiosqlite", "asyncpg", "alembic")
+
+
+def _web_modules(graph: grimp.ImportGraph) -> list[str]:
+    return sorted(m for m in graph.modules if m == "mailer.web" or m.startswith("mailer.web."))
+
+
+def test_the_names_of_the_old_module_are_importable_from_the_package() -> None:
+    """``from mailer.web import X`` keeps working for every X callers used before."""
+    missing = [name for name in BEFORE if not hasattr(mailer.web, name)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("forbidden", NEVER)
+def test_web_reaches_no_sending_not_even_indirectly(forbidden: str) -> None:
+    """The web app never sends: no chain of imports from any module of mailer.web leads to
+    dispatch, transport or aiosmtplib (typing-only imports included)."""
+    graph = grimp.build_graph(
+        "mailer", include_external_packages=True, exclude_type_checking_imports=False
+    )
+    assert forbidden in graph.modules
+    chains = [
+        m
+        for m in _web_modules(graph)
+        if graph.find_shortest_chain(importer=m, imported=forbidden, as_packages=True) is not None
+    ]
+    assert chains == []
+
+
+def test_web_speaks_no_sql_itself() -> None:
+    """Only storage speaks SQL: no module of mailer.web imports a database library."""
+    graph = grimp.build_graph("mailer", include_external_packages=True)
+    direct = [
+        (m, imported)
+        for m in _web_modules(graph)
+        for imported in graph.find_modules_directly_imported_by(m)
+        if imported.split(".")[0] in SQL
+    ]
+    assert direct == []
+
+
+def test_trusted_proxies_trust_nobody_by_default() -> None:
+    """No configured proxy: uvicorn reads no forwarding header at all."""
+    nobody = TrustedProxies([])
+    assert (nobody.proxy_headers, nobody.forwarded_allow_ips) == (False, None)
+    some = TrustedProxies(["10.0.0.1"])
+    assert (some.proxy_headers, some.forwarded_allow_ips) == (True, ["10.0.0.1"])
+
+
+def test_the_server_is_configured_with_the_trusted_proxies(tmp_path: Path) -> None:
+    """``MAILER_WEB__TRUSTED_PROXIES`` reaches uvicorn's config, and an empty one turns the
+    proxy headers off."""
+
+    async def app(scope: object, receive: object, send: object) -> None:  # pragma: no cover
+        return None
+
+    nobody = make_settings(tmp_path, web={"trusted_proxies": []})
+    assert mailer.web.WebServer(app, nobody).config.proxy_headers is False
+    some = make_settings(tmp_path, web={"trusted_proxies": ["10.0.0.1"]})
+    config = mailer.web.WebServer(app, some).config
+    assert (config.proxy_headers, config.forwarded_allow_ips) == (True, ["10.0.0.1"])
+
+
+async def test_loop_lag_measures_while_running_and_stops_after() -> None:
+    """The app's lifespan runs the lag probe and cancels it on the way out."""
+    lag = LoopLag(period=0.01)
+    before = set(asyncio.all_tasks())
+    async with lag.running():
+        await asyncio.sleep(0.05)
+        assert len(lag._recent) > 0
+    await asyncio.sleep(0)
+    assert set(asyncio.all_tasks()) - before == set()
+
+
+def test_the_page_table_lists_every_subscriber_page() -> None:
+    """The pages the app factory mounts, in order; all but the index act on POST."""
+    paths = [page.path for page in PAGES]
+    assert paths == ["/", "/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}"]
+    posting = {page.path for page in PAGES if page.methods and "POST" in page.methods}
+    assert {"/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}"} == posting
