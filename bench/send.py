@@ -611,7 +611,7 @@ async def child_e2e(
         "messages": expected,
         "sent": summary.counts.get("sent", 0),
         "status": str(summary.status),
-        "counts": summary.counts,
+        "counts": dict(summary.counts),
         "reason": summary.reason,
         "seconds": seconds,
         "cpu": cpu + worker_cpu,

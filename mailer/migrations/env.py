@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from mailer.storage.engine import capabilities
 from mailer.storage.tables import metadata
 
 connection = context.config.attributes.get("connection")
@@ -13,7 +14,7 @@ if connection is None:  # pragma: no cover - only reached by a bare `alembic` co
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
+    render_as_batch=capabilities(connection.dialect).alter_in_batches,
     compare_type=True,
 )
 with context.begin_transaction():

@@ -161,8 +161,8 @@ class Campaigns:
     async def cancel_sends(
         self, campaign_id: int, *, now: datetime, reason: str, action: str | None = None
     ) -> int:
-        """Cancel the sends that have not ended (only reminders, say, with ``action``); the
-        campaign itself is cancelled when all its sends are."""
+        """Cancel the sends that have not ended (only reminders, say, with ``action``); without
+        ``action``, the campaign itself is cancelled too."""
         async with self._db.begin(write=True) as conn:
             cancelled = await send_writer.move_of_campaign(
                 conn, campaign_id, SendMove.CANCEL, now=now, reason=reason, action=action

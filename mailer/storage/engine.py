@@ -58,17 +58,21 @@ class Capabilities:
     naive_datetimes: bool
     # ``SET LOCAL plan_cache_mode``: prepared statements may be planned for their values.
     plan_cache_mode: bool
+    # No ``ALTER COLUMN``/constraint changes in place: migrations rebuild tables in batches.
+    alter_in_batches: bool
     # An INSERT that knows ``ON CONFLICT DO NOTHING`` (each dialect has its own).
     insert: Callable[[Table], Any]
 
 
 _SQLITE = Capabilities(
     shares_leases=False, skip_locked=False, advisory_locks=False, one_writer=True,
-    file_lock=True, naive_datetimes=True, plan_cache_mode=False, insert=sqlite.insert,
+    file_lock=True, naive_datetimes=True, plan_cache_mode=False, alter_in_batches=True,
+    insert=sqlite.insert,
 )  # fmt: skip
 _POSTGRESQL = Capabilities(
     shares_leases=True, skip_locked=True, advisory_locks=True, one_writer=False,
-    file_lock=False, naive_datetimes=False, plan_cache_mode=True, insert=postgresql.insert,
+    file_lock=False, naive_datetimes=False, plan_cache_mode=True, alter_in_batches=False,
+    insert=postgresql.insert,
 )  # fmt: skip
 
 
@@ -80,7 +84,8 @@ def capabilities(dialect: Dialect) -> Capabilities:
 # Another dialect (a statement compiled for display, say): none of the features.
 _OTHER = Capabilities(
     shares_leases=False, skip_locked=False, advisory_locks=False, one_writer=False,
-    file_lock=False, naive_datetimes=False, plan_cache_mode=False, insert=sqlite.insert,
+    file_lock=False, naive_datetimes=False, plan_cache_mode=False, alter_in_batches=False,
+    insert=sqlite.insert,
 )  # fmt: skip
 
 
