@@ -5,6 +5,10 @@ It owns the process's signals. On start it resumes every ``running`` send; then,
 ``MAILER_SCHEDULER__SYNC_INTERVAL`` seconds, it runs the sends whose time has come and the
 retries that are due. SIGTERM or SIGINT stops claiming work, lets the messages in flight
 finish (up to ``MAILER_DELIVERY__SHUTDOWN_GRACE`` seconds), records their results and exits 0.
+
+Entry-point layer: it composes the resources on one ``AsyncExitStack`` and names this
+process's node (:func:`node_name`); it sends, schedules and serves nothing itself, and reads
+the time only through the :data:`~mailer.clock.Clock` it is given.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import os
 import signal
 import socket
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 
+from mailer.clock import Clock, utc_now
 from mailer.dispatch import Engine
 from mailer.errors import ConfigError, MessageError, StorageError
 from mailer.message import DkimSigner
@@ -83,23 +87,25 @@ def check_dkim_key(sender: SenderSettings) -> None:
         ) from None
 
 
-async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set or the process gets SIGTERM/SIGINT."""
+async def run(
+    settings: Settings, *, stop: asyncio.Event | None = None, clock: Clock = utc_now
+) -> None:
+    """Run until ``stop`` is set or the process gets SIGTERM/SIGINT; ``clock`` is what dispatch
+    and the lease check read the time from."""
     check_sending(settings)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
         store = await _open(stack, settings, stop)
         stack.enter_context(sending_lock(store.engine))
         revision = await prepare(settings, store)
-        await take_back_leases(store)
+        await take_back_leases(store, clock=clock)
         transport = (
             f"smtp {settings.smtp.host}:{settings.smtp.port}"
             if settings.smtp.host
             else f"capture to {settings.paths.data_dir / 'outbox'}"
         )
         sender = await stack.enter_async_context(open_transport(settings))
-        engine = Engine(settings, store, sender, node=node_name())
+        engine = Engine(settings, store, sender, node=node_name(), clock=clock)
         scheduler = await stack.enter_async_context(
             Scheduler(
                 engine,
@@ -130,27 +136,33 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         notify("READY=1")
         await stop.wait()
         notify("STOPPING=1")
-        log.info("stop requested: no new work; finishing the messages in flight")
-        scheduler.stop.set()
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
-        second = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, second.set)
-        waiter = asyncio.create_task(scheduler.wait_idle(settings.delivery.shutdown_grace))
-        interrupt = asyncio.create_task(second.wait())
-        done, _ = await asyncio.wait({waiter, interrupt}, return_when=asyncio.FIRST_COMPLETED)
-        interrupt.cancel()
-        if waiter not in done or not waiter.result():
-            waiter.cancel()
-            log.warning(
-                "messages still in flight%s; cutting them off (they stay queued and go "
-                "again at the next start)",
-                " after a second signal" if second.is_set() else
-                f" after {settings.delivery.shutdown_grace:.0f} s",
-            )  # fmt: skip
-            scheduler.cancel_dispatch()
+        await _drain(scheduler, grace=settings.delivery.shutdown_grace)
     log.info("mailer stopped cleanly")
+
+
+async def _drain(scheduler: Scheduler, *, grace: float) -> None:
+    """Claim no new work and let the messages in flight finish: for up to ``grace`` seconds,
+    or until a second SIGTERM/SIGINT, after which they are cut off (still queued)."""
+    log.info("stop requested: no new work; finishing the messages in flight")
+    scheduler.stop.set()
+    loop = asyncio.get_running_loop()
+    loop.remove_signal_handler(signal.SIGTERM)
+    loop.remove_signal_handler(signal.SIGINT)
+    second = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, second.set)
+    waiter = asyncio.create_task(scheduler.wait_idle(grace))
+    interrupt = asyncio.create_task(second.wait())
+    done, _ = await asyncio.wait({waiter, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    interrupt.cancel()
+    if waiter not in done or not waiter.result():
+        waiter.cancel()
+        log.warning(
+            "messages still in flight%s; cutting them off (they stay queued and go "
+            "again at the next start)",
+            " after a second signal" if second.is_set() else f" after {grace:.0f} s",
+        )
+        scheduler.cancel_dispatch()
 
 
 async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -174,11 +186,11 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
     log.info("web pages stopped")
 
 
-async def take_back_leases(store: Store) -> None:
-    """Release the leases of daemons of this machine that are gone (a crash, kill -9), so
+async def take_back_leases(store: Store, *, clock: Clock = utc_now) -> None:
+    """Release the leases of the nodes of this machine that are gone (a crash, kill -9), so
     that a restart resumes their deliveries at once rather than when the leases expire."""
     host = socket.gethostname()
-    for holder in await store.deliveries.lease_holders(now=datetime.now(UTC)):
+    for holder in await store.deliveries.lease_holders(now=clock()):
         name, _, pid = holder.rpartition(":")
         if name != host or not pid.isdigit() or _alive(int(pid)):
             continue
@@ -226,5 +238,6 @@ def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def node_name() -> str:
-    """This daemon's identity (``host:pid``): who claims sends and holds leases."""
+    """This node's name (``host:pid``), the daemon's identity: who claims sends and holds
+    leases."""
     return f"{socket.gethostname()}:{os.getpid()}"
