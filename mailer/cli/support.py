@@ -1,6 +1,9 @@
-"""What every command module shares: consoles, the async wrapper, settings and the store,
-and :func:`safe`, through which every piece of data (subscriber, list, campaign, relay reply)
-goes before rich prints it."""
+"""What every command module shares: consoles, exit codes, the async wrapper, the settings
+and the store, and :func:`safe`, through which every piece of data (subscriber, list,
+campaign, relay reply) goes before rich prints it.
+
+It holds no command and decides nothing: the command modules beside it do.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,16 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from mailer import app
+from mailer import app, campaigns
+from mailer.campaigns import Campaign
 from mailer.settings import Settings
 from mailer.storage import Store
 
@@ -62,11 +66,9 @@ EXIT_REJECTED = 1  # the command ran but some input was refused
 EXIT_ERROR = 2  # the command could not run (settings, storage, unreadable file)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """A click command written as a coroutine, run in its own event loop."""
 
-
-def _async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         return asyncio.run(func(*args, **kwargs))
@@ -75,15 +77,40 @@ def _async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 
 @asynccontextmanager
-async def _store() -> AsyncIterator[Store]:
+async def open_store() -> AsyncIterator[Store]:
     """The store, with the data folder checked and the schema brought up to date."""
-    settings = _settings()
+    settings = current_settings()
     async with Store.open(settings) as store:
         await app.prepare(settings, store)
         yield store
 
 
-def _settings() -> Settings:
+def load_campaign(path: Path) -> Campaign:
+    """The campaign file, checked against the configured time zone and templates folder."""
+    settings = current_settings()
+    return campaigns.load(
+        path,
+        default_zone=settings.scheduler.timezone,
+        templates_dir=settings.paths.templates_dir,
+    )
+
+
+def current_settings() -> Settings:
+    """The settings the root group built for this invocation."""
     settings = click.get_current_context().find_object(Settings)
     assert settings is not None
     return settings
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_REJECTED",
+    "current_settings",
+    "err",
+    "load_campaign",
+    "open_store",
+    "out",
+    "run_async",
+    "safe",
+    "visible",
+]
