@@ -597,18 +597,18 @@ async def test_the_daemon_backs_off_a_send_while_the_database_is_stalled(
 @pytest.fixture
 def render_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every send uses a render worker process (no size threshold); the pools opened."""
-    from mailer import dispatch, workers
+    from mailer.dispatch import feed, render_pool
 
     opened: list[Any] = []
 
-    class Recorded(workers.RenderPool):
+    class Recorded(render_pool.RenderPool):
         async def __aenter__(self) -> Any:
             opened.append(self)
             return await super().__aenter__()
 
-    monkeypatch.setattr(dispatch, "RENDER_WORKER_MIN", 0)
-    monkeypatch.setattr(dispatch, "RENDER_CHUNK", 8)
-    monkeypatch.setattr(dispatch, "RenderPool", Recorded)
+    monkeypatch.setattr(feed, "RENDER_POOL_MIN", 0)
+    monkeypatch.setattr(feed, "RENDER_CHUNK", 8)
+    monkeypatch.setattr(feed, "RenderPool", Recorded)
     return opened
 
 

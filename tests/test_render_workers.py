@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer import workers
+from mailer.dispatch import render_pool
+from mailer.dispatch.render_pool import Recipe, RenderPool, RenderPoolLost
 from mailer.message import Built
 from mailer.models import Content, ListInfo, Recipient, SendInfo
-from mailer.workers import Recipe, RenderPool, RenderWorkerLost
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ async def test_a_worker_stuck_past_its_hard_limit_is_stopped(tmp_path: Path) -> 
     process after the hard limit: the batch is lost, not waited for forever."""
     async with RenderPool(recipe(tmp_path, SLOW, hard_limit=0.5)) as pool:
         started = time.monotonic()
-        with pytest.raises(RenderWorkerLost):
+        with pytest.raises(RenderPoolLost):
             await pool.compose(people(1), date=NOW)
         assert time.monotonic() - started < 2
 
@@ -76,4 +76,4 @@ async def test_the_hard_limit_is_per_recipient(tmp_path: Path) -> None:
     ) as pool:
         made = await pool.compose(people(300), date=NOW)
     assert all(isinstance(m, Built) for m in made)
-    assert workers.HARD_LIMIT >= 2 * 2
+    assert render_pool.HARD_LIMIT >= 2 * 2

@@ -13,7 +13,7 @@ gets :data:`RENDER_BUDGET` seconds and each rendered part :data:`MAX_OUTPUT` cha
 power or repetition is a TemplateError. The sandbox counts its own steps (every loop
 iteration, call, attribute look-up, filter and piece of output) and looks at the clock
 every few hundred of them. A render worker process is also stopped from outside (see
-:mod:`mailer.workers`), for what the sandbox cannot see.
+:mod:`mailer.dispatch.render_pool`), for what the sandbox cannot see.
 
 Template files: ``email/<kind>.<locale>.html`` extends ``email/base.<locale>.html``; an
 optional ``email/<kind>.<locale>.txt`` is the text part, otherwise the text is derived from

@@ -1,19 +1,22 @@
-"""Render workers: composing a send's messages in a child process, so that rendering and MIME
+"""The render pool: a send's messages composed in child processes, so that rendering and MIME
 building use a second core while the sending process does only the database and SMTP.
 
-A :class:`RenderPool` is opened for one large send and closed with it. Its worker process
-gets a picklable :class:`Recipe` once, makes the send's composers from it (templates compiled
-once, as in the sending process) and then turns batches of recipients into message bytes.
-A recipient whose message cannot be built comes back as the reason, never as an exception.
+A :class:`RenderPool` is opened for one pass of a large send and closed with it (the only
+caller is :mod:`~.feed`, which decides when it pays). Each of its processes gets a picklable
+:class:`Recipe` once, makes the send's composers from it (templates compiled once, as in the
+sending process) and then turns batches of recipients into message bytes. A recipient whose
+message cannot be built comes back as the reason, never as an exception.
 
-It must not touch the database or the network: the worker only computes. A worker that dies
-raises :class:`RenderWorkerLost` for every batch it held; those recipients were neither sent
-nor recorded, so they are still queued, and dispatch composes them in its own process.
+It must not touch the database or the network: the pool only computes, and imports nothing
+of storage or transport (the fork server imports this module; ``mailer.dispatch`` loads its
+other modules lazily for that reason). A process that dies raises :class:`RenderPoolLost` for
+every batch it held; those recipients were neither sent nor recorded, so they are still
+queued, and the feed composes them in the sending process.
 
 A runaway template is stopped here twice over: the sandbox's own budget
 (:data:`mailer.render.RENDER_BUDGET`) fails the recipient with the reason, and what it
 cannot see (a C extension that does not return, a text derivation that never ends) meets
-:data:`HARD_LIMIT`: the worker arms a real-time timer for each recipient, and SIGALRM in its
+:data:`HARD_LIMIT`: the process arms a real-time timer for each recipient, and SIGALRM in its
 default disposition ends the process wherever it is, like a kill from outside.
 """
 
@@ -42,16 +45,16 @@ from mailer.render import RENDER_BUDGET, Renderer
 from mailer.settings import Settings
 from mailer.tokens import Signer
 
-HARD_LIMIT = 3 * RENDER_BUDGET  # seconds one recipient may take in a worker, all included
+HARD_LIMIT = 3 * RENDER_BUDGET  # seconds one recipient may take in a pool process, all included
 
 
-class RenderWorkerLost(MailerError, RuntimeError):
-    """The worker process ended (killed, out of memory) with batches in hand."""
+class RenderPoolLost(MailerError, RuntimeError):
+    """A process of the render pool ended (killed, out of memory) with batches in hand."""
 
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """What a worker needs to make the composers of one send; pickled once per worker."""
+    """What a pool process needs to make the composers of one send; pickled once per process."""
 
     settings: Settings
     templates_dir: Path
@@ -61,17 +64,17 @@ class Recipe:
     trace: str
     eight_bit: bool
     parent: int  # pid of the sending process
-    hard_limit: float = HARD_LIMIT  # seconds per recipient before the worker ends itself
+    hard_limit: float = HARD_LIMIT  # seconds per recipient before the process ends itself
 
 
-# --- in the worker process -------------------------------------------------------------------
+# --- in a pool process ----------------------------------------------------------------------
 
 _composers: dict[int, Composer] = {}
 _hard_limit = HARD_LIMIT
 
 
 def _start(recipe: Recipe) -> None:
-    """Worker initialiser. The sending process decides when a worker stops: Ctrl-C or a
+    """Pool process initialiser. The sending process decides when it stops: Ctrl-C or a
     SIGTERM sent to the whole process group must not kill it mid-batch."""
     global _hard_limit
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -95,8 +98,8 @@ def _start(recipe: Recipe) -> None:
 
 
 def _watch(parent: int) -> None:
-    """End this worker when the sending process is gone. After a kill -9 nobody shuts the
-    pool down, and the worker (a child of the fork server, holding both ends of its own task
+    """End this process when the sending process is gone. After a kill -9 nobody shuts the
+    pool down, and the process (a child of the fork server, holding both ends of its own task
     pipe) would otherwise wait for work forever."""
     try:
         handle = os.pidfd_open(parent)
@@ -127,7 +130,7 @@ def compose_batch(
 
 
 def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built | str]:
-    """In the worker: each recipient under the hard limit (the timer is re-armed for each)."""
+    """In a pool process: each recipient under the hard limit (the timer is re-armed for each)."""
     out: list[Built | str] = []
     try:
         for item in items:
@@ -142,11 +145,11 @@ def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built |
 
 
 class RenderPool:
-    """``workers`` processes composing one send; use as ``async with RenderPool(...)``."""
+    """``processes`` child processes composing one send; use as ``async with RenderPool(...)``."""
 
-    def __init__(self, recipe: Recipe, *, workers: int = 1) -> None:
+    def __init__(self, recipe: Recipe, *, processes: int = 1) -> None:
         self._recipe = recipe
-        self._workers = workers
+        self._processes = processes
         self._executor: ProcessPoolExecutor | None = None
         self._state = "new"
 
@@ -158,7 +161,7 @@ class RenderPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         self._executor = ProcessPoolExecutor(
-            max_workers=self._workers,
+            max_workers=self._processes,
             mp_context=context,
             initializer=_start,
             initargs=(self._recipe,),
@@ -176,17 +179,17 @@ class RenderPool:
         executor, self._executor = self._executor, None
         if executor is not None:
             # Batches not started are dropped (their recipients stay queued); the one in
-            # hand is finished, then the worker exits. Waited for in a thread, off the loop.
+            # hand is finished, then the process exits. Waited for in a thread, off the loop.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def compose(
         self, items: list[tuple[int, Recipient]], *, date: datetime
     ) -> list[Built | str]:
-        """The messages of ``items``, in order; :class:`RenderWorkerLost` if the worker died."""
+        """The messages of ``items``, in order; :class:`RenderPoolLost` if its process died."""
         if self._executor is None:
             raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, _compose, items, date)
         except BrokenProcessPool as exc:
-            raise RenderWorkerLost(f"the render worker process ended: {exc}") from None
+            raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None

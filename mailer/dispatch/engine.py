@@ -1,0 +1,349 @@
+"""The engine: one send run from its claim to its last result, pass after pass.
+
+:meth:`Engine.run_send` claims (or resumes) a send, materialises its deliveries, compiles its
+composers (one per list), runs the pre-flight, then one :class:`~.send_pass.SendPass` per pass
+with the :class:`~.feed.Feed` of that pass, and moves the send as the pass ended (paused,
+overrun, done). It returns a :class:`RunSummary`.
+
+It must not speak SQL or SMTP (``storage`` and ``transport`` do), run the stages of a pass
+(``send_pass`` does) or decide a delivery's fate (``policy`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailer.clock import Clock, utc_now
+from mailer.compose import Composer, make_composer
+from mailer.dispatch.feed import Feed, describe, not_built, open_feed, trace_of
+from mailer.dispatch.policy import Retries, too_late
+from mailer.dispatch.send_pass import Missed, Paused, SendPass
+from mailer.errors import MessageError, TemplateError
+from mailer.lifecycle import SendMove
+from mailer.models import CONFIRM_ACTION, DeliveryResult, Due, SendInfo, SendSpec, SendStatus
+from mailer.render import Renderer
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.tokens import Signer, load_signer
+from mailer.transport import Transport
+
+log = logging.getLogger("mailer.dispatch")
+
+PREFLIGHT_BUILT = 20  # recipients the pre-flight composes whole (the others: rendered)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Where a send stands after :meth:`Engine.run_send`."""
+
+    send_id: int
+    status: SendStatus
+    counts: Mapping[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    next_retry: datetime | None = None
+    claimed: bool = True  # False: another node (or command) holds the send
+
+
+class Engine:
+    """Runs sends with one transport; make one per daemon or CLI command."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        transport: Transport,
+        *,
+        node: str,
+        renderer: Renderer | None = None,
+        signer: Signer | None = None,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.node = node  # this daemon's identity: who claims sends and leases deliveries
+        self.renderer = renderer  # None: one per version of the template files
+        self._renderers: tuple[int, Renderer] | None = None
+        self.signer = signer or load_signer(settings.secret_keys, settings.paths.data_dir)
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    # --- the whole send -------------------------------------------------------------------
+
+    async def run_send(
+        self,
+        send_id: int,
+        *,
+        stop: asyncio.Event | None = None,
+        wait_for_retries: bool = False,
+        on_progress: Callable[[dict[str, int]], None] | None = None,
+        spec: SendSpec | None = None,
+    ) -> RunSummary:
+        """Claim (or resume) a send and attempt every due delivery; return where it stands.
+
+        ``spec``: the send as the caller just read it (the scheduler does), to save reading
+        it again; its status is only a hint, since the claim is conditional.
+        """
+        stop = stop or asyncio.Event()
+        store = self.store
+        if spec is None or spec.id != send_id:
+            spec = await store.sends.spec(send_id)
+        if spec.status in (SendStatus.SCHEDULED, SendStatus.RUNNING) and too_late(
+            spec, self.clock()
+        ):
+            await store.sends.move(
+                send_id, SendMove.TOO_LATE, now=self.clock(), reason="the event has started"
+            )
+            spec = await store.sends.spec(send_id)
+            return RunSummary(
+                send_id, spec.status, await store.figures.counts(send_id), spec.reason
+            )
+        if spec.status == SendStatus.SCHEDULED:
+            if not await store.sends.start(spec, node=self.node, now=self.clock()):
+                fresh = await store.sends.spec(send_id)
+                return RunSummary(send_id, fresh.status, claimed=False, reason=fresh.reason)
+        elif spec.status != SendStatus.RUNNING:
+            return RunSummary(
+                send_id, spec.status, await store.figures.counts(send_id), spec.reason
+            )
+        elif not await store.deliveries.exist(send_id):
+            # A crash between the claim and the materialise: its transaction left nothing.
+            # Otherwise the audience was fixed when the send started; a resume or a retry pass
+            # neither scans the lists again nor adds those who joined since.
+            await store.deliveries.materialise(spec, now=self.clock())
+        try:
+            await self._passes(spec, stop, on_progress, wait_for_retries=wait_for_retries)
+        except Missed as missed:
+            await store.sends.move(send_id, SendMove.OVERRUN, now=self.clock(), reason=str(missed))
+            log.warning("send %s stopped: %s", send_id, missed)
+        except Paused as paused:
+            await store.sends.move(send_id, SendMove.HALT, now=self.clock(), reason=str(paused))
+            log.warning("send %s paused: %s", send_id, paused)
+        counts = await store.sends.finish(send_id, now=self.clock())
+        status, reason, next_retry = await store.sends.standing(send_id)
+        return RunSummary(send_id, SendStatus(status), counts, reason, next_retry)
+
+    async def _passes(
+        self,
+        spec: SendSpec,
+        stop: asyncio.Event,
+        on_progress: Callable[[dict[str, int]], None] | None,
+        *,
+        wait_for_retries: bool,
+    ) -> None:
+        """The pre-flight, then a pass over the due deliveries; with ``wait_for_retries``,
+        another each time retries fall due, while the send runs and nothing stops it."""
+        composers = self._composers(spec)
+        first, total = await self._preflight(spec, composers)
+        renderer = self.renderer
+        templates_dir = renderer.templates_dir if renderer else self.settings.paths.templates_dir
+        while True:
+            async with open_feed(
+                self.settings, spec, composers,
+                templates_dir=templates_dir, keys=self.signer.keys, recipients=total,
+                clock=self.clock,
+            ) as feed:  # fmt: skip
+                await self._pass(spec, feed, stop, on_progress, first=first, total=total)
+            first = None
+            if stop.is_set() or not wait_for_retries:
+                return
+            if await self.store.sends.status(spec.id) != SendStatus.RUNNING:
+                return
+            next_retry = await self.store.deliveries.next_retry(spec.id)
+            if next_retry is None:
+                return
+            delay = max(0.0, (next_retry - self.clock()).total_seconds())
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                total = (await self.store.figures.counts(spec.id)).pending  # this pass, at most
+                continue
+            return
+
+    async def _pass(
+        self,
+        spec: SendSpec,
+        feed: Feed,
+        stop: asyncio.Event,
+        on_progress: Callable[[dict[str, int]], None] | None,
+        *,
+        first: list[Due] | None = None,
+        total: int = 0,
+    ) -> None:
+        """Attempt the due deliveries once (see :class:`~.send_pass.SendPass`)."""
+        delivery = self.settings.delivery
+        retries = Retries(
+            base=delivery.retry_base,
+            lifetime=timedelta(seconds=delivery.retry_lifetime),
+            rng=self.rng,
+        )
+        await SendPass(
+            spec, feed, settings=self.settings, store=self.store, transport=self.transport,
+            node=self.node, clock=self.clock, retries=retries, stop=stop,
+            on_progress=on_progress, first=first, total=total,
+        ).run()  # fmt: skip
+
+    # --- the composers ----------------------------------------------------------------------
+
+    def _current_renderer(self) -> Renderer:
+        """One Renderer (compiled templates) for as long as the template files do not change."""
+        folder = self.settings.paths.templates_dir
+        stamp = max((p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()), default=0)
+        if self._renderers is None or self._renderers[0] != stamp:
+            self._renderers = (stamp, Renderer(folder))
+        return self._renderers[1]
+
+    def _composers(self, spec: SendSpec) -> dict[int, Composer]:
+        """One compiled send per list (its title and List-Id); a template error pauses."""
+        now = self.clock()
+        composers = {}
+        renderer = self.renderer or self._current_renderer()
+        try:
+            for list_info in spec.lists:
+                send = SendInfo(
+                    content=spec.content,
+                    list=list_info,
+                    sender_name=spec.sender_name or self.settings.sender.from_name,
+                    sender_address=spec.sender_address or self.settings.sender.from_address,
+                    action=spec.action,
+                    now=now,
+                    event=spec.event,
+                )
+                composers[list_info.id] = make_composer(
+                    self.settings,
+                    renderer=renderer,
+                    signer=self.signer,
+                    send=send,
+                    send_id=spec.id,
+                    trace=trace_of(spec),
+                    eight_bit=self.transport.eight_bit,
+                )
+        except (TemplateError, MessageError) as exc:
+            raise Paused(f"cannot prepare the messages: {exc}") from None
+        return composers
+
+    # --- the pre-flight ---------------------------------------------------------------------
+
+    async def _preflight(
+        self, spec: SendSpec, composers: dict[int, Composer]
+    ) -> tuple[list[Due] | None, int]:
+        """Render and build every due recipient before the first message leaves.
+
+        The first ``PREFLIGHT_BUILT`` recipients are composed whole (rendered, links made,
+        MIME built, signed): what fails for every message (a base URL the builder refuses,
+        the DKIM key) shows here. The others are rendered and their header values checked.
+
+        A failure that belongs to a recipient (their address or name cannot go in a
+        header; a template that fails on their data alone) fails that delivery with the
+        reason, and the others go. One that belongs to the campaign (more than half of the
+        recipients, or of those composed whole) pauses the send before anything leaves.
+
+        Returns the due deliveries when they all fitted in one short batch (a small send),
+        so that the first pass need not fetch them again (None otherwise), and how many
+        recipients are to be sent.
+        """
+        now = self.clock()
+        check = _Preflight(composers, now=now)
+        started = time.monotonic()
+        batch_size = self.settings.delivery.batch_size
+        only: list[Due] | None = None
+        after, fetched = 0, 0
+        while True:
+            batch = await self.store.deliveries.due(
+                spec.id, after=after, limit=batch_size, now=now,
+                pending_ok=spec.action == CONFIRM_ACTION,
+            )  # fmt: skip
+            fetched += 1
+            if not batch:
+                break
+            if fetched == 1 and len(batch) < batch_size:
+                only = batch
+            after = batch[-1].id
+            # Rendering is CPU work (up to the render budget per recipient): a thread does
+            # it, so the event loop (other sends, the pages, /healthz) is never held.
+            await asyncio.to_thread(check.batch, batch)
+            if len(batch) < batch_size:
+                break  # a short batch is the last: no query for an empty one
+        failures, total = check.failures, check.total
+        log.info(
+            "send %s: pre-flight check of %d recipients in %.2f s (%d composed whole); "
+            "%d cannot be sent",
+            spec.id, total, time.monotonic() - started, check.built, len(failures),
+        )  # fmt: skip
+        reason = check.campaign_fails()
+        if reason is not None:
+            raise Paused(reason)
+        if failures:
+            await self.store.deliveries.record(failures, now=now, actor=f"send {spec.id}")
+            log.warning(
+                "send %s: %d recipients cannot be sent (recorded failed with the reason); "
+                "the others go",
+                spec.id, len(failures),
+            )  # fmt: skip
+            dropped = {o.delivery_id for o in failures}
+            if only is not None:
+                only = [d for d in only if d.id not in dropped]
+            total -= len(failures)
+        return only, total
+
+
+class _Preflight:
+    """What the pre-flight found so far, batch after batch (run in a thread)."""
+
+    def __init__(self, composers: dict[int, Composer], *, now: datetime) -> None:
+        self.composers = composers
+        self.now = now
+        self.total = 0  # recipients to send (skipped ones aside)
+        self.built = 0  # of them composed whole
+        self.built_failed = 0  # of those, failed
+        self.campaign_failed = 0  # failures of a template (not of a recipient's header values)
+        self.failures: list[DeliveryResult] = []
+        self.reasons: list[str] = []  # the first three, for the pause reason
+
+    def batch(self, batch: list[Due]) -> None:
+        for due in batch:
+            if due.skip_reason:
+                continue
+            self.total += 1
+            composer = self.composers[due.list_id]
+            try:
+                composer.check_recipient(due.recipient)
+            except MessageError as exc:
+                self.failures.append(not_built(due, exc))
+                continue
+            whole = self.built < PREFLIGHT_BUILT
+            try:
+                if whole:
+                    self.built += 1
+                    composer.compose(due.recipient, date=self.now)
+                else:
+                    composer.check_one(due.recipient)
+            except Exception as exc:  # any failure of a template is its own
+                # (a RecursionError of a body that calls itself, say): never the daemon's
+                self.built_failed += whole
+                self.campaign_failed += 1
+                self.failures.append(not_built(due, exc))
+                if len(self.reasons) < 3:
+                    self.reasons.append(f"{due.recipient.email}: {describe(exc)}")
+
+    def campaign_fails(self) -> str | None:
+        """The reason to pause when the failures belong to the campaign: more than half of
+        the recipients checked, or of those composed whole."""
+        failed = self.campaign_failed
+        checked = self.total - (len(self.failures) - failed)  # recipient data set aside
+        if failed and (2 * failed > checked or 2 * self.built_failed > self.built):
+            return (
+                f"pre-flight check: {failed} of {checked} recipients cannot be "
+                "rendered or built; " + "; ".join(self.reasons)
+            )
+        return None
+
+
+__all__ = ["Engine", "RunSummary"]
