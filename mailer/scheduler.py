@@ -11,8 +11,9 @@ claimed twice is harmless: the claim is conditional.
 
 Missed sends: one due longer ago than its grace (``MAILER_SCHEDULER__MISFIRE_GRACE``, or
 ``MAILER_SCHEDULER__NEWSLETTER_GRACE`` for a newsletter issue) is marked ``missed`` instead of
-sent late; a reminder's grace ends when its event starts. Recurring newsletters
-get their next issues created ahead as time goes by.
+sent late (:func:`mailer.dispatch.policy.past_grace` judges); a reminder's grace also ends
+when its event starts (dispatch judges that one, :func:`~mailer.dispatch.policy.too_late`).
+Recurring newsletters get their next issues created ahead as time goes by.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailer import schedule
 from mailer.dispatch import Engine
+from mailer.dispatch.policy import past_grace
 from mailer.errors import MailerError, StorageError
 from mailer.lifecycle import SendMove
-from mailer.models import SendAction, SendStatus
+from mailer.models import SendStatus
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -228,8 +230,8 @@ class Scheduler:
     async def _run(self, send_id: int) -> None:
         spec = await self.store.sends.spec(send_id)
         now = self.engine.clock()
-        grace = self.newsletter_grace if spec.action == SendAction.NEWSLETTER else self.grace
-        if spec.status == SendStatus.SCHEDULED and now - spec.due_at > grace:
+        grace = past_grace(spec, now, grace=self.grace, newsletter_grace=self.newsletter_grace)
+        if spec.status == SendStatus.SCHEDULED and grace is not None:
             await self.store.sends.move(
                 send_id, SendMove.EXPIRE, now=now,
                 reason=f"due {spec.due_at:%Y-%m-%d %H:%M} UTC, past the grace of {grace}",
