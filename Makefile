@@ -23,11 +23,13 @@ run: $(STAMP)
 	@echo "pages are on http://127.0.0.1:8000/ ; Ctrl-C stops."
 	$(BIN)/mailer run
 
-## Set up, then lint, type-check and run the whole test suite.
+## Set up, then lint, type-check, check the layers (docs/architecture.md) and run the whole
+## test suite.
 test: $(STAMP)
 	$(BIN)/ruff format --check mailer tests bench
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 ## Benchmarks (figures printed, not asserted).
