@@ -65,7 +65,7 @@ class Signer:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The keys, newest first (a render worker makes its own Signer from them)."""
+        """The keys, newest first (each render pool process makes its own Signer from them)."""
         return tuple(self._keys)
 
     def sign(self, purpose: Purpose, payload: Any) -> str:

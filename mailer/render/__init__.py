@@ -12,7 +12,7 @@ gets :data:`RENDER_BUDGET` seconds and each rendered part :data:`MAX_OUTPUT` cha
 ``range()`` stops at :data:`MAX_RANGE`; a macro that calls itself without end, a huge
 power or repetition is a TemplateError. The sandbox counts its own steps (every loop
 iteration, call, attribute look-up, filter and piece of output) and looks at the clock
-every few hundred of them. A render worker process is also stopped from outside (see
+every few hundred of them. A process of the render pool is also stopped from outside (see
 :mod:`mailer.dispatch.render_pool`), for what the sandbox cannot see.
 
 Template files: ``email/<kind>.<locale>.html`` extends ``email/base.<locale>.html``; an
