@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from mailer.dispatch import Engine
 from mailer.dispatch.feed import Feed
 from mailer.dispatch.policy import Retries
 from mailer.dispatch.send_pass import DuplicateWindow, Halt, Missed, Paused, SendPass
+from mailer.message import Built
 from mailer.models import DeliveryResult, DeliveryStatus, Due, Recipient
 from mailer.storage import Store
-from mailer.transport import SmtpTransport
+from mailer.transport import Result, SmtpTransport
 from tests.conftest import make_settings
-from tests.test_dispatch import NOW, prepare
+from tests.smtpd import SmtpServer
+from tests.test_dispatch import NOW, prepare, settings_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,3 +128,53 @@ async def test_the_recorder_commits_in_groups_of_record_batch(store: Store, tmp_
     await send_pass.record()
     assert reported == [{"sent": 10}, {"sent": 20}, {"sent": 25}]
     assert (await store.figures.counts(send_id)).sent == 25
+
+
+class _BreaksAt:
+    """A transport that raises an unexpected exception (a bug, not a reply) on message ``at``."""
+
+    def __init__(self, inner: SmtpTransport, at: int) -> None:
+        self.inner, self.at, self.count = inner, at, 0
+        self.eight_bit, self.smtputf8 = inner.eight_bit, inner.smtputf8
+
+    async def __aenter__(self) -> _BreaksAt:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def send(self, message: Built) -> Result:
+        self.count += 1
+        if self.count == self.at:
+            raise OSError("a bug in a lane")
+        return await self.inner.send(message)
+
+
+@pytest.mark.timeout(30)
+async def test_a_lane_that_dies_of_a_bug_ends_the_pass_instead_of_hanging_it(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """With one lane and a full outbox, a lane killed by an unexpected exception used to leave
+    the producer waiting forever to queue its end marker: the send hung, leases held. Now the
+    pass ends with the error, what was sent is recorded, the rest stays queued for a resume."""
+    send_id = await prepare(store, tmp_path, 60)
+    settings = settings_for(tmp_path, database_url, smtp_server, render_workers=0)
+    settings = settings.model_copy(
+        update={"smtp": settings.smtp.model_copy(update={"pool_size": 1})}
+    )
+    async with SmtpTransport(settings.smtp, reconnect_delay=0.05) as inner:
+        engine = Engine(settings, store, _BreaksAt(inner, 5), node="test")
+        with pytest.raises(BaseException) as raised:  # noqa: PT011 - the bug's own exception
+            await engine.run_send(send_id)
+    assert (
+        raised.group_contains(OSError)
+        if isinstance(raised.value, BaseExceptionGroup)
+        else (isinstance(raised.value, OSError))
+    )
+    counts = await store.figures.counts(send_id)
+    assert counts["sent"] == 4
+    assert counts["queued"] == 56
+    sent = [r.email async for r in store.figures.report(send_id) if r.status == "sent"]
+    assert sorted(smtp_server.recipients()) == sorted(sent)
+    holders = await store.figures.holders(send_id, now=datetime.now(UTC))
+    assert [leased for _node, leased, _rate in holders] in ([], [0]), "leases given back"

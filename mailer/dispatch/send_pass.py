@@ -257,8 +257,22 @@ class SendPass:
             await feed.drain(self)
         finally:
             await feed.discard()
-            for _ in range(self.lanes):
-                await self.outbox.put(_DONE)
+            await self._end_outbox()
+
+    async def _end_outbox(self) -> None:
+        """One end-of-queue marker per lane. Cancelled (a lane died of an unexpected error,
+        so the task group cancels the rest), the lanes may be gone and a full outbox never
+        drain: the messages still in it were neither sent nor recorded, so they stay queued,
+        and the markers go in without waiting."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            for _ in range(self.lanes):  # room for them: the outbox holds twice as many
+                self.outbox.put_nowait(_DONE)
+            return
+        for _ in range(self.lanes):
+            await self.outbox.put(_DONE)
 
     async def stopped(self) -> bool:
         """Whether the pass stops; staff may pause or cancel a send while it runs, so its
