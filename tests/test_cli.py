@@ -249,9 +249,10 @@ def test_preview_writes_the_message_one_subscriber_gets(project: Path) -> None:
     assert "pre-flight: 6 members of researchers, 0 failed" in result.stdout
     eml = project / "data/preview/journee-recherche-2024-reminder-john.okafor@example.org.eml"
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
-    assert message["Subject"].startswith("Reminder: 8e journée de recherche")
+    # John's locale is English: the English words of the campaign and of its event
+    assert message["Subject"].startswith("Reminder: 8th CRI-IMIDIATE / FAI²R research day")
     assert message["To"].addresses[0].display_name == "John Okafor"
-    assert [p.get_content_type() for p in message.walk()][-1] == "text/calendar"
+    assert "text/calendar" in [p.get_content_type() for p in message.walk()]
     assert (eml.parent / (eml.name.removesuffix(".eml") + ".html")).is_file()
     assert (project / "data" / "secret.key").is_file()
 

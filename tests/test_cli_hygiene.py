@@ -129,7 +129,7 @@ def _few(workdir: Path, second_name: str) -> None:
     )
     (workdir / "campaigns" / "few.toml").write_text(
         'name = "few"\nkind = "announcement"\nlists = ["few"]\nsubject = "Hello"\n'
-        'body_file = "actualites-car-t.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
+        'body_file = "actualites-car-t.fr.md"\ntimezone = "Europe/Paris"\nsend_at = "now"\n',
         encoding="utf-8",
     )
 

@@ -8,6 +8,7 @@ named here and judged by :mod:`mailer.lifecycle`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,8 +34,9 @@ from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
 from mailer.lifecycle import CampaignMove, check_campaign
 from mailer.models import Recipient, SendInfo
-from mailer.render import Renderer
+from mailer.render import LanguageTally, Renderer
 from mailer.schedule import Planned
+from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import load_signer
 from mailer.transport import Outcome, open_transport
@@ -79,6 +81,7 @@ async def campaign_check(path: Path, demo: bool) -> None:
     )
     async with open_store() as store:
         await _check_lists(store, campaign)
+        tallies = await _languages(store, campaign, settings)
     out.print(
         visible(
             f"{path}: valid ({campaign.data.kind.value}, lists {', '.join(campaign.data.lists)})"
@@ -86,6 +89,31 @@ async def campaign_check(path: Path, demo: bool) -> None:
         markup=False,
     )
     _print_plan(planned, campaign.zone, notes)
+    out.print(visible(f"written in: {', '.join(campaign.languages)}"), markup=False)
+    for slug, tally in tallies.items():
+        out.print(visible(f"languages of {slug}: {tally.summary()}"), markup=False)
+
+
+async def _languages(
+    store: Store, campaign: campaigns.Campaign, settings: Settings
+) -> dict[str, LanguageTally]:
+    """Per list, how many members get each of the campaign's languages, and who falls back
+    (the templates compiled as a send would: a missing one is named here)."""
+    renderer = Renderer(settings.paths.templates_dir)
+    tallies: dict[str, LanguageTally] = {}
+    for slug in campaign.data.lists:
+        info = await store.lists.info(slug)
+        compiled = renderer.compile(
+            SendInfo(
+                content=campaign.content, list=info, sender_name="", sender_address="",
+                action=campaign.data.kind.value, now=utc_now(),
+                event=campaign.event(domain=settings.sender.domain),
+            )
+        )  # fmt: skip
+        tally = tallies[slug] = LanguageTally()
+        async for recipient in store.lists.recipients(slug):
+            tally.add(recipient, compiled.choice(recipient))
+    return tallies
 
 
 @campaign_group.command("create")
@@ -109,6 +137,8 @@ async def campaign_create(path: Path, demo: bool) -> None:
         if demo:
             shift = demo_start(now) - real.start
         event = campaign.event(domain=settings.sender.domain, shift=shift)
+        if demo and event is not None:  # a day of reminder offset lasts DEMO_DAY seconds
+            event = replace(event, day_seconds=campaigns.DEMO_DAY)
     options: dict[str, str] = {}
     if campaign.data.newsletter is not None:
         options["cron"] = campaign.data.newsletter.cron
@@ -272,7 +302,7 @@ async def campaign_test(name: str, to: str, as_email: str | None, action: str | 
             content=spec.content, list=list_info,
             sender_name=spec.sender_name or settings.sender.from_name,
             sender_address=spec.sender_address or settings.sender.from_address,
-            action=spec.action, now=now, event=spec.event,
+            action=spec.action, now=now, event=spec.event, key=spec.key,
         ),
         send_id=spec.id, trace=f"c{spec.campaign_id}/{spec.key}/test",
     )  # fmt: skip

@@ -7,6 +7,7 @@ a cancellation. The times are planned by :mod:`mailer.schedule`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -16,8 +17,9 @@ from mailer.cli.support import current_settings, load_campaign, open_store, out,
 from mailer.clock import utc_now
 from mailer.errors import ConfigError
 from mailer.lifecycle import SendMove
-from mailer.models import EventStatus, SendAction, SendStatus
-from mailer.schedule import reminders
+from mailer.models import EventStatus, Send, SendAction, SendStatus
+from mailer.schedule import Planned, reminders
+from mailer.storage import Store
 
 
 @click.group("event")
@@ -46,28 +48,14 @@ async def event_update(name: str, path: Path) -> None:
         sequence = await store.campaigns.update_event(
             campaign_id, event, status=EventStatus.CONFIRMED, now=now
         )
+        stored = await store.campaigns.event(campaign_id)
         sends = await store.sends.of_campaign(campaign_id)
+        day = stored.day_seconds if stored else 86400
         planned, _ = reminders(
-            event.start, campaign.data.event.reminders, now=now, zone=campaign.zone
-        )
-        wanted = {p.key: p.due for p in planned}
-        moved, dropped = [], []
-        for s in sends:
-            if s.action != SendAction.REMINDER or s.status != SendStatus.SCHEDULED:
-                continue
-            due = wanted.pop(s.key, None)
-            if due is None or due <= now:
-                await store.sends.move(s.id, SendMove.DROP, now=now, reason="the event moved")
-                dropped.append(s.key)
-            else:
-                await store.sends.reschedule(s.id, due, now=now)
-                moved.append(s.key)
-        for key, due in wanted.items():
-            if due > now and not any(s.key == key for s in sends):
-                await store.sends.create(
-                    campaign_id, key=key, action=SendAction.REMINDER, due_at=due, now=now
-                )
-                moved.append(key)
+            event.start, campaign.data.event.reminders, now=now, zone=campaign.zone,
+            scale=day / 86400,
+        )  # fmt: skip
+        moved, dropped = await _replan(store, campaign_id, sends, planned, sequence, now=now)
         invitation = next((s for s in sends if s.key == "invitation"), None)
         update_id = None
         if invitation is not None and (await store.figures.counts(invitation.id)).sent:
@@ -86,6 +74,46 @@ async def event_update(name: str, path: Path) -> None:
         "nobody was invited yet: the invitation will carry the new details",
         markup=False,
     )  # fmt: skip
+
+
+async def _replan(
+    store: Store,
+    campaign_id: int,
+    sends: list[Send],
+    planned: list[Planned],
+    sequence: int,
+    *,
+    now: datetime,
+) -> tuple[list[str], list[str]]:
+    """The reminders for the new date: a scheduled one moves to its new time (or is dropped
+    when its time has passed or its offset is gone); an offset still ahead whose reminder
+    already went out for the old date gets a new send, keyed by the event's SEQUENCE
+    ("reminder:P7D@2"), so it goes out again for the new date."""
+    wanted = {p.key: p.due for p in planned}
+    by_offset: dict[str, list[Send]] = {}
+    for s in sends:
+        if s.action == SendAction.REMINDER:
+            by_offset.setdefault(s.key.partition("@")[0], []).append(s)
+    moved, dropped = [], []
+    for offset, group in by_offset.items():
+        for s in group:
+            if s.status != SendStatus.SCHEDULED:
+                continue
+            due = wanted.pop(offset, None)
+            if due is None:
+                await store.sends.move(s.id, SendMove.DROP, now=now, reason="the event moved")
+                dropped.append(s.key)
+            else:
+                await store.sends.reschedule(s.id, due, now=now)
+                moved.append(s.key)
+    for offset, due in wanted.items():
+        key = f"{offset}@{sequence}" if offset in by_offset else offset
+        _, new = await store.sends.create(
+            campaign_id, key=key, action=SendAction.REMINDER, due_at=due, now=now
+        )
+        if new:
+            moved.append(key)
+    return moved, dropped
 
 
 @event_group.command("cancel")

@@ -7,11 +7,13 @@ nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from mailer.addresses import address_key
+from mailer.campaigns import Campaign, language_code
 from mailer.cli.support import (
     EXIT_REJECTED,
     current_settings,
@@ -24,7 +26,7 @@ from mailer.cli.support import (
 )
 from mailer.clock import utc_now
 from mailer.compose import make_composer
-from mailer.errors import NotFoundError
+from mailer.errors import ConfigError, NotFoundError
 from mailer.models import EVENT_ACTIONS, CampaignKind, Recipient, SendInfo
 from mailer.render import Renderer
 from mailer.tokens import load_signer
@@ -48,6 +50,9 @@ from mailer.tokens import load_signer
     default=None,
     help="Folder for the .eml and .html; default: MAILER_PATHS__DATA_DIR/preview.",
 )
+@click.option(
+    "--locale", help="Render in this language of the campaign (default: the subscriber's choice)."
+)
 @click.option("--all", "check_all", is_flag=True, help="Run the pre-flight check on every member.")
 @run_async
 async def preview(
@@ -56,6 +61,7 @@ async def preview(
     slug: str | None,
     action: str,
     out_dir: Path | None,
+    locale: str | None,
     check_all: bool,
 ) -> int:
     """Write the .eml and .html one subscriber would get; --all checks every member."""
@@ -71,6 +77,8 @@ async def preview(
         if email and not chosen:
             raise NotFoundError(f"{email} is not a subscribed member of {slug!r}")
         recipient = chosen[0] if chosen else Recipient(id=0, email="preview@example.org")
+        if locale is not None:
+            recipient = replace(recipient, locale=_language(campaign, locale))
         kind_action = (
             action if campaign.data.kind == CampaignKind.EVENT else campaign.data.kind.value
         )
@@ -86,6 +94,9 @@ async def preview(
                 action=kind_action,
                 now=now,
                 event=campaign.event(domain=settings.sender.domain),
+                key="issue:" + f"{now.astimezone(campaign.zone):%Y-%m-%d}"
+                if campaign.data.kind == CampaignKind.NEWSLETTER
+                else kind_action,
             ),
             send_id=0,
             trace=f"preview/{campaign.name}",
@@ -98,6 +109,7 @@ async def preview(
             for address, reason in report.reasons:
                 err.print(visible(f"{address}: {reason}"), markup=False)
             out.print(f"pre-flight: {report.total} members of {slug}, {report.failed} failed")
+            out.print(visible(f"languages: {report.languages.summary()}"), markup=False)
             failed = report.failed
     stem = f"{campaign.name}-{kind_action}-{recipient.email}"
     eml, html = out_dir / f"{stem}.eml", out_dir / f"{stem}.html"
@@ -106,6 +118,20 @@ async def preview(
     out.print(visible(f"subject: {composed.rendered.subject}"), markup=False)
     out.print(f"wrote {eml} and {html}", markup=False)
     return EXIT_REJECTED if failed else 0
+
+
+def _language(campaign: Campaign, locale: str) -> str:
+    """``--locale``, if the campaign is written in it; ConfigError naming those it is."""
+    try:
+        code = language_code(locale)
+    except ValueError as exc:
+        raise ConfigError(f"--locale: {exc}") from None
+    if code not in campaign.languages:
+        raise ConfigError(
+            f"--locale {locale}: {campaign.path} is written in "
+            f"{', '.join(campaign.languages)}; choose one of those"
+        )
+    return code
 
 
 def _write(path: Path, data: bytes) -> None:

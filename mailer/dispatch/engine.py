@@ -27,7 +27,7 @@ from mailer.dispatch.send_pass import Missed, Paused, SendPass
 from mailer.errors import MessageError, TemplateError
 from mailer.lifecycle import SendMove
 from mailer.models import CONFIRM_ACTION, DeliveryResult, Due, SendInfo, SendSpec, SendStatus
-from mailer.render import Renderer
+from mailer.render import LanguageTally, Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import Signer, load_signer
@@ -215,6 +215,7 @@ class Engine:
                     action=spec.action,
                     now=now,
                     event=spec.event,
+                    key=spec.key,
                 )
                 composers[list_info.id] = make_composer(
                     self.settings,
@@ -277,6 +278,7 @@ class Engine:
             "%d cannot be sent",
             spec.id, total, time.monotonic() - started, check.built, len(failures),
         )  # fmt: skip
+        log.info("send %s: languages: %s", spec.id, check.languages.summary())
         reason = check.campaign_fails()
         if reason is not None:
             raise Paused(reason)
@@ -306,6 +308,7 @@ class _Preflight:
         self.campaign_failed = 0  # failures of a template (not of a recipient's header values)
         self.failures: list[DeliveryResult] = []
         self.reasons: list[str] = []  # the first three, for the pause reason
+        self.languages = LanguageTally()  # who gets which language, who falls back
 
     def batch(self, batch: list[Due]) -> None:
         for due in batch:
@@ -313,6 +316,7 @@ class _Preflight:
                 continue
             self.total += 1
             composer = self.composers[due.list_id]
+            self.languages.add(due.recipient, composer.compiled.choice(due.recipient))
             try:
                 composer.check_recipient(due.recipient)
             except MessageError as exc:

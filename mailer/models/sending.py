@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailer.models.values import Content, EventInfo, ListInfo, Recipient
+from mailer.models.values import Content, EventInfo, ListInfo, LocaleText, Recipient
 from mailer.models.vocabulary import DeliveryStatus, SendAction, SendStatus
 
 
@@ -29,6 +29,7 @@ class Campaign:
     sender_address: str | None
     timezone: str
     options: dict[str, Any]
+    texts: tuple[LocaleText, ...] = ()  # the words per language (none: one for all)
 
 
 @dataclass(frozen=True, slots=True)

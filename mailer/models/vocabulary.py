@@ -73,6 +73,15 @@ class EventStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class InviteMode(StrEnum):
+    """How an event's calendar file is sent: an iTIP invitation to each recipient (REQUEST,
+    the recipient as ATTENDEE: Outlook and Gmail offer the invitation card and apply a later
+    CANCEL), or an entry to add by hand (PUBLISH, no attendee)."""
+
+    REQUEST = "request"
+    PUBLISH = "publish"
+
+
 class SendAction(StrEnum):
     """What the mail of a send is (``sends.action``): the template's ``action``."""
 

@@ -34,7 +34,13 @@ names one stage (``mailer.render``) for all of them; import from here, not from 
 
 from __future__ import annotations
 
-from mailer.render.compiled_send import CheckReport, CompiledSend, preflight
+from mailer.render.compiled_send import (
+    CheckReport,
+    Choice,
+    CompiledSend,
+    LanguageTally,
+    preflight,
+)
 from mailer.render.limits import MAX_OUTPUT, MAX_RANGE, RENDER_BUDGET
 from mailer.render.renderer import Renderer
 
@@ -43,7 +49,9 @@ __all__ = [
     "MAX_RANGE",
     "RENDER_BUDGET",
     "CheckReport",
+    "Choice",
     "CompiledSend",
+    "LanguageTally",
     "Renderer",
     "preflight",
 ]

@@ -11,11 +11,11 @@ clock is the send's ``now``; nothing here loads a template (the renderer did).
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, available_timezones
 
 from jinja2 import Template
 from jinja2 import TemplateError as JinjaTemplateError
@@ -24,7 +24,6 @@ from markupsafe import Markup
 from mailer.addresses import first_control
 from mailer.errors import TemplateError
 from mailer.models import FALLBACK_LOCALE, Links, Recipient, Rendered, SendInfo
-from mailer.render.dates import event_context
 from mailer.render.finishing import Finisher
 from mailer.render.limits import (
     GIVE_UP_AFTER,
@@ -36,15 +35,63 @@ from mailer.render.limits import (
     current_budget,
     render_bounded,
 )
+from mailer.render.moments import event_context, issue_date, when
+
+_ZONES = frozenset(available_timezones())
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """The compiled templates of one locale: HTML, the optional text, the subject."""
+    """The compiled templates of one language: HTML, the optional text, the subject, and the
+    campaign's body (as HTML and as text) and preheader in that language."""
 
     html: Template
     text: Template | None
     subject: Template
+    body_html: Template
+    body_text: Template
+    preheader: str = ""
+
+
+class Choice(NamedTuple):
+    """The language a recipient gets, and why: ``own`` (theirs), ``list`` (their list's
+    default: they have none, or one the campaign is not written in), ``first`` (the
+    campaign's first language: neither theirs nor the list's is there)."""
+
+    locale: str
+    how: str
+
+
+@dataclass(slots=True)
+class LanguageTally:
+    """How many recipients get each language, and who falls back (the pre-flight's report)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    without: int = 0  # had no language of their own
+    fallbacks: int = 0  # had one the campaign is not written in
+    examples: list[tuple[str, str, str]] = field(default_factory=list)  # email, wanted, got
+
+    def add(self, recipient: Recipient, choice: Choice, *, keep: int = 5) -> None:
+        self.counts[choice.locale] = self.counts.get(choice.locale, 0) + 1
+        if not recipient.locale:
+            self.without += 1
+        elif choice.how != "own":
+            self.fallbacks += 1
+            if len(self.examples) < keep:
+                self.examples.append((recipient.email, recipient.locale, choice.locale))
+
+    def summary(self) -> str:
+        """One line: ``fr 120, en 30; 5 had no language (their list's given); 2 fall back:
+        a@example.org de -> fr``."""
+        parts = [", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nobody"]
+        if self.without:
+            parts.append(f"{self.without} have no language of their own (their list's given)")
+        if self.fallbacks:
+            shown = ", ".join(f"{e} {w} -> {g}" for e, w, g in self.examples)
+            more = "" if self.fallbacks <= len(self.examples) else ", ..."
+            parts.append(f"{self.fallbacks} asked for a language the campaign is not written "
+                         f"in: {shown}{more}")  # fmt: skip
+        return "; ".join(p for p in parts if p)
 
 
 class CompiledSend:
@@ -55,14 +102,12 @@ class CompiledSend:
         send: SendInfo,
         *,
         variants: dict[str, Variant],
-        body_html: Template,
-        body_text: Template,
         finisher: Finisher,
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.send = send
-        self._variants = variants
-        self._body_html = body_html
-        self._body_text = body_text
+        self._variants = variants  # the languages it is written in, the fallback first
+        self._neutral = not send.content.texts  # one body for every template's language
         self._finisher = finisher
         self._overruns = 0  # recipients whose rendering passed the time budget
         self._rendered = 0  # and those rendered
@@ -72,18 +117,38 @@ class CompiledSend:
             "campaign": {"name": send.content.name, "kind": send.content.kind},
             "sender": {"name": send.sender_name, "address": send.sender_address},
             "action": send.action,
-            "event": event_context(send.event, send.now, self.zone),
             "timezone": self.zone,
+            "issue": {"date": issue_date(send.key, send.now, self.zone)},
+        }
+        self._by_locale = {
+            locale: {
+                "event": event_context(send.event, send.now, self.zone, locale),
+                "preheader": variant.preheader,
+                **(extra or {}).get(locale, {}),
+            }
+            for locale, variant in variants.items()
         }
 
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self._variants)
+
     def locale_for(self, recipient: Recipient) -> str:
-        for candidate in (recipient.locale, self.send.list.default_locale, FALLBACK_LOCALE):
+        return self.choice(recipient).locale
+
+    def choice(self, recipient: Recipient) -> Choice:
+        """The recipient's language: theirs, else their list's default, else the campaign's
+        first (a neutral campaign: French, else the first template's)."""
+        candidates = [(recipient.locale, "own"), (self.send.list.default_locale, "list")]
+        if self._neutral:
+            candidates.append((FALLBACK_LOCALE, "first"))
+        for candidate, how in candidates:
             if not candidate:
                 continue
             for option in (candidate, candidate.split("_")[0].lower()):
                 if option in self._variants:
-                    return option
-        return next(iter(self._variants))
+                    return Choice(option, how)
+        return Choice(next(iter(self._variants)), "first")
 
     def render(self, recipient: Recipient, links: Links) -> Rendered:
         locale, subject, html, text = self._jinja(recipient, links)
@@ -98,7 +163,9 @@ class CompiledSend:
     def _context(self, recipient: Recipient, links: Links, locale: str) -> dict[str, Any]:
         return {
             **self._shared,
+            **self._by_locale[locale],
             "locale": locale,
+            "event_when": self._when(recipient, locale),
             "subscriber": {
                 "email": recipient.email,
                 "name": recipient.name,
@@ -113,6 +180,15 @@ class CompiledSend:
             },
         }
 
+    def _when(self, recipient: Recipient, locale: str) -> str | None:
+        """The event's date and time for this reader: with their own time when their zone
+        is another one (an unknown zone is left out)."""
+        event = self.send.event
+        if event is None:
+            return None
+        reader = recipient.timezone if recipient.timezone in _ZONES else None
+        return when(event.start, event.end, self.zone.key, locale, reader)
+
     def _jinja(self, recipient: Recipient, links: Links) -> tuple[str, str, str, str | None]:
         locale = self.locale_for(recipient)
         variant = self._variants[locale]
@@ -125,8 +201,8 @@ class CompiledSend:
             )
         budget = current_budget.set(Budget(RENDER_BUDGET))
         try:
-            body_text = render_bounded(self._body_text, context)
-            body_html = Markup(render_bounded(self._body_html, context))  # noqa: S704 - autoescaped template
+            body_text = render_bounded(variant.body_text, context)
+            body_html = Markup(render_bounded(variant.body_html, context))  # noqa: S704 - autoescaped template
             subject = _one_line(_render_subject(variant.subject, context))
             context["subject"] = subject
             html = render_bounded(variant.html, {**context, "body": body_html})
@@ -160,6 +236,7 @@ class CheckReport:
     total: int = 0
     failed: int = 0
     reasons: list[tuple[str, str]] = field(default_factory=list)
+    languages: LanguageTally = field(default_factory=LanguageTally)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +254,7 @@ def preflight(
     report = CheckReport()
     for recipient, links in recipients:
         report.total += 1
+        report.languages.add(recipient, compiled.choice(recipient))
         try:
             if build is None:
                 compiled.check(recipient, links)

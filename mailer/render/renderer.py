@@ -11,6 +11,7 @@ files is the only I/O of the render stage, and it happens here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +44,44 @@ class Renderer:
             if name.startswith(prefix) and name.count(".") == 2
         )
 
-    def compile(self, send: SendInfo) -> CompiledSend:
-        """Load and compile everything a send needs; TemplateError if anything is wrong."""
+    def compile(
+        self, send: SendInfo, *, extra: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> CompiledSend:
+        """Load and compile everything a send needs; TemplateError if anything is wrong.
+
+        A campaign written in languages gets one variant per language, each needing its
+        template; a neutral one (no languages) one per template's language. ``extra``: more
+        context per language (the calendar links of an event)."""
         kind = send.content.template_name
-        variants: dict[str, Variant] = {}
-        for locale in self.locales(kind):
-            variants[locale] = self._variant(kind, locale, send.content.subject)
-        if not variants:
+        have = self.locales(kind)
+        languages = send.content.languages or tuple(have)
+        if not languages:
             raise TemplateError(
                 f"no template for {kind!r}: expected {self.templates_dir}/email/{kind}.fr.html "
                 "(or another locale)"
             )
-        html, text = self._body(send.content)
+        variants: dict[str, Variant] = {}
+        for locale in languages:
+            if locale not in have:
+                raise TemplateError(
+                    f"the campaign is written in {locale!r} but there is no "
+                    f"{self.templates_dir}/email/{kind}.{locale}.html (templates exist for: "
+                    f"{', '.join(have) or 'none'})"
+                )
+            variants[locale] = self._variant(kind, locale, send.content)
         return CompiledSend(
             send,
             variants=variants,
-            body_html=html,
-            body_text=text,
             finisher=Finisher(self._inliner, self._text_config),
+            extra=extra or {},
         )
 
-    def _variant(self, kind: str, locale: str, subject: str) -> Variant:
+    def _variant(self, kind: str, locale: str, content: Content) -> Variant:
+        words = content.text(locale)
+        subject = words.subject
         html = self._load(f"email/{kind}.{locale}.html")
         text = self._load(f"email/{kind}.{locale}.txt", optional=True)
+        body_html, body_text = self._body(words.body, content.body_format, locale)
         if subject:
             if "\n" in subject or "\r" in subject:
                 raise TemplateError(
@@ -79,7 +95,10 @@ class Renderer:
                     "has no subject: add one or the other"
                 )
             subject_template = html
-        return Variant(html=html, text=text, subject=subject_template)
+        return Variant(
+            html=html, text=text, subject=subject_template, body_html=body_html,
+            body_text=body_text, preheader=words.preheader,
+        )  # fmt: skip
 
     def _load(self, name: str, *, optional: bool = False) -> Any:
         try:
@@ -101,9 +120,12 @@ class Renderer:
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{what}:{exc.lineno}: syntax error: {exc.message}") from None
 
-    def _body(self, content: Content) -> tuple[Template, Template]:
-        """The body as two templates: HTML (from Markdown, once) and text."""
+    def _body(self, source: str, body_format: str, locale: str) -> tuple[Template, Template]:
+        """The body in one language as two templates: HTML (from Markdown, once) and text."""
+        what = f"the campaign's body ({locale})"
+        html = body_html(Content(name="", kind="", body=source, body_format=body_format),
+                         self._markdown)  # fmt: skip
         return (
-            self._from_string(body_html(content, self._markdown), "the campaign's body", html=True),
-            self._from_string(content.body, "the campaign's body"),
+            self._from_string(html, what, html=True),
+            self._from_string(source, what),
         )

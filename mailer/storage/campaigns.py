@@ -7,6 +7,7 @@ pause, resume or cancel moves its sends through ``sends``, in the same transacti
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +33,7 @@ from mailer.models import (
 from mailer.storage import sends as send_writer
 from mailer.storage.database import Database
 from mailer.storage.tables import campaign_lists, campaigns, events, lists, sends
+from mailer.storage.words import details_json, event_of, texts_json, texts_of
 
 CONFIRM_TEMPLATE = "confirm"
 
@@ -66,6 +68,7 @@ class Campaigns:
                 "sender_name": sender_name,
                 "sender_address": sender_address,
                 "options": options or {},
+                "texts": texts_json(content),
                 "updated_at": now,
             }
             existing = (
@@ -117,7 +120,7 @@ class Campaigns:
                 template=row["template"], subject=row["subject"], body=row["body"],
                 body_format=row["body_format"], sender_name=row["sender_name"],
                 sender_address=row["sender_address"], timezone=row["timezone"],
-                options=dict(row["options"] or {}),
+                options=dict(row["options"] or {}), texts=texts_of(row["texts"]),
             )  # fmt: skip
 
     async def summaries(self) -> list[CampaignSummary]:
@@ -174,16 +177,16 @@ class Campaigns:
     async def update_event(
         self, campaign_id: int, event: EventInfo, *, status: EventStatus, now: datetime
     ) -> int:
-        """New details for an event; SEQUENCE grows by one. Returns the new sequence."""
+        """New details for an event; SEQUENCE grows by one, the details it replaces are kept
+        (the update mail says what changed). Returns the new sequence."""
         async with self._db.begin(write=True) as conn:
-            current = (
-                await conn.execute(
-                    select(events.c.sequence).where(events.c.campaign_id == campaign_id)
-                )
-            ).scalar()
-            if current is None:
+            row = (
+                await conn.execute(select(events).where(events.c.campaign_id == campaign_id))
+            ).one_or_none()
+            if row is None:
                 raise NotFoundError("this campaign has no event")
-            sequence = int(current) + 1
+            before = event_of(row)
+            sequence = int(row.sequence) + 1
             await conn.execute(
                 update(events)
                 .where(events.c.campaign_id == campaign_id)
@@ -191,10 +194,21 @@ class Campaigns:
                     title=event.title, starts_at=event.start, ends_at=event.end,
                     timezone=event.timezone, place=event.place, link=event.link,
                     description=event.description, sequence=sequence, status=status.value,
+                    details=details_json(
+                        replace(event, day_seconds=before.day_seconds), previous=before
+                    ),
                     updated_at=now,
                 )
             )  # fmt: skip
             return sequence
+
+    async def event(self, campaign_id: int) -> EventInfo | None:
+        """The campaign's event as it stands (None if it has none)."""
+        async with self._db.begin() as conn:
+            row = (
+                await conn.execute(select(events).where(events.c.campaign_id == campaign_id))
+            ).one_or_none()
+        return None if row is None else event_of(row)
 
     async def newsletters(self) -> list[Newsletter]:
         """Active recurring newsletters with their cron, zone and end."""
@@ -250,7 +264,7 @@ async def _add_event(
             campaign_id=campaign_id, sequence=event.sequence, status=EventStatus.CONFIRMED.value,
             created_at=now, uid=event.uid, title=event.title, starts_at=event.start,
             ends_at=event.end, timezone=event.timezone, place=event.place, link=event.link,
-            description=event.description, updated_at=now,
+            description=event.description, details=details_json(event), updated_at=now,
         )
     )  # fmt: skip
 

@@ -32,6 +32,7 @@ from mailer.models import (
 from mailer.storage import deliveries as delivery_writer
 from mailer.storage.database import Database
 from mailer.storage.tables import campaign_lists, campaigns, deliveries, events, lists, sends
+from mailer.storage.words import event_of, texts_of
 
 
 class Sends:
@@ -104,6 +105,7 @@ class Sends:
                 body_format=row["body_format"],
                 timezone=row["timezone"],
                 template=row["template"] if row["template"] != row["kind"] else None,
+                texts=texts_of(row["texts"]),
             ),
             lists=[
                 ListInfo(id=r.id, slug=r.slug, title=r.title, default_locale=r.default_locale)
@@ -294,20 +296,7 @@ async def _event(conn: AsyncConnection, campaign_id: int) -> EventInfo | None:
     row = (
         await conn.execute(select(events).where(events.c.campaign_id == campaign_id))
     ).one_or_none()
-    if row is None:
-        return None
-    return EventInfo(
-        uid=row.uid,
-        title=row.title,
-        start=row.starts_at,
-        end=row.ends_at,
-        timezone=row.timezone,
-        place=row.place,
-        link=row.link,
-        description=row.description,
-        sequence=row.sequence,
-        status=row.status,
-    )
+    return None if row is None else event_of(row)
 
 
 async def _claim(conn: AsyncConnection, send_id: int, *, node: str, now: datetime) -> bool:

@@ -207,6 +207,10 @@ campaigns = Table(
     Column("sender_address", String(320), nullable=True),
     Column("timezone", String(64), nullable=False),
     Column("options", JSON, nullable=False, default=dict),
+    # The words per language: [{"locale", "subject", "body", "preheader"}...], the fallback
+    # first (migration 0004); NULL for a campaign stored before, whose subject and body go to
+    # every language.
+    Column("texts", JSON, nullable=True),
     _created(),
     _updated(),
 )
@@ -244,6 +248,9 @@ events = Table(
     Column("description", Text, nullable=False, default=""),
     Column("sequence", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),
+    # {"texts": [...], "invite": "request", "rsvp": false, "day_seconds": 86400,
+    #  "previous": {...}} (migration 0004); NULL for an event stored before: sent as then.
+    Column("details", JSON, nullable=True),
     _created(),
     _updated(),
 )
