@@ -3,11 +3,26 @@ clock (the date comes in), no SMTP.
 
 Built for speed: a :class:`MessageBuilder` is made once per send and decides the structure,
 the boundaries, the encodings and every header that is the same for all recipients (From,
-Reply-To, List-Id, List-Unsubscribe-Post, the calendar part). Per recipient it fills in To,
-Subject, Date, Message-ID, List-Unsubscribe and the two bodies, encoded with the C-level
-``binascii`` quoted-printable encoder (or sent as 8bit when the relay offers 8BITMIME and
-the lines fit). :func:`build_reference` builds the same message with the standard
-``EmailMessage``; the tests check that both paths agree.
+Reply-To, List-Id, List-Unsubscribe-Post, the calendar part's headers). Per recipient it
+fills in To, Subject, Date, Message-ID, List-Unsubscribe and the two bodies, encoded with the
+C-level ``binascii`` quoted-printable encoder (or sent as 8bit when the relay offers 8BITMIME
+and the lines fit), and the base64 of the recipient's calendar file. :func:`build_reference`
+builds the same message with the standard ``EmailMessage``; the tests check that both paths
+agree.
+
+An event mail's calendar file (:class:`CalendarPart`), as Google Calendar sends its own
+invitations, for REQUEST and CANCEL::
+
+    multipart/mixed
+      multipart/alternative
+        text/plain; charset="utf-8"
+        text/html; charset="utf-8"
+        text/calendar; charset="UTF-8"; method=REQUEST    (base64, no disposition)
+      application/ics; name="invite.ics"                  (attachment, base64)
+
+the same bytes in both: Outlook and Gmail read the iMIP part inside the alternative (Outlook
+only looks in the first child of multipart/mixed), other clients offer the attachment. For
+PUBLISH the file is only an attachment, ``text/calendar; method=PUBLISH`` after the alternative.
 
 Every header value and address is checked here: CR, LF and other control characters are a
 :class:`~mailer.errors.MessageError`, never a second header. Lines stay within 998 octets;
@@ -16,7 +31,6 @@ the long ``List-Unsubscribe`` URL is written as is, never folded into encoded wo
 
 from __future__ import annotations
 
-import base64
 import binascii
 import secrets
 from collections.abc import Callable
@@ -53,11 +67,31 @@ class Identity:
     unsubscribe_mailto: str | None = None
 
 
+CALENDAR_METHODS = ("REQUEST", "PUBLISH", "CANCEL")
+
+
 @dataclass(frozen=True, slots=True)
 class CalendarPart:
-    ics: bytes
-    method: str  # PUBLISH or CANCEL
-    filename: str = "invitation.ics"
+    """The calendar file of an event send: its iTIP method and the attachment's file name
+    (``invite.ics`` for REQUEST and CANCEL, ``invitation.ics`` for PUBLISH when not given).
+
+    Each recipient's file is given to :meth:`MessageBuilder.build`; ``ics``, one file for
+    every recipient, is what is sent when none is given (the send-wide file of before).
+    """
+
+    method: str  # REQUEST, PUBLISH or CANCEL: the file's METHOD
+    filename: str = ""
+    ics: bytes | None = None
+
+    @property
+    def invitation(self) -> bool:
+        """REQUEST or CANCEL: the file is an alternative of the body and an attachment."""
+        return self.method in ("REQUEST", "CANCEL")
+
+    @property
+    def name(self) -> str:
+        """The attachment's file name."""
+        return self.filename or ("invite.ics" if self.invitation else "invitation.ics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +165,12 @@ def _lines_fit(data: bytes) -> bool:
     return max(len(line) for line in data.split(b"\n")) <= MAX_LINE
 
 
+def base64_lines(data: bytes) -> bytes:
+    """``data`` in base64, 76 characters a line, CRLF between lines (none after the last)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)])
+
+
 def encode_body(text: str, *, eight_bit: bool) -> tuple[bytes, str]:
     """(encoded body with CRLF line ends, Content-Transfer-Encoding)."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
@@ -186,15 +226,67 @@ class MessageBuilder:
                 "MIME-Version: 1.0",
             ]
         )
-        self._calendar_part = b""
+        self._calendar_alternative = b""  # the headers of the iMIP alternative
+        self._calendar_attachment = b""  # the headers of the attachment
+        self._encoded: tuple[bytes, bytes] | None = None  # the last ics and its base64
+        self._method_line = b""
         if calendar is not None:
-            body = base64.encodebytes(calendar.ics).replace(b"\n", b"\r\n")
-            self._calendar_part = (
+            self._prepare_calendar(calendar)
+
+    def _prepare_calendar(self, calendar: CalendarPart) -> None:
+        if calendar.method not in CALENDAR_METHODS:
+            raise MessageError(
+                f"calendar method {calendar.method!r} is not one of {CALENDAR_METHODS}"
+            )
+        name = calendar.name
+        if not name.isascii() or any(c in name for c in '"\\') or first_control(name):
+            raise MessageError(f"the calendar file name must be plain ASCII: {name!r}")
+        self._method_line = f"\r\nMETHOD:{calendar.method}\r\n".encode()
+        if calendar.invitation:
+            self._calendar_alternative = (
+                f"\r\n--{self._alt}\r\n"
+                f'Content-Type: text/calendar; charset="UTF-8"; method={calendar.method}\r\n'
+                "Content-Transfer-Encoding: base64\r\n\r\n"
+            ).encode()
+            self._calendar_attachment = (
+                f"--{self._mixed}\r\n"
+                f'Content-Type: application/ics; name="{name}"\r\n'
+                f'Content-Disposition: attachment; filename="{name}"\r\n'
+                "Content-Transfer-Encoding: base64\r\n\r\n"
+            ).encode()
+        else:
+            self._calendar_attachment = (
                 f"--{self._mixed}\r\n"
                 f'Content-Type: text/calendar; charset="utf-8"; method={calendar.method}\r\n'
                 "Content-Transfer-Encoding: base64\r\n"
-                f'Content-Disposition: attachment; filename="{calendar.filename}"\r\n\r\n'
-            ).encode() + body
+                f'Content-Disposition: attachment; filename="{name}"\r\n\r\n'
+            ).encode()
+        if calendar.ics is not None:
+            self._calendar_body(calendar.ics)  # checked now, encoded once
+
+    def _calendar_body(self, ics: bytes) -> bytes:
+        """The base64 of ``ics``; the same bytes as the last time are not encoded again."""
+        last = self._encoded
+        if last is not None and (last[0] is ics or last[0] == ics):
+            return last[1]
+        if ics.find(self._method_line, 0, 512) < 0:
+            # Outlook refuses a file whose METHOD is not the Content-Type's method.
+            raise MessageError(f"the calendar file is not a {self._method_line.strip().decode()}")
+        body = base64_lines(ics)
+        self._encoded = (ics, body)
+        return body
+
+    def _calendar_for(self, ics: bytes | None) -> bytes | None:
+        """The base64 calendar body of one message (None without a calendar part)."""
+        if self.calendar is None:
+            if ics is not None:
+                raise MessageError("a calendar file was given to a send without a calendar part")
+            return None
+        if ics is None:
+            ics = self.calendar.ics
+            if ics is None:
+                raise MessageError("this send's calendar part needs each recipient's file")
+        return self._calendar_body(ics)
 
     def build(
         self,
@@ -204,7 +296,10 @@ class MessageBuilder:
         message_id: str,
         unsubscribe_url: str,
         date: datetime,
+        ics: bytes | None = None,
     ) -> Built:
+        """The message to ``recipient``; ``ics`` is their calendar file, given exactly when
+        the send has a calendar part (or that part's one file is sent)."""
         check_address(recipient.email, "the recipient address")
         check(recipient.name, "the recipient name")
         check(rendered.subject, "the subject")
@@ -219,6 +314,7 @@ class MessageBuilder:
             unsubscribe += (
                 f",{CRLF} <mailto:{self.identity.unsubscribe_mailto}?subject=unsubscribe>"
             )
+        calendar = self._calendar_for(ics)
         text, text_cte = encode_body(rendered.text, eight_bit=self.eight_bit)
         html, html_cte = encode_body(rendered.html, eight_bit=self.eight_bit)
         head = CRLF.join(
@@ -232,37 +328,36 @@ class MessageBuilder:
                 self._tail,
             ]
         )
-        alternative = b"".join(
-            [
-                f"--{self._alt}\r\n"
-                f'Content-Type: text/plain; charset="utf-8"\r\n'
-                f"Content-Transfer-Encoding: {text_cte}\r\n\r\n".encode(),
-                text,
-                # The CRLF before a boundary belongs to the boundary: keep the body's own.
-                f"\r\n--{self._alt}\r\n"
-                f'Content-Type: text/html; charset="utf-8"\r\n'
-                f"Content-Transfer-Encoding: {html_cte}\r\n\r\n".encode(),
-                html,
-                f"\r\n--{self._alt}--\r\n".encode(),
-            ]
-        )
         if (self._alt.encode() in text or self._alt.encode() in html) and (
             text_cte != "quoted-printable" or html_cte != "quoted-printable"
         ):
             raise MessageError("a body contains the MIME boundary; cannot build the message")
+        parts = [
+            f"--{self._alt}\r\n"
+            f'Content-Type: text/plain; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {text_cte}\r\n\r\n".encode(),
+            text,
+            # The CRLF before a boundary belongs to the boundary: keep the body's own.
+            f"\r\n--{self._alt}\r\n"
+            f'Content-Type: text/html; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {html_cte}\r\n\r\n".encode(),
+            html,
+        ]
         alt_type = f'Content-Type: multipart/alternative; boundary="{self._alt}"'
-        if self.calendar is None:
-            data = f"{head}\r\n{alt_type}\r\n\r\n".encode() + alternative
+        if calendar is None:
+            parts.insert(0, f"{head}\r\n{alt_type}\r\n\r\n".encode())
+            parts.append(f"\r\n--{self._alt}--\r\n".encode())
         else:
-            data = b"".join(
-                [
-                    f'{head}\r\nContent-Type: multipart/mixed; boundary="{self._mixed}"\r\n\r\n'
-                    f"--{self._mixed}\r\n{alt_type}\r\n\r\n".encode(),
-                    alternative,
-                    self._calendar_part,
-                    f"\r\n--{self._mixed}--\r\n".encode(),
-                ]
+            parts.insert(
+                0,
+                f'{head}\r\nContent-Type: multipart/mixed; boundary="{self._mixed}"\r\n\r\n'
+                f"--{self._mixed}\r\n{alt_type}\r\n\r\n".encode(),
             )
+            if self._calendar_alternative:
+                parts += [self._calendar_alternative, calendar]
+            parts += [f"\r\n--{self._alt}--\r\n".encode(), self._calendar_attachment, calendar]
+            parts.append(f"\r\n--{self._mixed}--\r\n".encode())
+        data = b"".join(parts)
         if self._sign is not None:
             data = self._sign(data)
         return Built(
@@ -284,6 +379,7 @@ def build_reference(
     unsubscribe_url: str,
     date: datetime,
     calendar: CalendarPart | None = None,
+    ics: bytes | None = None,
 ) -> bytes:
     """The same message built with the standard library's EmailMessage (slow; for tests)."""
     for value, what in (
@@ -310,15 +406,29 @@ def build_reference(
     msg.set_content(rendered.text, charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     if calendar is not None:
+        data = ics if ics is not None else calendar.ics
+        if data is None:
+            raise MessageError("this send's calendar part needs each recipient's file")
+        _add_calendar(msg, calendar, data)
+    return msg.as_bytes()
+
+
+def _add_calendar(msg: EmailMessage, calendar: CalendarPart, data: bytes) -> None:
+    if calendar.invitation:
+        msg.add_alternative(
+            data, maintype="text", subtype="calendar",
+            params={"charset": "UTF-8", "method": calendar.method},
+        )  # fmt: skip
+        msg.add_attachment(
+            data, maintype="application", subtype="ics",
+            filename=calendar.name, params={"name": calendar.name},
+        )  # fmt: skip
+    else:
         msg.make_mixed()
         msg.add_attachment(
-            calendar.ics,
-            maintype="text",
-            subtype="calendar",
-            filename=calendar.filename,
+            data, maintype="text", subtype="calendar", filename=calendar.name,
             params={"method": calendar.method, "charset": "utf-8"},
-        )
-    return msg.as_bytes()
+        )  # fmt: skip
 
 
 class DkimSigner:
