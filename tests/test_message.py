@@ -145,13 +145,17 @@ def test_parts_charsets_and_order() -> None:
     assert parts[1].get_content().replace("\r\n", "\n") == RENDERED.html
 
 
+def calendar_file(method: str = "PUBLISH", recipient: Recipient = CLAIRE) -> bytes:
+    """``recipient``'s calendar file of EVENT (for PUBLISH, everyone's)."""
+    made = ics.prepare(EVENT, method=method, organizer_name="Réseau",
+                       organizer_address="news@example.org", now=DATE)  # fmt: skip
+    return made.for_attendee(recipient.email, recipient.name)
+
+
 def test_event_mail_carries_the_calendar_file() -> None:
-    """An event mail is multipart/mixed: the alternative, then a text/calendar attachment."""
-    part = CalendarPart(
-        ics=ics.build(EVENT, cancel=False, organizer_name="Réseau", organizer_address="news@example.org",
-                      now=DATE),
-        method="PUBLISH",
-    )  # fmt: skip
+    """A PUBLISH event mail is multipart/mixed: the alternative, then a text/calendar
+    attachment (REQUEST and CANCEL: test_invitations)."""
+    part = CalendarPart(ics=calendar_file(), method="PUBLISH")
     message = parse(build(builder=MessageBuilder(IDENTITY, calendar=part)))
     assert message.get_content_type() == "multipart/mixed"
     alternative, attachment = list(message.iter_parts())
@@ -273,25 +277,29 @@ def _structure(message: Message) -> list[tuple[str, dict[str, str], str]]:
         payload = part.get_payload(decode=True)
         assert isinstance(payload, bytes)
         params = {k: v for k, v in part.get_params() or [] if k not in ("boundary",)}
+        params["disposition"] = part.get_content_disposition() or ""
+        params["filename"] = part.get_filename() or ""
         out.append((part.get_content_type(), params, payload.decode("utf-8").replace("\r\n", "\n")))
     return out
 
 
-@pytest.mark.parametrize("with_calendar", [False, True])
-def test_fast_path_and_reference_path_agree(with_calendar: bool) -> None:
-    """The per-send builder and the EmailMessage reference make the same message."""
-    calendar = (
-        CalendarPart(ics=ics.build(EVENT, cancel=False, organizer_name="R", organizer_address="n@example.org",
-                                   now=DATE), method="PUBLISH")
-        if with_calendar
-        else None
-    )  # fmt: skip
+@pytest.mark.parametrize("method", [None, "PUBLISH", "REQUEST", "CANCEL"])
+def test_fast_path_and_reference_path_agree(method: str | None) -> None:
+    """The per-send builder and the EmailMessage reference make the same message, with each
+    kind of calendar part (the recipient's own file for REQUEST and CANCEL)."""
     recipient = Recipient(id=13, email="amelie+fai2r@example.org", name="Amélie Roux, FAI²R")
-    fast = parse(build(recipient=recipient, builder=MessageBuilder(IDENTITY, calendar=calendar)))
+    calendar = CalendarPart(method) if method else None
+    data = calendar_file(method, recipient) if method else None
+    fast = parse(
+        MessageBuilder(IDENTITY, calendar=calendar).build(
+            recipient=recipient, rendered=RENDERED, message_id="<1.7.abc@example.org>",
+            unsubscribe_url=LONG_URL, date=DATE, ics=data,
+        ).data
+    )  # fmt: skip
     reference = parse(
         build_reference(
             IDENTITY, recipient=recipient, rendered=RENDERED, message_id="<1.7.abc@example.org>",
-            unsubscribe_url=LONG_URL, date=DATE, calendar=calendar,
+            unsubscribe_url=LONG_URL, date=DATE, calendar=calendar, ics=data,
         )
     )  # fmt: skip
     for name in ("Date", "From", "To", "Subject", "Message-ID", "Reply-To", "List-Id",
@@ -305,8 +313,7 @@ def test_fast_path_and_reference_path_agree(with_calendar: bool) -> None:
 
 def test_ics_parses_with_the_right_instants() -> None:
     """The .ics has a stable UID, Paris wall time with VTIMEZONE, and the right UTC instant."""
-    data = ics.build(EVENT, cancel=False, organizer_name="Réseau", organizer_address="news@example.org",
-                     now=DATE)  # fmt: skip
+    data = calendar_file()
     calendar = Calendar.from_ical(data)
     assert calendar["METHOD"] == "PUBLISH"
     event = calendar.walk("VEVENT")[0]
@@ -328,9 +335,9 @@ def test_ics_summer_event_and_cancellation() -> None:
     summer = EventInfo(uid="u@example.org", title="Été", start=datetime(2024, 6, 20, 14, 0, tzinfo=PARIS),
                        end=None, timezone="Europe/Paris", sequence=3)  # fmt: skip
     calendar = Calendar.from_ical(
-        ics.build(
-            summer, cancel=True, organizer_name="R", organizer_address="n@example.org", now=DATE
-        )
+        ics.prepare(
+            summer, method="CANCEL", organizer_name="R", organizer_address="n@example.org", now=DATE
+        ).for_attendee("c@example.org", "C")
     )
     event = calendar.walk("VEVENT")[0]
     assert calendar["METHOD"] == "CANCEL"
@@ -378,6 +385,14 @@ def test_dkim_signature_verifies_offline_and_covers_unsubscribe(
         assert header in signed
     tampered = data.replace(b"Subject: ", b"Subject: Re: ", 1)
     assert not dkim.verify(tampered, dnsfunc=dns)
+    # An invitation is signed whole too: its calendar parts are in the body hash.
+    invitation = MessageBuilder(IDENTITY, calendar=CalendarPart("REQUEST"), sign=signer).build(
+        recipient=CLAIRE, rendered=RENDERED, message_id="<1.7.abc@example.org>",
+        unsubscribe_url=LONG_URL, date=DATE, ics=calendar_file("REQUEST"),
+    ).data  # fmt: skip
+    assert dkim.verify(invitation, dnsfunc=dns)
+    assert not dkim.verify(invitation.replace(b"QkVHSU46VkNBTEVOREFS", b"QkVHSU46VkNBTEVOREFT"),
+                           dnsfunc=dns)  # fmt: skip
 
 
 def test_a_bad_dkim_key_fails_when_the_send_is_prepared() -> None:
