@@ -9,10 +9,11 @@ the bytes for the transport. Dispatch, preview and test sends all go through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mailer.errors import ConfigError
 from mailer.message import (
@@ -21,12 +22,14 @@ from mailer.message import (
     DkimSigner,
     Identity,
     MessageBuilder,
+    ascii_address,
     check,
     check_address,
     make_message_id,
 )
 from mailer.models import (
     CONFIRM_ACTION,
+    InviteMode,
     Links,
     Recipient,
     Rendered,
@@ -35,7 +38,10 @@ from mailer.models import (
 )
 from mailer.render import CheckReport, CompiledSend, Renderer, preflight
 from mailer.settings import Settings
-from mailer.tokens import Signer, links_for
+from mailer.tokens import Signer, calendar_url, links_for
+
+if TYPE_CHECKING:
+    from mailer.ics import IcsTemplate
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class Composer:
         base_url: str,
         domain: str,
         send_id: int,
+        calendars: Mapping[str, IcsTemplate] | None = None,
     ) -> None:
         self.compiled = compiled
         self.builder = builder
@@ -61,7 +68,18 @@ class Composer:
         self.base_url = base_url
         self.domain = domain
         self.send_id = send_id
+        self.calendars = calendars or {}  # an event's calendar file per language
         self._sample_links: Links | None = None
+
+    def _ics(self, locale: str, email: str, name: str, smtputf8: bool) -> bytes | None:
+        """The recipient's calendar file in their language (None without an event): the
+        attendee's address as the envelope has it (IDNA unless sent with SMTPUTF8), which
+        Gmail and Outlook match against the mailbox to offer their buttons."""
+        template = self.calendars.get(locale)
+        if template is None:
+            return None
+        address = email if smtputf8 and not email.isascii() else ascii_address(email)
+        return template.for_attendee(address, name)
 
     def compose(
         self, recipient: Recipient, *, date: datetime, message_id: str | None = None
@@ -81,6 +99,7 @@ class Composer:
             ),
             unsubscribe_url=links.unsubscribe,
             date=date,
+            ics=self._ics(rendered.locale, recipient.email, recipient.name, recipient.smtputf8),
         )
         return Composed(rendered, built)
 
@@ -136,6 +155,7 @@ class Composer:
             message_id=make_message_id(send_id=self.send_id, subscriber_id=0, domain=self.domain),
             unsubscribe_url=links.unsubscribe,
             date=date.astimezone(self.compiled.zone),
+            ics=self._ics(rendered.locale, to, "", staff.smtputf8),
         )
         return Composed(rendered, built)
 
@@ -171,22 +191,8 @@ def make_composer(
         reply_to=sender.reply_to,
         unsubscribe_mailto=sender.unsubscribe_mailto,
     )
-    calendar = None
-    if send.event is not None:
-        from mailer import ics  # icalendar weighs 4 MiB: loaded only for event sends
-
-        cancel = send.action == SendAction.CANCELLATION
-        calendar = CalendarPart(
-            ics=ics.build(
-                send.event,
-                cancel=cancel,
-                organizer_name=send.sender_name,
-                organizer_address=send.sender_address,
-                now=send.now,
-            ),
-            method="CANCEL" if cancel else "PUBLISH",
-            filename="cancellation.ics" if cancel else "invitation.ics",
-        )
+    languages = renderer.languages(send.content)
+    calendar, calendars, extra = _calendars(settings, signer, send, languages)
     sign = None
     if sender.dkim_selector and sender.dkim_key_file:
         try:
@@ -201,10 +207,47 @@ def make_composer(
             private_key=key,
         )
     return Composer(
-        compiled=renderer.compile(send),
+        compiled=renderer.compile(send, extra=extra),
         builder=MessageBuilder(identity, calendar=calendar, eight_bit=eight_bit, sign=sign),
         signer=signer,
         base_url=settings.web.base_url,
         domain=sender.domain,
         send_id=send_id,
+        calendars=calendars,
     )
+
+
+def _calendars(
+    settings: Settings, signer: Signer, send: SendInfo, languages: Iterable[str]
+) -> tuple[CalendarPart | None, dict[str, IcsTemplate], dict[str, dict[str, Any]]]:
+    """For an event's send: the message's calendar part, the calendar file per language
+    (an iTIP REQUEST with each recipient as ATTENDEE by default, CANCEL for a cancellation,
+    PUBLISH when the event says ``invite = "publish"``), and per language the "add to
+    calendar" links the templates show (Google, Outlook.com, the /e/TOKEN.ics page)."""
+    event = send.event
+    if event is None:
+        return None, {}, {}
+    from mailer import ics  # icalendar weighs 4 MiB: loaded only for event sends
+
+    if send.action == SendAction.CANCELLATION:
+        method = "CANCEL"
+    elif event.invite == InviteMode.REQUEST:
+        method = "REQUEST"
+    else:
+        method = "PUBLISH"
+    calendars, extra = {}, {}
+    for locale in languages:
+        words = event.localized(locale)
+        calendars[locale] = ics.prepare(
+            words, method=method, organizer_name=send.sender_name,
+            organizer_address=send.sender_address, now=send.now, rsvp=event.rsvp,
+        )  # fmt: skip
+        found = ics.calendar_links(words)
+        extra[locale] = {
+            "calendar": {
+                "google": found.google,
+                "outlook": found.outlook,
+                "ics": calendar_url(signer, settings.web.base_url, uid=event.uid, locale=locale),
+            }
+        }
+    return CalendarPart(method), calendars, extra

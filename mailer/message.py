@@ -130,7 +130,7 @@ def check_address(address: str, what: str) -> str:
     return address
 
 
-def _ascii_address(address: str) -> str:
+def ascii_address(address: str) -> str:
     """The address with an internationalised domain written in IDNA (xn--)."""
     local, _, domain = address.rpartition("@")
     if domain.isascii():
@@ -209,11 +209,11 @@ class MessageBuilder:
         self._alt = f"=_alt_{token}"
         self._mixed = f"=_mixed_{token}"
         shared = [
-            f"From: {_mailbox(identity.from_name, _ascii_address(identity.from_address))}",
+            f"From: {_mailbox(identity.from_name, ascii_address(identity.from_address))}",
         ]
         if identity.reply_to:
             check_address(identity.reply_to, "the Reply-To address")
-            shared.append(f"Reply-To: {_ascii_address(identity.reply_to)}")
+            shared.append(f"Reply-To: {ascii_address(identity.reply_to)}")
         shared.append(
             f"List-Id: {encode_phrase(identity.list_title)} "
             f"<{identity.list_slug}.{identity.domain}>"
@@ -308,7 +308,7 @@ class MessageBuilder:
         if not unsubscribe_url.isascii() or " " in unsubscribe_url:
             raise MessageError(f"the unsubscribe URL must be ASCII: {unsubscribe_url!r}")
         smtputf8 = recipient.smtputf8 and not recipient.email.isascii()
-        to = recipient.email if smtputf8 else _ascii_address(recipient.email)
+        to = recipient.email if smtputf8 else ascii_address(recipient.email)
         unsubscribe = f"<{unsubscribe_url}>"
         if self.identity.unsubscribe_mailto:
             unsubscribe += (
@@ -362,7 +362,7 @@ class MessageBuilder:
             data = self._sign(data)
         return Built(
             data=data,
-            sender=_ascii_address(self.identity.from_address),
+            sender=ascii_address(self.identity.from_address),
             recipient=to,
             message_id=message_id,
             smtputf8=smtputf8,

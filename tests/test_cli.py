@@ -332,4 +332,5 @@ def test_daemon_sends_what_is_due_and_stops_cleanly(project: Path) -> None:
     status = mailer(project, "send", "status", "1")
     assert status.stdout.startswith("send 1: done; sent 14"), status.stdout
     first = next(iter(mailbox.Maildir(project / "data" / "outbox", create=False)))
-    assert [p.get_content_type() for p in first.walk()][-1] == "text/calendar"
+    types = [p.get_content_type() for p in first.walk()]
+    assert types[-2:] == ["text/calendar", "application/ics"]  # the invitation, twice

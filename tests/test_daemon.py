@@ -215,9 +215,9 @@ async def test_event_update_and_cancellation_reach_those_invited(
         vevent = calendar.walk("VEVENT")[0]
         calendars.append((str(calendar["METHOD"]), int(vevent["SEQUENCE"]),
                           vevent.decoded("DTSTART").astimezone(UTC).hour, str(vevent["LOCATION"])))  # fmt: skip
-    assert calendars == [
-        ("PUBLISH", 0, 8, "Salle A"),
-        ("PUBLISH", 1, 9, "Amphithéâtre B"),
+    assert calendars == [  # an invitation by default: iTIP REQUEST, then its update, then CANCEL
+        ("REQUEST", 0, 8, "Salle A"),
+        ("REQUEST", 1, 9, "Amphithéâtre B"),
         ("CANCEL", 2, 9, "Amphithéâtre B"),
     ]
 

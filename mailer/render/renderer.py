@@ -44,6 +44,11 @@ class Renderer:
             if name.startswith(prefix) and name.count(".") == 2
         )
 
+    def languages(self, content: Content) -> tuple[str, ...]:
+        """The languages a send of ``content`` is rendered in: the campaign's, else (neutral
+        words) every language its template has."""
+        return content.languages or tuple(self.locales(content.template_name))
+
     def compile(
         self, send: SendInfo, *, extra: Mapping[str, Mapping[str, Any]] | None = None
     ) -> CompiledSend:
