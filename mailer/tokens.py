@@ -9,7 +9,8 @@ confirmation tokens carry a timestamp and expire.
 A token names a subscriber by its random ``public_id`` (never the row id, which SQLite
 reuses after an erasure) and a list; a confirmation token also carries the nonce of the
 sign-up request it was mailed for. Test sends carry tokens of the ``test`` purpose: their
-pages say nothing was changed.
+pages say nothing was changed. An event's calendar link names the event's UID and a
+language, no subscriber.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Purpose(StrEnum):
     PREFERENCES = "preferences"
     CONFIRM = "confirm"
     TEST = "test"  # the links of a test send: they show a page and change nothing
+    EVENT = "event"  # an event's calendar file (/e/TOKEN.ics): read only, for every reader
 
 
 class BadToken(MailerError, ValueError):
@@ -59,7 +61,7 @@ class Signer:
         ordered = list(reversed(self._keys))
         self._plain = {
             p: URLSafeSerializer(ordered, salt=f"mailer.{p.value}")
-            for p in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.TEST)
+            for p in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.TEST, Purpose.EVENT)
         }
         self._timed = URLSafeTimedSerializer(ordered, salt=f"mailer.{Purpose.CONFIRM.value}")
 
@@ -182,3 +184,9 @@ def links_for(
             else None
         ),
     )
+
+
+def calendar_url(signer: Signer, base_url: str, *, uid: str, locale: str) -> str:
+    """The link to an event's calendar file in one language (``/e/TOKEN.ics``): the same for
+    every reader of that language; following it changes nothing."""
+    return f"{base_url}/e/{signer.sign(Purpose.EVENT, [uid, locale])}.ics"

@@ -94,8 +94,9 @@ async def test_loop_lag_measures_while_running_and_stops_after() -> None:
 
 
 def test_the_page_table_lists_every_subscriber_page() -> None:
-    """The pages the app factory mounts, in order; all but the index act on POST."""
+    """The pages the app factory mounts, in order; all but the index and the calendar file
+    act on POST."""
     paths = [page.path for page in PAGES]
-    assert paths == ["/", "/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}"]
+    assert paths == ["/", "/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}", "/e/{token}.ics"]
     posting = {page.path for page in PAGES if page.methods and "POST" in page.methods}
     assert {"/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}"} == posting

@@ -135,3 +135,4 @@ class Preferences:
     email: str
     locale: str | None
     lists: list[ListChoice]
+    timezone: str | None = None  # the reader's zone: event times are shown in it too

@@ -210,6 +210,19 @@ class Campaigns:
             ).one_or_none()
         return None if row is None else event_of(row)
 
+    async def calendar(self, uid: str) -> tuple[EventInfo, str | None, str | None] | None:
+        """The event of UID ``uid`` as it stands, with its campaign's sender name and
+        address (None: the configured ones); None if there is no such event."""
+        async with self._db.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(events, campaigns.c.sender_name, campaigns.c.sender_address)
+                    .join(campaigns, campaigns.c.id == events.c.campaign_id)
+                    .where(events.c.uid == uid)
+                )
+            ).one_or_none()
+        return None if row is None else (event_of(row), row.sender_name, row.sender_address)
+
     async def newsletters(self) -> list[Newsletter]:
         """Active recurring newsletters with their cron, zone and end."""
         async with self._db.begin() as conn:

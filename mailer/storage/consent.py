@@ -195,7 +195,7 @@ class Consent:
         async with self._db.begin() as conn:
             row = (
                 await conn.execute(
-                    select(subscribers.c.email, subscribers.c.locale).where(
+                    select(subscribers.c.email, subscribers.c.locale, subscribers.c.timezone).where(
                         subscribers.c.id == subscriber_id
                     )
                 )
@@ -212,7 +212,7 @@ class Consent:
                 ListChoice(r.id, r.slug, r.title, r.status == SubscriptionStatus.SUBSCRIBED)
                 for r in (await conn.execute(query)).all()
             ]
-        return Preferences(email=row.email, locale=row.locale, lists=choices)
+        return Preferences(email=row.email, locale=row.locale, lists=choices, timezone=row.timezone)
 
     async def save_preferences(
         self,
@@ -222,13 +222,20 @@ class Consent:
         locale: str | None,
         source: str,
         now: datetime,
+        timezone: str | None = None,
     ) -> tuple[int, int]:
         """Apply the preferences form: returns (lists joined, lists left). Only the lists the
-        page offered can change; the address proved itself by the signed link."""
+        page offered can change; the address proved itself by the signed link. ``timezone``:
+        None leaves it, "" clears it (the event's zone only), a zone name sets it."""
         joined = left = 0
         async with self._db.begin(write=True) as conn:
+            changes: dict[str, str | None] = {}
             if locale is not None:
-                await writer.update_subscriber(conn, subscriber_id, {"locale": locale}, now=now)
+                changes["locale"] = locale
+            if timezone is not None:
+                changes["timezone"] = timezone or None
+            if changes:
+                await writer.update_subscriber(conn, subscriber_id, changes, now=now)
             suppressed = (
                 await conn.execute(
                     select(suppressions.c.id)

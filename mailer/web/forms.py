@@ -56,10 +56,13 @@ async def read_form(request: Request) -> dict[str, str] | None:
 
 
 async def read_multi_form(request: Request) -> list[tuple[str, str]] | None:
-    """Every field of a urlencoded form, repeated names kept (the list checkboxes)."""
+    """Every field of a urlencoded form, repeated names kept (the list checkboxes), blank ones
+    too (an empty time zone clears it)."""
     if _content_type(request) != "application/x-www-form-urlencoded":
         return None
     try:
-        return parse_qsl((await request.body()).decode("utf-8"), max_num_fields=200)
+        return parse_qsl(
+            (await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=200
+        )
     except (UnicodeDecodeError, ValueError):
         return None

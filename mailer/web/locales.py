@@ -8,6 +8,9 @@ storage.
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, available_timezones
+
+from babel.dates import get_timezone_location
 from starlette.requests import Request
 
 from mailer.models import FALLBACK_LOCALE
@@ -43,3 +46,31 @@ def pick_locale(request: Request, *preferred: str | None) -> str:
         if value and value.split("-")[0].lower() in LOCALES:
             return value.split("-")[0].lower()
     return FALLBACK_LOCALE
+
+
+# The time zones the preferences page offers (where the network's readers live: France and its
+# overseas departments, Europe, the Americas, Africa, Asia, Oceania); a subscriber's own zone
+# is offered too when it is another one.
+ZONES = (
+    "Europe/Paris", "Europe/London", "Europe/Brussels", "Europe/Zurich", "Europe/Berlin",
+    "Europe/Madrid", "Europe/Rome", "Europe/Lisbon", "Europe/Amsterdam", "Europe/Athens",
+    "America/Guadeloupe", "America/Martinique", "America/Cayenne", "Indian/Reunion",
+    "Indian/Mayotte", "Pacific/Noumea", "Pacific/Tahiti", "America/Montreal",
+    "America/New_York", "America/Los_Angeles", "America/Sao_Paulo", "Africa/Casablanca",
+    "Africa/Algiers", "Africa/Tunis", "Africa/Dakar", "Africa/Abidjan", "Asia/Tokyo",
+    "Asia/Shanghai", "Asia/Kolkata", "Asia/Dubai", "Australia/Sydney", "UTC",
+)  # fmt: skip
+KNOWN_ZONES = frozenset(available_timezones())
+
+
+def zone_choices(lang: str, current: str | None) -> list[tuple[str, str]]:
+    """(zone, label) for the preferences page, in ``lang``: "Londres (Europe/London)"."""
+    zones = list(ZONES)
+    if current and current not in zones and current in KNOWN_ZONES:
+        zones.insert(0, current)
+    out = []
+    for key in zones:
+        city = "UTC" if key == "UTC" else get_timezone_location(ZoneInfo(key), locale=lang,
+                                                                return_city=True)  # fmt: skip
+        out.append((key, f"{city} ({key})" if key != "UTC" else "UTC"))
+    return out

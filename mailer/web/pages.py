@@ -1,6 +1,7 @@
 """The subscriber pages: ``/u/TOKEN`` unsubscribe (its buttons and the RFC 8058 one-click
 request), ``/s/SLUG`` sign-up with double opt-in and ``/c/TOKEN`` its confirmation,
-``/p/TOKEN`` preferences (lists and language), and ``/`` the public lists. :data:`PAGES` says
+``/p/TOKEN`` preferences (lists and language), ``/e/TOKEN.ics`` an event's calendar file
+(:mod:`mailer.web.calendar`), and ``/`` the public lists. :data:`PAGES` says
 which path and methods each answers; the app factory mounts them.
 
 Only ``POST`` changes anything: ``GET`` and ``HEAD`` show, whatever body they carry. Every
@@ -24,11 +25,12 @@ from mailer.addresses import MAX_NAME, check_name, normalize
 from mailer.errors import AddressError, StorageError, StorageUnavailable
 from mailer.models import Confirmed, LinkTarget, PublicList, Requested
 from mailer.tokens import Purpose
+from mailer.web.calendar import event_calendar
 from mailer.web.context import PageContext
 from mailer.web.forms import read_form, read_multi_form
 from mailer.web.limits import client_ip
 from mailer.web.links import linked
-from mailer.web.locales import LOCALES, pick_locale
+from mailer.web.locales import KNOWN_ZONES, LOCALES, pick_locale, zone_choices
 
 log = logging.getLogger("mailer.web")
 
@@ -255,10 +257,14 @@ async def preferences(web: PageContext, request: Request) -> Response:
             return web.views.message(pick_locale(request, target.locale), "bad_request", status=400)
         chosen = {int(v) for k, v in form_items if k == "list" and v.isdigit() and len(v) < 19}
         locale = next((v for k, v in form_items if k == "locale" and v in LOCALES), None)
+        zone = next(
+            (v for k, v in form_items if k == "timezone" and (v == "" or v in KNOWN_ZONES)), None
+        )
         joined, left = await web.store.consent.save_preferences(
             target.subscriber_id,
             chosen=chosen,
             locale=locale,
+            timezone=zone,
             source=f"preferences page from {client_ip(request)}",
             now=web.clock(),
         )
@@ -276,6 +282,8 @@ async def preferences(web: PageContext, request: Request) -> Response:
         intro=web.views.say(lang, "preferences_intro", email=prefs.email),
         lists=prefs.lists,
         locale=prefs.locale or lang,
+        timezone=prefs.timezone or "",
+        zones=zone_choices(lang, prefs.timezone),
         saved=saved,
         action=request.url.path,
     )
@@ -287,4 +295,5 @@ PAGES: tuple[Page, ...] = (
     Page("/s/{slug}", subscribe, ("GET", "POST")),
     Page("/c/{token}", confirm, ("GET", "POST")),
     Page("/p/{token}", preferences, ("GET", "POST")),
+    Page("/e/{token}.ics", event_calendar),
 )
