@@ -9,6 +9,8 @@ Checked on the message bytes, built as a send builds them."""
 from __future__ import annotations
 
 import email
+import re
+import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -17,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from icalendar import Calendar
 
 from mailer import campaigns
 from mailer.compose import make_composer
@@ -373,3 +376,50 @@ async def test_languages_and_event_details_are_stored_and_read_back(store: Store
     assert after.previous.place == EVENT.place
     assert after.previous.start == EVENT.start
     assert after.day_seconds == 20
+
+
+def calendar_of(parsed: EmailMessage) -> Calendar:
+    """The iTIP part of a message (the text/calendar alternative)."""
+    part = next(p for p in parsed.walk() if p.get_content_type() == "text/calendar")
+    assert part.get_param("method") == "REQUEST"
+    return Calendar.from_ical(part.get_content())  # type: ignore[attr-defined]
+
+
+def test_the_invitation_is_in_each_recipients_language_with_them_as_attendee(
+    tmp_path: Path,
+) -> None:
+    info = send_info("event", texts=EVENT_TEXTS, action="invitation", event=EVENT)
+    john = calendar_of(message(info, JOHN, tmp_path)).walk("VEVENT")[0]
+    claire = calendar_of(message(info, CLAIRE, tmp_path)).walk("VEVENT")[0]
+    assert str(john["SUMMARY"]) == "8th research day"
+    assert str(john["DESCRIPTION"]) == "Researchers and carers."
+    assert str(claire["SUMMARY"]) == "8e journée de recherche"
+    assert str(john["ATTENDEE"]) == "mailto:john@example.org"
+    assert john["ATTENDEE"].params["CN"] == "John Okafor"
+    assert str(claire["ATTENDEE"]) == "mailto:claire@example.org"
+    assert str(john["UID"]) == str(claire["UID"]) == EVENT.uid
+
+
+def test_campaign_check_and_preview_speak_of_languages(tmp_path: Path) -> None:
+    """`campaign check` counts who gets which language; `preview --locale` picks one and
+    refuses a language the campaign is not written in."""
+    from tests.test_cli import mailer
+
+    shutil.copytree(ROOT / "lists", tmp_path / "lists")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    shutil.copytree(ROOT / "campaigns", tmp_path / "campaigns")
+    assert mailer(tmp_path, "init").returncode == 0
+    checked = mailer(tmp_path, "campaign", "check", "campaigns/actualites-car-t.toml")
+    assert checked.returncode == 0, checked.stderr
+    assert "written in: fr, en" in checked.stdout
+    assert re.search(r"languages of researchers: en \d+, fr \d+", checked.stdout), checked.stdout
+    shown = mailer(
+        tmp_path, "preview", "campaigns/actualites-car-t.toml", "--locale", "en",
+        "--subscriber", "claire.dubois@example.org", "--all",
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "subject: CAR-T cells and auto-immune diseases" in shown.stdout
+    assert "languages: " in shown.stdout
+    refused = mailer(tmp_path, "preview", "campaigns/actualites-car-t.toml", "--locale", "de")
+    assert refused.returncode == 2
+    assert "is written in fr, en; choose one of those" in refused.stderr
