@@ -1,10 +1,12 @@
-"""The finishing of a rendered message: its CSS inlined and, when it has no text template,
-its text part derived from the HTML.
+"""The finishing of a rendered message: French typography (when asked), its CSS inlined
+and, when it has no text template, its text part derived from the HTML.
 
-Both cost hundreds of microseconds per recipient, and the HTML of most recipients differs
+All cost hundreds of microseconds per recipient, and the HTML of most recipients differs
 only by their own values (links, address, full name). A :class:`Finisher` swaps those for
 private-use markers, finishes the marked HTML once (or finds it in a small cache) and puts
-the values back. One finisher per compiled send: its cache holds that send's HTML only.
+the values back, so the typography never touches a recipient's value and the markers
+(letters to it) come through it whole. One finisher per compiled send: its cache holds
+that send's HTML only.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import css_inline
-from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from markupsafe import escape
 
 from mailer.models import Links, Recipient
+from mailer.render.plaintext import html_to_text
+from mailer.render.plaintext import text_config as text_config
+from mailer.render.typography import french_html, french_text
 
 _CACHE_SIZE = 64
 _PRIVATE = "\ue000"  # marks recipient values while HTML is finished once for many recipients
@@ -29,25 +33,28 @@ def inliner() -> css_inline.CSSInliner:
     )
 
 
-def text_config() -> ParserConfig:
-    """How the text part is derived from the HTML: links shown."""
-    return ParserConfig(display_links=True)
-
-
 class Finisher:
-    """CSS inlining and text derivation for one send, with its cache of marked HTML."""
+    """Typography, CSS inlining and text derivation for one send, with its cache of marked
+    HTML."""
 
     __slots__ = ("_cache", "_inliner", "_text_config")
 
     def __init__(self, inliner: css_inline.CSSInliner, text_config: ParserConfig) -> None:
         self._inliner = inliner
         self._text_config = text_config
-        self._cache: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], tuple[str, str | None]] = OrderedDict()
 
     def finish(
-        self, html: str, recipient: Recipient, links: Links, *, need_text: bool
+        self,
+        html: str,
+        recipient: Recipient,
+        links: Links,
+        *,
+        need_text: bool,
+        french: bool = False,
     ) -> tuple[str, str | None]:
-        """The inlined HTML and, when ``need_text``, the text derived from it.
+        """The inlined HTML and, when ``need_text``, the text derived from it; with
+        ``french``, both with French typography (:mod:`mailer.render.typography`).
 
         Only values that cannot be mistaken for HTML syntax are marked: links, the address
         (it has an @), a name with a space in it; anything else stays and is part of the key.
@@ -66,22 +73,19 @@ class Finisher:
         if " " in recipient.name.strip():
             values.append(recipient.name)
         if _PRIVATE in html or any(_PRIVATE in v for v in values):
-            inlined = self._inliner.inline(html)
-            text = _tidy(get_text(inlined, self._text_config)) if need_text else None
-            return inlined, text
+            return self._finish(html, need_text=need_text, french=french)
         marked = html
         for i, value in enumerate(values):
             marked = marked.replace(str(escape(value)), f"{_PRIVATE}{chr(0xE001 + i)}")
-        cached = self._cache.get(marked)
+        key = (marked, french)
+        cached = self._cache.get(key)
         if cached is None or (need_text and cached[1] is None):
-            inlined = self._inliner.inline(marked)
-            derived = _tidy(get_text(inlined, self._text_config)) if need_text else None
-            cached = (inlined, derived)
-            self._cache[marked] = cached
+            cached = self._finish(marked, need_text=need_text, french=french)
+            self._cache[key] = cached
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         else:
-            self._cache.move_to_end(marked)
+            self._cache.move_to_end(key)
         html_out, text_out = cached
         for i, value in enumerate(values):
             marker = f"{_PRIVATE}{chr(0xE001 + i)}"
@@ -90,11 +94,12 @@ class Finisher:
                 text_out = text_out.replace(marker, value)
         return html_out, text_out
 
-
-def _tidy(text: str) -> str:
-    lines = [line.rstrip() for line in text.splitlines()]
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip("\n") + "\n"
+    def _finish(self, html: str, *, need_text: bool, french: bool) -> tuple[str, str | None]:
+        """Typography, inlining, derivation: what the cache keeps."""
+        if french:
+            html = french_html(html)
+        inlined = self._inliner.inline(html)
+        if not need_text:
+            return inlined, None
+        text = html_to_text(inlined, self._text_config)
+        return inlined, french_text(text) if french else text
