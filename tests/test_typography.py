@@ -1,15 +1,19 @@
 """French typography: each rule, the places it never goes (URLs, addresses, code, tags,
 attribute values, entities), idempotence, the markers of recipient values; properties over
-any text and any HTML."""
+any text and any HTML; "1er" for the first of the month in the date filters."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from html.parser import HTMLParser
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jinja2 import Environment
 
+from mailer.render.dates import date_filter, datetime_filter
 from mailer.render.typography import french_html, french_text
 
 NB = "\u00a0"  # before ":" and inside « »
@@ -331,3 +335,42 @@ def test_any_markup_like_text_is_safe(html: str) -> None:
     out = french_html(html)
     assert _without_spaces(out) == _without_spaces(html)
     assert french_html(out) == out
+
+
+# --- the first of the month, in the date filters ------------------------------------------
+
+
+def _filters(locale: str) -> Environment:
+    env = Environment(autoescape=False)  # noqa: S701 - text
+    env.filters.update(date=date_filter, datetime=datetime_filter)
+    env.globals.update(locale=locale, timezone=ZoneInfo("Europe/Paris"))
+    return env
+
+
+@pytest.mark.parametrize(
+    ("template", "day", "expected"),
+    [
+        ("{{ d|date('d MMMM') }}", 1, "1er décembre"),
+        ("{{ d|date('full') }}", 1, "mardi 1er décembre 2026"),
+        ("{{ d|date('long') }}", 1, "1er décembre 2026"),
+        ("{{ d|date('medium') }}", 1, "1er déc. 2026"),
+        ("{{ d|datetime('full') }}", 1, "mardi 1er décembre 2026, 01:01:00 heure normale"),
+        ("{{ d|date('full') }}", 11, "vendredi 11 décembre 2026"),
+        ("{{ d|date('full') }}", 21, "lundi 21 décembre 2026"),
+        ("{{ d|date('short') }}", 1, "01/12/2026"),
+        ("{{ d|date('dd MMMM') }}", 1, "01 décembre"),
+        ("{{ d|datetime('short') }}", 1, "01/12/2026 01:01"),
+    ],
+)
+def test_the_first_of_the_month_is_1er_in_french(template: str, day: int, expected: str) -> None:
+    """ "1er" before the month's name on the 1st only; never 11, 21, 01/12 or a time."""
+    when = datetime(2026, 12, day, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    assert _filters("fr").from_string(template).render(d=when).startswith(expected)
+
+
+def test_other_languages_keep_their_first() -> None:
+    """English dates are left as babel writes them."""
+    when = datetime(2026, 12, 1, 1, 1, tzinfo=ZoneInfo("Europe/Paris"))
+    assert _filters("en").from_string("{{ d|date('full') }}").render(d=when) == (
+        "Tuesday, December 1, 2026"
+    )

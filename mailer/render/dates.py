@@ -1,13 +1,16 @@
 """Dates in templates: the ``date``, ``time`` and ``datetime`` filters, and an event's dates.
 
 The filters format in the recipient's locale and the send's time zone (both read from the
-template context, French and Europe/Paris when absent); :func:`event_context` is the event as
+template context, French and Europe/Paris when absent); in French the first day of a month
+reads "1er" before its month's name ("lundi 1er décembre 2026"), never in "11", "21",
+"01/12/2026" or a time; :func:`event_context` is the event as
 the templates see it, in that zone, with the days left counted from ``now``, which comes in:
 this module reads no clock.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +21,20 @@ from jinja2.runtime import Context
 
 from mailer.models import EventInfo
 
+# "1" alone (no digit, slash, dot, colon or dash before it) then a French month's name, as
+# babel writes them in full and abbreviated ("janv.", "févr.", "avr.", "juil.", "sept."...).
+_FIRST_OF_MONTH = re.compile(
+    r"(?<![\d/.:\-])1(?=[ \u00a0\u202f]"
+    r"(?:janv|févr|mars|avr|mai|juin|juil|août|sept|oct|nov|déc))"
+)
+
+
+def _first(text: str, locale: object) -> str:
+    """``text`` with "1er" for the first of a month, in French; as it is otherwise."""
+    if "1" in text and str(locale).startswith("fr"):
+        return _FIRST_OF_MONTH.sub("1er", text, count=1)
+    return text
+
 
 def _zone(context: Context) -> ZoneInfo:
     zone = context.get("timezone")
@@ -26,7 +43,8 @@ def _zone(context: Context) -> ZoneInfo:
 
 @pass_context
 def date_filter(context: Context, value: datetime, fmt: str = "long") -> str:
-    return format_date(value.astimezone(_zone(context)), fmt, locale=context.get("locale", "fr"))
+    locale = context.get("locale", "fr")
+    return _first(format_date(value.astimezone(_zone(context)), fmt, locale=locale), locale)
 
 
 @pass_context
@@ -36,7 +54,8 @@ def time_filter(context: Context, value: datetime, fmt: str = "short") -> str:
 
 @pass_context
 def datetime_filter(context: Context, value: datetime, fmt: str = "long") -> str:
-    return format_datetime(value, fmt, tzinfo=_zone(context), locale=context.get("locale", "fr"))
+    locale = context.get("locale", "fr")
+    return _first(format_datetime(value, fmt, tzinfo=_zone(context), locale=locale), locale)
 
 
 def event_context(event: EventInfo | None, now: datetime, zone: ZoneInfo) -> dict[str, Any] | None:
