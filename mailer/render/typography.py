@@ -74,7 +74,7 @@ _ATTRS = r"[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*"
 _TAG = re.compile(
     rf"(<(/?[A-Za-z][\w:.\-]*|!--|[!?])(?:(?<=--).*?-->|{_ATTRS}>))", re.DOTALL
 )  # the tag whole, its name ("!--" for a comment)
-_RAW = ("script", "style", "pre", "code", "kbd", "samp", "textarea")
+_RAW_NAMES = frozenset(("script", "style", "pre", "code", "kbd", "samp", "textarea"))
 _INLINE_TAGS = (
     "a", "abbr", "b", "bdi", "bdo", "big", "cite", "data", "del", "dfn", "em", "font", "i",
     "ins", "mark", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "time", "tt",
@@ -327,24 +327,24 @@ def _tokens(html: str) -> tuple[list[str], list[str], list[str]]:
     parts = _TAG.split(html)
     texts, tags = parts[0::3], parts[1::3]
     names = "\0".join(parts[2::3]).lower().split("\0") if tags else []
-    if any(name in names for name in _RAW):
-        _join_raw(texts, tags, names)
+    _join_raw(texts, tags, names)
     return texts, tags, list(map(_KIND.get, names, repeat(BREAK)))
 
 
 def _indices(names: list[str], name: str) -> list[int]:
-    """Where ``name`` is in ``names`` (``list.index``: no Python loop over every tag)."""
+    """Where ``name`` is in ``names`` (``list.count`` and ``list.index``: no Python loop over
+    every tag, no exception)."""
     found: list[int] = []
-    try:
-        while True:
-            found.append(names.index(name, found[-1] + 1 if found else 0))
-    except ValueError:
-        return found
+    at = -1
+    for _ in range(names.count(name)):
+        at = names.index(name, at + 1)
+        found.append(at)
+    return found
 
 
 def _join_raw(texts: list[str], tags: list[str], names: list[str]) -> None:
     """Each code-like element made one tag, its content with it (to the end if unclosed)."""
-    opens = sorted(i for name in _RAW for i in _indices(names, name))
+    opens = sorted(i for name in _RAW_NAMES.intersection(names) for i in _indices(names, name))
     for i in reversed(opens):  # from the end: the indices before stay right, nested is inside
         try:
             j = names.index("/" + names[i], i + 1)
