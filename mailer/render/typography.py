@@ -56,8 +56,11 @@ _BOUNDARY = frozenset((BREAK, ""))
 _HOST_PATH = re.compile(r"[\w\-]+(?:\.[\w\-]+)*\.[a-zA-Z]{2,}/")
 _CODE = re.compile(rf"`[^`\n{BREAK}]*`")
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")  # on one line
-_ADDRESS_ANCHORS = ("://", "@", "www.", "mailto:", "tel:", "/")
+_ADDRESS_ANCHORS = ("/", "@", "www.", "mailto:", "tel:")
 _OPENERS = "(«\"'" + INLINE
+_WORD_SEPARATORS = (" ", "\n", "\t", "\u00a0", "\u202f", "\r", BREAK)
+_WORD_END = re.compile(f"[{''.join(_WORD_SEPARATORS)}]")
+_LONGEST_WORD = 2000  # an address longer than this is set aside from its last 2,000 only
 _UNIT_NAMES = (
     "km/h|km|cm|mm|m²|m³|m|kg|mg|g|min|ms|s|h|mL|cL|L|kWh|kW|W|"
     "Ko|Mo|Go|To|ko|Kio|Mio|Gio|€|\\$|£|°C|°F|°"
@@ -123,14 +126,13 @@ def _char(s: str, i: int) -> str:
 
 
 def _word_at(s: str, p: int) -> tuple[int, int]:
-    """The word (between whitespace or line ends) holding ``p``."""
-    begin = p
-    while begin > 0 and not s[begin - 1].isspace() and s[begin - 1] != BREAK:
-        begin -= 1
-    end, n = p, len(s)
-    while end < n and not s[end].isspace() and s[end] != BREAK:
-        end += 1
-    return begin, end
+    """The word (between whitespace or line ends) holding ``p``; looked for at most
+    :data:`_LONGEST_WORD` characters back, ``str.rfind`` for each kind of space."""
+    low = max(p - _LONGEST_WORD, 0)
+    begin = max(s.rfind(" ", low, p), s.rfind("\n", low, p), low - 1) + 1  # the usual ones
+    begin = max(s.rfind(space, begin, p) for space in _WORD_SEPARATORS) + 1 or begin
+    found = _WORD_END.search(s, p)
+    return begin, found.start() if found else len(s)
 
 
 Edits = dict[int, tuple[int, str]]  # start -> (end, what replaces s[start:end])
@@ -140,8 +142,8 @@ class _Rules:
     """The rules over one text: the changes they make, by where each starts.
 
     The places never to touch (code, placeholders, addresses) are found once, the first
-    time a change is about to be made, from literal anchors (a backtick, a brace, ``://``,
-    ``@``, ``www.``, ``mailto:``, ``tel:``, a slash after a host name)."""
+    time a change is about to be made, from literal anchors (a backtick, a brace, a slash
+    in a word with ``://`` or after a host name, ``@``, ``www.``, ``mailto:``, ``tel:``)."""
 
     __slots__ = ("_ends", "_s", "_starts", "edits")
 
@@ -159,14 +161,15 @@ class _Rules:
             spans.extend(m.span() for m in _CODE.finditer(s))
         if "{" in s:
             spans.extend(m.span() for m in _PLACEHOLDER.finditer(s))
-        for anchor in _ADDRESS_ANCHORS:
+        for anchor in _ADDRESS_ANCHORS:  # a URL's word is found once, from its first "/"
             p = s.find(anchor)
             while p >= 0:
                 begin, end = _word_at(s, p)
                 word = s[begin:end]
-                if (anchor != "/" or _HOST_PATH.search(word)) and (
-                    anchor != "www." or word.lstrip(_OPENERS).startswith("www.")
-                ):
+                if anchor == "/":
+                    if "://" in word or _HOST_PATH.search(word):
+                        spans.append((begin, end))
+                elif anchor != "www." or word.lstrip(_OPENERS).startswith("www."):
                     spans.append((begin, end))
                 p = s.find(anchor, end)
         starts: list[int] = []
