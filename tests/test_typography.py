@@ -209,6 +209,16 @@ def test_markers_in_html() -> None:
     )
 
 
+def test_kept_values_are_left_as_they_are() -> None:
+    """``keep``: a recipient's value (escaped, in HTML) is set aside wherever it occurs."""
+    assert french_text("Bonjour Jean! Et toi!", keep=["Jean!"]) == f"Bonjour Jean! Et toi{NN}!"
+    assert french_text("«0 et «1", keep=["«0", " "]) == f"«0 et «{NB}1"  # blank: ignored
+    html = "<p>Bonjour O&#39;Brien! et caf&eacute;!</p>"
+    assert french_html(html, keep=["O&#39;Brien!"]) == (
+        f"<p>Bonjour O&#39;Brien! et caf&eacute;{NN}!</p>"
+    )
+
+
 def test_text_holding_a_standin_character_is_left_alone() -> None:
     """HTML that already holds one of the stand-in characters cannot be told from ours."""
     html = "<p>a : b \U0010fff5</p>"

@@ -57,7 +57,8 @@ class Finisher:
         ``french``, both with French typography (:mod:`mailer.render.typography`).
 
         Only values that cannot be mistaken for HTML syntax are marked: links, the address
-        (it has an @), a name with a space in it; anything else stays and is part of the key.
+        (it has an @), a name with a space in it; anything else stays and is part of the key
+        (a one-word name: the typography is told to leave it as it is).
         """
         values = [
             v
@@ -72,15 +73,18 @@ class Finisher:
         ]
         if " " in recipient.name.strip():
             values.append(recipient.name)
+            kept: tuple[str, ...] = ()
+        else:
+            kept = (recipient.name,)  # not marked: kept from the typography instead
         if _PRIVATE in html or any(_PRIVATE in v for v in values):
-            return self._finish(html, need_text=need_text, french=french)
+            return self._finish(html, need_text=need_text, french=french, keep=(*values, *kept))
         marked = html
         for i, value in enumerate(values):
             marked = marked.replace(str(escape(value)), f"{_PRIVATE}{chr(0xE001 + i)}")
         key = (marked, french)
         cached = self._cache.get(key)
         if cached is None or (need_text and cached[1] is None):
-            cached = self._finish(marked, need_text=need_text, french=french)
+            cached = self._finish(marked, need_text=need_text, french=french, keep=kept)
             self._cache[key] = cached
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -94,12 +98,15 @@ class Finisher:
                 text_out = text_out.replace(marker, value)
         return html_out, text_out
 
-    def _finish(self, html: str, *, need_text: bool, french: bool) -> tuple[str, str | None]:
-        """Typography, inlining, derivation: what the cache keeps."""
+    def _finish(
+        self, html: str, *, need_text: bool, french: bool, keep: tuple[str, ...]
+    ) -> tuple[str, str | None]:
+        """Typography (never on the recipient's values in ``keep``), inlining, derivation:
+        what the cache keeps."""
         if french:
-            html = french_html(html)
+            html = french_html(html, keep=[str(escape(value)) for value in keep])
         inlined = self._inliner.inline(html)
         if not need_text:
             return inlined, None
         text = html_to_text(inlined, self._text_config)
-        return inlined, french_text(text) if french else text
+        return inlined, french_text(text, keep=keep) if french else text

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 from itertools import chain, repeat
 
 NBSP = "\u00a0"
@@ -145,10 +146,11 @@ class _Rules:
     time a change is about to be made, from literal anchors (a backtick, a brace, a slash
     in a word with ``://`` or after a host name, ``@``, ``www.``, ``mailto:``, ``tel:``)."""
 
-    __slots__ = ("_ends", "_s", "_starts", "edits")
+    __slots__ = ("_ends", "_keep", "_s", "_starts", "edits")
 
-    def __init__(self, s: str) -> None:
+    def __init__(self, s: str, keep: Iterable[str] = ()) -> None:
         self._s = s
+        self._keep = keep
         self._starts: list[int] | None = None
         self._ends: list[int] = []
         self.edits: Edits = {}
@@ -159,6 +161,11 @@ class _Rules:
         spans: list[tuple[int, int]] = []
         if "`" in s:
             spans.extend(m.span() for m in _CODE.finditer(s))
+        for value in self._keep:
+            p = s.find(value) if value.strip() else -1
+            while p >= 0:
+                spans.append((p, p + len(value)))
+                p = s.find(value, p + len(value))
         if "{" in s:
             spans.extend(m.span() for m in _PLACEHOLDER.finditer(s))
         for anchor in _ADDRESS_ANCHORS:  # a URL's word is found once, from its first "/"
@@ -272,9 +279,9 @@ class _Rules:
                         self.change(start, match.start(1), NNBSP)
 
 
-def _edits(s: str) -> Edits:
-    """Every change the rules make to ``s``, by where it starts."""
-    rules = _Rules(s)
+def _edits(s: str, keep: Iterable[str] = ()) -> Edits:
+    """Every change the rules make to ``s``, by where it starts; ``keep``: texts set aside."""
+    rules = _Rules(s, keep)
     for char, rule in (
         (":", rules.sign),
         (";", rules.sign),
@@ -310,9 +317,11 @@ def _apply(s: str, edits: Edits) -> str:
     return "".join(out)
 
 
-def french_text(text: str) -> str:
-    """``text`` with French typography (see the module); its lines kept as they are."""
-    return _apply(text, _edits(text))
+def french_text(text: str, *, keep: Iterable[str] = ()) -> str:
+    """``text`` with French typography (see the module); its lines kept as they are.
+
+    ``keep``: texts to leave as they are wherever they occur (a recipient's own values)."""
+    return _apply(text, _edits(text, keep))
 
 
 def _interleave(pieces: list[str], tokens: list[str]) -> str:
@@ -366,9 +375,12 @@ def _join_raw(texts: list[str], tags: list[str], names: list[str]) -> None:
         names[i] = "!raw"
 
 
-def french_html(html: str) -> str:
+def french_html(html: str, *, keep: Iterable[str] = ()) -> str:
     """``html`` with French typography on its text only: tags, attribute values, entities,
-    comments and the code-like elements stay byte for byte as they were."""
+    comments and the code-like elements stay byte for byte as they were.
+
+    ``keep``: texts to leave as they are wherever they occur in the text, written as in the
+    HTML (escaped: ``O&#39;Brien``)."""
     if any(standin in html for standin in _STANDINS):
         return html  # cannot be told from ours: left alone
     texts, tags, kinds = _tokens(html)
@@ -383,7 +395,9 @@ def french_html(html: str) -> str:
         split = _ENTITY.split(plain)
         entities = split[1::2]
         plain = _ENTITY_SEP.join(split[0::2])
-    edits = _edits(shadow)
+    if entities:
+        keep = [_ENTITY.sub(ENTITY, _SPACE_ENTITY.sub(ENTITY_SPACE, v)) for v in keep]
+    edits = _edits(shadow, keep)
     if not edits:
         return html
     plain = _apply(plain, edits)
