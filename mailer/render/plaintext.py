@@ -42,6 +42,7 @@ def keep_placeholders(source: str) -> tuple[str, Callable[[str], str]]:
         return f"mailerkeep{len(kept) - 1}x"
 
     def restore(text: str) -> str:
+        """``text`` with the placeholders back."""
         return _KEPT.sub(lambda m: kept[int(m.group(1))], text) if kept else text
 
     return PLACEHOLDER.sub(_keep, source), restore
@@ -70,6 +71,7 @@ def markdown_to_text(source: str, parser: MarkdownIt) -> str:
 
 
 def _blocks(nodes: list[SyntaxTreeNode], parser: MarkdownIt) -> list[str]:
+    """Each of ``nodes`` as its text."""
     return [_block(node, parser) for node in nodes]
 
 
@@ -93,6 +95,7 @@ def _block(node: SyntaxTreeNode, parser: MarkdownIt) -> str:
 
 
 def _inline_children(node: SyntaxTreeNode) -> list[SyntaxTreeNode]:
+    """The inline content of a paragraph or heading."""
     children: list[SyntaxTreeNode] = []
     for child in node.children:
         children.extend(child.children if child.type == "inline" else [child])
@@ -159,6 +162,7 @@ def html_to_text(html: str, config: ParserConfig | None = None) -> str:
 
 
 def _tree(html: str) -> HtmlElement | None:
+    """The lxml tree of ``html`` as inscriptis' own get_text makes it (None when empty)."""
     html = html.strip()
     if not html:
         return None
