@@ -423,3 +423,39 @@ def test_campaign_check_and_preview_speak_of_languages(tmp_path: Path) -> None:
     refused = mailer(tmp_path, "preview", "campaigns/actualites-car-t.toml", "--locale", "de")
     assert refused.returncode == 2
     assert "is written in fr, en; choose one of those" in refused.stderr
+
+
+def test_text_parts_are_plain_and_french_reads_right_on_the_bytes(tmp_path: Path) -> None:
+    """The example announcement (Markdown with **, ## and links): no Markdown left in the text
+    part; no-break spaces before ":" and "?", "1er janvier", never inside a URL."""
+    campaign = campaigns.load(ROOT / "campaigns" / "actualites-car-t.toml")
+    body = campaign.content.text("fr").body + (
+        "\n\nVenez à « {{ event.title }} » ? Voir [le programme](https://example.org/a?b=c:d) !"
+    )
+    texts = (replace(campaign.content.texts[0], body=body), *campaign.content.texts[1:])
+    new_year = replace(
+        EVENT, start=datetime(2025, 1, 1, 9, 0, tzinfo=PARIS), end=None, previous=None
+    )
+    info = send_info("event", texts=texts, action="invitation", event=new_year)
+    claire = message(info, CLAIRE, tmp_path)
+    found = parts(claire)
+    text, html = found["text/plain"], found["text/html"]
+    for markdown in ("**", "##", "]("):
+        assert markdown not in text
+    assert "le programme <https://example.org/a?b=c:d>" in text
+    assert "mercredi 1er janvier 2025" in text
+    assert "1er janvier 2025" in html
+    assert "Date\u00a0: mercredi 1er janvier 2025" in text
+    assert "Venez à «\u00a08e journée de recherche\u00a0»\u202f?" in text
+    urls = re.findall(r"https?://[^\s<>\"]+", text + html)
+    assert urls
+    assert all("\u00a0" not in u and "\u202f" not in u for u in urls)
+    assert "\u202f!" in text
+    assert "\u202f?" in text
+    assert (
+        claire["Subject"]
+        == "CAR-T et maladies auto-immunes\u00a0: les avancées suivies par le réseau"
+    )
+    english = parts(message(info, JOHN, tmp_path))["text/plain"]
+    assert "\u00a0:" not in english
+    assert "**" not in english

@@ -66,7 +66,8 @@ def test_an_announcement_in_french() -> None:
     assert out.subject == "Des nouvelles du réseau"
     assert "Bonjour Claire Dubois," in out.text
     assert "<strong>avancée</strong>" in out.html
-    assert "Une **avancée** importante." in out.text
+    assert "Une avancée importante." in out.text  # plain text: no Markdown left
+    assert "**" not in out.text
     for link in (LINKS.unsubscribe, LINKS.preferences):
         assert link in out.text
         assert link in out.html
@@ -110,10 +111,10 @@ def test_event_mails_show_the_date_in_paris_time(action: str, who: Recipient) ->
     assert day in out.text
     assert "09:00" in out.text or "9:00" in out.text
     expected = {
-        ("fr", "invitation"): "Invitation : ",
-        ("fr", "reminder"): "Rappel : ",
-        ("fr", "update"): "Modification : ",
-        ("fr", "cancellation"): "Annulation : ",
+        ("fr", "invitation"): "Invitation\u00a0: ",  # French typography: no-break space
+        ("fr", "reminder"): "Rappel\u00a0: ",
+        ("fr", "update"): "Modification\u00a0: ",
+        ("fr", "cancellation"): "Annulation\u00a0: ",
         ("en", "invitation"): "Invitation: ",
         ("en", "reminder"): "Reminder: ",
         ("en", "update"): "Update: ",
@@ -154,7 +155,7 @@ def test_jinja_in_a_markdown_body_survives_links() -> None:
         "[Vos préférences]({{ links.preferences }})\n\n<script>alert(1)</script>"
     )
     out = compiled(body=body).render(CLAIRE, LINKS)
-    assert "Bonjour Claire Dubois !" in out.html
+    assert "Bonjour Claire Dubois\u202f!" in out.html  # a narrow no-break space before "!"
     assert f'href="{LINKS.preferences}"' in out.html
     assert "<script>" not in out.html
     assert "&lt;script&gt;" in out.html
@@ -396,8 +397,8 @@ def test_long_numbers_in_text_are_not_mistaken_for_widths() -> None:
         kind="newsletter",
     )
     rendered = send.render(CLAIRE, LINKS)
-    assert "{y} 0123456789 100%" in rendered.text
-    assert "Tél. 0123456789 : ok" in rendered.text
+    assert "{y} 0123456789 100\u202f%" in rendered.text  # French typography
+    assert "Tél. 0123456789\u00a0: ok" in rendered.text
 
 
 @pytest.mark.timeout(60)

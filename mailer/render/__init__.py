@@ -18,7 +18,8 @@ every few hundred of them. A process of the render pool is also stopped from out
 Template files: ``email/<kind>.<locale>.html`` extends ``email/base.<locale>.html``; an
 optional ``email/<kind>.<locale>.txt`` is the text part, otherwise the text is derived from
 the HTML. A kind template has a ``subject`` block used when the campaign has no subject.
-The locale is the subscriber's, else the list's default, else French.
+The language is the subscriber's, else the list's default, else the campaign's first (for
+words stored before languages: French); French content gets French typography.
 
 A package, one noun a module, so that each part can be read alone and the layer contract
 names one stage (``mailer.render``) for all of them; import from here, not from the parts:
@@ -27,7 +28,12 @@ names one stage (``mailer.render``) for all of them; import from here, not from 
 - :mod:`~mailer.render.compiled_send`: a compiled send rendered per recipient, the pre-flight;
 - :mod:`~mailer.render.sandbox`: the sandboxed environment, its loader, its loop counting;
 - :mod:`~mailer.render.limits`: the budget, the sizes, the checks the sandbox makes;
-- :mod:`~mailer.render.body`: the campaign body (Markdown, HTML, text) as an HTML template;
+- :mod:`~mailer.render.body`: the campaign body (Markdown, HTML, text) as an HTML and a text
+  template;
+- :mod:`~mailer.render.plaintext`: Markdown and HTML turned into real plain text;
+- :mod:`~mailer.render.typography`: French typography on text and on HTML's text;
+- :mod:`~mailer.render.moments`: an event's times and changes in words, per language and
+  reader;
 - :mod:`~mailer.render.finishing`: CSS inlined and text derived, once for many recipients;
 - :mod:`~mailer.render.dates`: the date filters and the event's dates.
 """

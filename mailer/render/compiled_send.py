@@ -36,6 +36,7 @@ from mailer.render.limits import (
     render_bounded,
 )
 from mailer.render.moments import event_context, issue_date, when
+from mailer.render.typography import french_text
 
 _ZONES = frozenset(available_timezones())
 
@@ -152,7 +153,15 @@ class CompiledSend:
 
     def render(self, recipient: Recipient, links: Links) -> Rendered:
         locale, subject, html, text = self._jinja(recipient, links)
-        html, derived = self._finisher.finish(html, recipient, links, need_text=text is None)
+        french = locale.split("_")[0] == "fr"
+        html, derived = self._finisher.finish(
+            html, recipient, links, need_text=text is None, french=french
+        )
+        if french:  # the HTML and its derived text had theirs in the finisher
+            keep = [v for v in (recipient.name, recipient.email) if v]
+            subject = french_text(subject, keep=keep)
+            if text is not None:
+                text = french_text(text, keep=keep)
         return Rendered(locale=locale, subject=subject, html=html, text=text or derived or "")
 
     def check(self, recipient: Recipient, links: Links) -> str:

@@ -19,7 +19,7 @@ from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 
 from mailer.errors import TemplateError
 from mailer.models import Content, SendInfo
-from mailer.render.body import body_html, markdown
+from mailer.render.body import body_html_source, body_text, markdown
 from mailer.render.compiled_send import CompiledSend, Variant
 from mailer.render.finishing import Finisher, inliner, text_config
 from mailer.render.sandbox import environment
@@ -128,9 +128,8 @@ class Renderer:
     def _body(self, source: str, body_format: str, locale: str) -> tuple[Template, Template]:
         """The body in one language as two templates: HTML (from Markdown, once) and text."""
         what = f"the campaign's body ({locale})"
-        html = body_html(Content(name="", kind="", body=source, body_format=body_format),
-                         self._markdown)  # fmt: skip
         return (
-            self._from_string(html, what, html=True),
-            self._from_string(source, what),
-        )
+            self._from_string(body_html_source(source, body_format, self._markdown), what,
+                              html=True),
+            self._from_string(body_text(source, body_format, self._markdown), what),
+        )  # fmt: skip
