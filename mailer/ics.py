@@ -193,20 +193,6 @@ def prepare(
     )
 
 
-def build(
-    event: EventInfo, *, cancel: bool, organizer_name: str, organizer_address: str, now: datetime
-) -> bytes:
-    """One .ics for every recipient, PUBLISH or CANCEL without an attendee (the send-wide
-    file of before :func:`prepare`; kept until compose makes the file per recipient)."""
-    return prepare(
-        event,
-        method="CANCEL" if cancel else "PUBLISH",
-        organizer_name=organizer_name,
-        organizer_address=organizer_address,
-        now=now,
-    ).shared
-
-
 def _query(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"&{key}={quote(value, safe='')}" for key, value in pairs if value)
 

@@ -1,25 +1,21 @@
-"""Dates in templates: the ``date``, ``time`` and ``datetime`` filters, and an event's dates.
+"""Dates in templates: the ``date``, ``time`` and ``datetime`` filters.
 
 The filters format in the recipient's locale and the send's time zone (both read from the
 template context, French and Europe/Paris when absent); in French the first day of a month
 reads "1er" before its month's name ("lundi 1er décembre 2026"), never in "11", "21",
-"01/12/2026" or a time; :func:`event_context` is the event as
-the templates see it, in that zone, with the days left counted from ``now``, which comes in:
-this module reads no clock.
+"01/12/2026" or a time (:func:`first_of_month`, which :mod:`mailer.render.moments` uses too).
+This module reads no clock.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime, format_time
 from jinja2 import pass_context
 from jinja2.runtime import Context
-
-from mailer.models import EventInfo
 
 # "1" alone (no digit, slash, dot, colon or dash before it) then a French month's name, as
 # babel writes them in full and abbreviated ("janv.", "févr.", "avr.", "juil.", "sept."...).
@@ -29,7 +25,7 @@ _FIRST_OF_MONTH = re.compile(
 )
 
 
-def _first(text: str, locale: object) -> str:
+def first_of_month(text: str, locale: object) -> str:
     """``text`` with "1er" for the first of a month, in French; as it is otherwise."""
     if "1" in text and str(locale).startswith("fr"):
         return _FIRST_OF_MONTH.sub("1er", text, count=1)
@@ -44,7 +40,7 @@ def _zone(context: Context) -> ZoneInfo:
 @pass_context
 def date_filter(context: Context, value: datetime, fmt: str = "long") -> str:
     locale = context.get("locale", "fr")
-    return _first(format_date(value.astimezone(_zone(context)), fmt, locale=locale), locale)
+    return first_of_month(format_date(value.astimezone(_zone(context)), fmt, locale=locale), locale)
 
 
 @pass_context
@@ -55,23 +51,4 @@ def time_filter(context: Context, value: datetime, fmt: str = "short") -> str:
 @pass_context
 def datetime_filter(context: Context, value: datetime, fmt: str = "long") -> str:
     locale = context.get("locale", "fr")
-    return _first(format_datetime(value, fmt, tzinfo=_zone(context), locale=locale), locale)
-
-
-def event_context(event: EventInfo | None, now: datetime, zone: ZoneInfo) -> dict[str, Any] | None:
-    """``event`` as the templates get it (``event.start``, ``event.days_left``...)."""
-    if event is None:
-        return None
-    start = event.start.astimezone(zone)
-    days_left = (start.date() - now.astimezone(zone).date()).days
-    return {
-        "title": event.title,
-        "start": start,
-        "end": event.end.astimezone(zone) if event.end else None,
-        "place": event.place,
-        "link": event.link,
-        "description": event.description,
-        "days_left": max(days_left, 0),
-        "status": event.status,
-        "sequence": event.sequence,
-    }
+    return first_of_month(format_datetime(value, fmt, tzinfo=_zone(context), locale=locale), locale)

@@ -13,7 +13,6 @@ Pure: ``now`` comes in; French and English words here, other languages get the E
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -22,8 +21,8 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_time, get_timezone_location
 
 from mailer.models import EventInfo
+from mailer.render.dates import first_of_month
 
-_FIRST_FR = re.compile(r"(?<![\d/.-])1(?= [^\W\d])")  # "1 décembre" -> "1er décembre"
 _VOWELS = tuple("AEIOUYÉÈÊÂÎÔÛ")
 
 
@@ -33,10 +32,7 @@ def _language(locale: str) -> str:
 
 def day_text(value: datetime, locale: str, fmt: str = "full") -> str:
     """The date in words, in the language; French day 1 is "1er"."""
-    text = format_date(value, fmt, locale=locale)
-    if _language(locale) == "fr" and value.day == 1:
-        text = _FIRST_FR.sub("1er", text, count=1)
-    return text
+    return first_of_month(format_date(value, fmt, locale=locale), locale)
 
 
 def _time(value: datetime, locale: str) -> str:
