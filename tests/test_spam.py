@@ -92,6 +92,8 @@ CASES = [
     Case("announcement", "announcement", "en", "actualites-car-t.toml"),
     Case("event", "invitation", "fr", "journee-recherche-2024.toml"),
     Case("event", "invitation", "en", "journee-recherche-2024.toml"),
+    Case("event", "reminder", "en", "journee-recherche-2024.toml"),
+    Case("event", "update", "fr", "journee-recherche-2024.toml"),
     Case("event", "cancellation", "fr", "journee-recherche-2024.toml"),
     Case("newsletter", "newsletter", "fr"),
     Case("newsletter", "newsletter", "en"),
