@@ -420,6 +420,9 @@ def test_campaign_check_and_preview_speak_of_languages(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "subject: CAR-T cells and auto-immune diseases" in shown.stdout
     assert "languages: " in shown.stdout
+    assert mailer(tmp_path, "campaign", "create", "campaigns/actualites-car-t.toml").returncode == 0
+    shown_campaign = mailer(tmp_path, "campaign", "show", "actualites-car-t")
+    assert "written in fr, en" in shown_campaign.stdout
     refused = mailer(tmp_path, "preview", "campaigns/actualites-car-t.toml", "--locale", "de")
     assert refused.returncode == 2
     assert "is written in fr, en; choose one of those" in refused.stderr

@@ -199,8 +199,9 @@ async def campaign_show(name: str) -> None:
         sends = await store.sends.of_campaign(row.id)
         counts = {s.id: await store.figures.counts(s.id) for s in sends}
     zone = ZoneInfo(row.timezone)
+    languages = ", ".join(t.locale for t in row.texts) or "every template's (one text for all)"
     out.print(visible(f"{row.name}: {row.kind}, {row.status}, template {row.template}, "
-                      f"time zone {zone.key}"), markup=False)  # fmt: skip
+                      f"time zone {zone.key}, written in {languages}"), markup=False)  # fmt: skip
     table = Table("send", "key", "status", "due (local)", "sent", "failed", "skipped", "reason")
     for s in sends:
         c = counts[s.id]
