@@ -13,7 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from icalendar import Calendar
 
+from mailer.addresses import normalize
 from mailer.models import Content, EventInfo, EventStatus, EventText, LocaleText
+from mailer.storage import SubscriberRow
 from tests.test_web_trust import CLAIRE, Lab, dump, lab, links, now, to_of
 
 __all__ = ["lab"]  # the fixture, used by name
@@ -117,3 +119,34 @@ async def test_the_reader_sets_their_time_zone_and_event_mail_shows_it(lab: Lab)
     cleared = {"list": "1", "locale": "fr", "timezone": ""}
     assert (await lab.client.post(preferences, data=cleared)).status_code == 200
     assert 'value="" selected' in (await lab.client.get(preferences)).text
+
+
+async def test_whoever_a_reminder_reached_gets_the_cancellation(lab: Lab) -> None:
+    """A member who joined after the invitation gets the reminder (an iTIP REQUEST: the event
+    is in their calendar too), so the cancellation reaches them as well, once each."""
+    campaign_id, invitation = await event_send(lab)
+    first = await lab.deliver(invitation)
+    late = normalize("late@example.org")
+    row = SubscriberRow(1, late.email, late.key, late.smtputf8, name="Late", locale="en")
+    await lab.store.subscribers.add(row, slug="researchers", source="test", now=now())
+    reminder, _ = await lab.store.sends.create(
+        campaign_id, key="reminder:P7D", action="reminder", due_at=now(), now=now()
+    )
+    reminded = await lab.deliver(reminder)
+    assert "late@example.org" not in {str(m["To"]) for m in first}
+    assert any("late@example.org" in str(m["To"]) for m in reminded)
+    event = await lab.store.campaigns.event(campaign_id)
+    assert event is not None
+    sequence = await lab.store.campaigns.update_event(
+        campaign_id, event, status=EventStatus.CANCELLED, now=now()
+    )
+    cancel, _ = await lab.store.sends.create(
+        campaign_id, key=f"cancellation:{sequence}", action="cancellation", due_at=now(),
+        now=now(), audience_send_id=invitation,
+    )  # fmt: skip
+    cancelled = await lab.deliver(cancel)
+    to = sorted(str(m["To"]) for m in cancelled)
+    assert any("late@example.org" in t for t in to)
+    assert len(to) == len(set(to)) == len(reminded)  # once each
+    calendar = next(p for p in cancelled[0].walk() if p.get_content_type() == "text/calendar")
+    assert calendar.get_param("method") == "CANCEL"

@@ -25,13 +25,14 @@ from mailer.models import (
     DeliveryStatus,
     Due,
     Recipient,
+    SendAction,
     SendSpec,
     SubscriberStatus,
     SubscriptionStatus,
 )
 from mailer.storage import suppressions as suppression_writer
 from mailer.storage.database import Database
-from mailer.storage.tables import deliveries, subscribers, subscriptions, suppressions
+from mailer.storage.tables import deliveries, sends, subscribers, subscriptions, suppressions
 
 UNSUBSCRIBED = "unsubscribed"
 NO_PENDING_SIGNUP = "no pending sign-up"
@@ -404,26 +405,41 @@ def materialise_statement(db: Database, spec: SendSpec, *, now: datetime) -> Any
     )  # fmt: skip
 
 
+# The mails of an event that put it in the recipient's calendar (an iTIP REQUEST by default):
+# whoever got one of them gets the event's update or cancellation.
+EVENT_MAILS = (SendAction.INVITATION, SendAction.REMINDER, SendAction.UPDATE)
+
+
 def _audience_statement(db: Database, spec: SendSpec, *, now: datetime) -> Any:
-    """Deliveries for those another send reached (an event's update or cancellation)."""
-    query = select(
-        literal(spec.id),
-        deliveries.c.subscriber_id,
-        deliveries.c.list_id,
-        literal(DeliveryStatus.QUEUED.value),
-        literal(0),
-        literal(now, type_=deliveries.c.created_at.type),
-        literal(now, type_=deliveries.c.updated_at.type),
-    ).where(
-        deliveries.c.send_id == spec.audience_send_id,
-        deliveries.c.status == DeliveryStatus.SENT,
+    """Deliveries for an event's update or cancellation: everyone one of the event's mails
+    reached (the invitation, a reminder, an earlier update), once each, by the list of the
+    first. A member who joined after the invitation and got a reminder is told too: the
+    reminder put the event in their calendar as well."""
+    reached = (
+        select(
+            literal(spec.id),
+            deliveries.c.subscriber_id,
+            func.min(deliveries.c.list_id),
+            literal(DeliveryStatus.QUEUED.value),
+            literal(0),
+            literal(now, type_=deliveries.c.created_at.type),
+            literal(now, type_=deliveries.c.updated_at.type),
+        )
+        .join(sends, sends.c.id == deliveries.c.send_id)
+        .where(
+            sends.c.campaign_id == spec.campaign_id,
+            sends.c.id != spec.id,
+            sends.c.action.in_([a.value for a in EVENT_MAILS]),
+            deliveries.c.status == DeliveryStatus.SENT,
+        )
+        .group_by(deliveries.c.subscriber_id)
     )
     return (
         db.insert(deliveries)
         .from_select(
             ["send_id", "subscriber_id", "list_id", "status", "attempts", "created_at",
              "updated_at"],
-            query,
+            reached,
         )
         .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
     )  # fmt: skip

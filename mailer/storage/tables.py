@@ -210,7 +210,7 @@ campaigns = Table(
     # The words per language: [{"locale", "subject", "body", "preheader"}...], the fallback
     # first (migration 0004); NULL for a campaign stored before, whose subject and body go to
     # every language.
-    Column("texts", JSON, nullable=True),
+    Column("texts", JSON(none_as_null=True), nullable=True),
     _created(),
     _updated(),
 )
@@ -250,7 +250,7 @@ events = Table(
     Column("status", String(16), nullable=False),
     # {"texts": [...], "invite": "request", "rsvp": false, "day_seconds": 86400,
     #  "previous": {...}} (migration 0004); NULL for an event stored before: sent as then.
-    Column("details", JSON, nullable=True),
+    Column("details", JSON(none_as_null=True), nullable=True),
     _created(),
     _updated(),
 )
@@ -264,8 +264,8 @@ sends = Table(
     Column("key", String(100), nullable=False),
     # What the mail is: announcement, newsletter, invitation, reminder, update, cancellation.
     Column("action", String(32), nullable=False),
-    # Who gets it: the campaign's lists, or (for an event update or cancellation) the
-    # recipients this other send reached.
+    # Who gets it: the campaign's lists, or (set for an event's update or cancellation, naming
+    # its invitation) everyone the event's mails reached: invitation, reminders, updates.
     Column("audience_send_id", Id, ForeignKey("sends.id", ondelete="SET NULL"), nullable=True),
     Column("due_at", UTCDateTime(), nullable=False),
     Column("status", String(16), nullable=False),
