@@ -462,3 +462,21 @@ def test_text_parts_are_plain_and_french_reads_right_on_the_bytes(tmp_path: Path
     english = parts(message(info, JOHN, tmp_path))["text/plain"]
     assert "\u00a0:" not in english
     assert "**" not in english
+
+
+def test_an_html_body_with_a_loop_between_table_rows_renders_its_text(tmp_path: Path) -> None:
+    """An HTML body's text comes from the body each recipient got, not from its template
+    source (where a loop between table rows comes apart and every recipient failed)."""
+    body = (
+        "<table>{% for item in [['Lundi', 'Ouverture'], ['Mardi', 'Ateliers']] %}"
+        "<tr><td>{{ item[0] }}</td><td>{{ item[1] }}</td></tr>{% endfor %}</table>"
+        "<p>Bonjour {{ subscriber.name }}</p>"
+    )
+    info = replace(send_info(), content=replace(send_info().content, body_format="html",
+                   texts=(LocaleText("fr", subject="Programme", body=body),)))  # fmt: skip
+    text = parts(message(info, CLAIRE, tmp_path))["text/plain"]
+    assert "Lundi" in text
+    assert "Ateliers" in text
+    assert "Bonjour Claire Dubois" in text
+    assert "{%" not in text
+    assert "<td>" not in text

@@ -36,6 +36,7 @@ from mailer.render.limits import (
     render_bounded,
 )
 from mailer.render.moments import event_context, issue_date, when
+from mailer.render.plaintext import html_to_text
 from mailer.render.typography import french_text
 
 _ZONES = frozenset(available_timezones())
@@ -50,7 +51,7 @@ class Variant:
     text: Template | None
     subject: Template
     body_html: Template
-    body_text: Template
+    body_text: Template | None  # None: an HTML body, its text derived once rendered
     preheader: str = ""
 
 
@@ -110,6 +111,7 @@ class CompiledSend:
         self._variants = variants  # the languages it is written in, the fallback first
         self._neutral = not send.content.texts  # one body for every template's language
         self._finisher = finisher
+        self._texts: dict[str, str] = {}  # rendered HTML body -> its text (HTML campaigns)
         self._overruns = 0  # recipients whose rendering passed the time budget
         self._rendered = 0  # and those rendered
         self.zone = ZoneInfo(send.content.timezone)
@@ -189,6 +191,17 @@ class CompiledSend:
             },
         }
 
+    def _text_of(self, html: str) -> str:
+        """The text of a rendered HTML body (an HTML campaign's), kept for the next recipients
+        who got the same body."""
+        text = self._texts.get(html)
+        if text is None:
+            text = html_to_text(html).strip()
+            if len(self._texts) >= 64:
+                self._texts.pop(next(iter(self._texts)))
+            self._texts[html] = text
+        return text
+
     def _when(self, recipient: Recipient, locale: str) -> str | None:
         """The event's date and time for this reader: with their own time when their zone
         is another one (an unknown zone is left out)."""
@@ -210,8 +223,12 @@ class CompiledSend:
             )
         budget = current_budget.set(Budget(RENDER_BUDGET))
         try:
-            body_text = render_bounded(variant.body_text, context)
             body_html = Markup(render_bounded(variant.body_html, context))  # noqa: S704 - autoescaped template
+            body_text = (
+                render_bounded(variant.body_text, context)
+                if variant.body_text is not None
+                else self._text_of(str(body_html))
+            )
             subject = _one_line(_render_subject(variant.subject, context))
             context["subject"] = subject
             html = render_bounded(variant.html, {**context, "body": body_html})

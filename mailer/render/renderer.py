@@ -125,11 +125,14 @@ class Renderer:
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{what}:{exc.lineno}: syntax error: {exc.message}") from None
 
-    def _body(self, source: str, body_format: str, locale: str) -> tuple[Template, Template]:
-        """The body in one language as two templates: HTML (from Markdown, once) and text."""
+    def _body(self, source: str, body_format: str, locale: str) -> tuple[Template, Template | None]:
+        """The body in one language as two templates: HTML (from Markdown, once) and text.
+        An HTML body has no text template: its text is derived from the body each recipient
+        got (derived from the template source, a loop between table rows would come apart)."""
         what = f"the campaign's body ({locale})"
-        return (
-            self._from_string(body_html_source(source, body_format, self._markdown), what,
-                              html=True),
-            self._from_string(body_text(source, body_format, self._markdown), what),
-        )  # fmt: skip
+        html = self._from_string(
+            body_html_source(source, body_format, self._markdown), what, html=True
+        )
+        if body_format == "html":
+            return html, None
+        return html, self._from_string(body_text(source, body_format, self._markdown), what)
