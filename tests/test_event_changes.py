@@ -100,3 +100,47 @@ def test_an_earlier_date_drops_the_reminders_whose_time_has_passed(workdir: Path
     assert after["reminder:P7D"][0] == "cancelled"
     assert after["reminder:P1D"][0] == "scheduled"
     assert "cancelled: reminder:P7D" in moved.stdout
+
+
+def set_status(folder: Path, key: str, status: str, reason: str | None = None) -> None:
+    with sqlite3.connect(folder / "data" / "mailer.sqlite3") as db:
+        db.execute("UPDATE sends SET status = ?, reason = ? WHERE key = ?", (status, reason, key))
+
+
+def test_a_paused_reminder_is_replaced_and_a_cancelled_one_stays_cancelled(workdir: Path) -> None:
+    """A reminder paused for the old date (the relay refused, say) would otherwise go out
+    later with the old date beside the new one: it is cancelled and replaced. One that staff
+    cancelled on purpose is not brought back by the move."""
+    assert mailer(workdir, "init").returncode == 0
+    start = (datetime.now(PARIS) + timedelta(days=10)).replace(
+        hour=9, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    assert mailer(workdir, "campaign", "create", str(event_file(workdir, start))).returncode == 0
+    set_status(workdir, "reminder:P7D", "paused", "the relay refused")
+    set_status(workdir, "reminder:P1D", "cancelled", "cancelled by staff")
+    later = start + timedelta(days=14)
+    moved = mailer(workdir, "event", "update", "journee", str(event_file(workdir, later)))
+    assert moved.returncode == 0, moved.stderr
+    after = sends(workdir)
+    assert after["reminder:P7D"][0] == "cancelled"
+    assert after["reminder:P7D@1"][0] == "scheduled"
+    assert after["reminder:P1D"][0] == "cancelled"
+    assert "reminder:P1D@1" not in after
+
+
+def test_a_reminder_that_cannot_be_planned_leaves_the_event_as_it_was(workdir: Path) -> None:
+    """The new date's D-1 falls in the spring-forward gap: refused before anything is
+    written (the sequence does not grow, nothing moves)."""
+    assert mailer(workdir, "init").returncode == 0
+    year = datetime.now(PARIS).year + 1
+    start = datetime(year, 3, 1, 2, 30)
+    assert mailer(workdir, "campaign", "create", str(event_file(workdir, start))).returncode == 0
+    before = sends(workdir)
+    sunday = next(d for d in range(31, 24, -1) if datetime(year, 3, d).weekday() == 6)
+    gap = datetime(year, 3, sunday, 2, 30) + timedelta(days=1)  # its D-1: 02:30 that Sunday
+    moved = mailer(workdir, "event", "update", "journee", str(event_file(workdir, gap)))
+    assert moved.returncode == 2, moved.stdout
+    assert "does not exist" in moved.stderr
+    assert sends(workdir) == before
+    with sqlite3.connect(workdir / "data" / "mailer.sqlite3") as db:
+        assert db.execute("SELECT sequence FROM events").fetchone() == (0,)

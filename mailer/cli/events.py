@@ -7,6 +7,7 @@ a cancellation. The times are planned by :mod:`mailer.schedule`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -45,16 +46,23 @@ async def event_update(name: str, path: Path) -> None:
         raise ConfigError(f"{path}: event.start: the new start has passed")
     async with open_store() as store:
         campaign_id = await campaign_id_of(store, name)
+        stored = await store.campaigns.event(campaign_id)
+        if stored is None:
+            raise ConfigError(f"campaign {name} has no event")
+        if "invite" not in campaign.data.event.model_fields_set:
+            # the file does not say: the event keeps how it was sent (a published event
+            # stored before invitations stays published)
+            event = replace(event, invite=stored.invite)
+        # planned before anything is written: a reminder that cannot be planned (a local
+        # time that does not exist) leaves the event as it was
+        planned, _ = reminders(
+            event.start, campaign.data.event.reminders, now=now, zone=campaign.zone,
+            scale=stored.day_seconds / 86400,
+        )  # fmt: skip
         sequence = await store.campaigns.update_event(
             campaign_id, event, status=EventStatus.CONFIRMED, now=now
         )
-        stored = await store.campaigns.event(campaign_id)
         sends = await store.sends.of_campaign(campaign_id)
-        day = stored.day_seconds if stored else 86400
-        planned, _ = reminders(
-            event.start, campaign.data.event.reminders, now=now, zone=campaign.zone,
-            scale=day / 86400,
-        )  # fmt: skip
         moved, dropped = await _replan(store, campaign_id, sends, planned, sequence, now=now)
         invitation = next((s for s in sends if s.key == "invitation"), None)
         update_id = None
@@ -76,6 +84,9 @@ async def event_update(name: str, path: Path) -> None:
     )  # fmt: skip
 
 
+MOVED = "the event moved"  # the reason of a reminder the event's move replaced
+
+
 async def _replan(
     store: Store,
     campaign_id: int,
@@ -85,29 +96,44 @@ async def _replan(
     *,
     now: datetime,
 ) -> tuple[list[str], list[str]]:
-    """The reminders for the new date: a scheduled one moves to its new time (or is dropped
-    when its time has passed or its offset is gone); an offset still ahead whose reminder
-    already went out for the old date gets a new send, keyed by the event's SEQUENCE
-    ("reminder:P7D@2"), so it goes out again for the new date."""
+    """The reminders for the new date.
+
+    Per offset: a reminder still to go (scheduled) moves to its new time, or is dropped when
+    that has passed or the offset is gone; one paused or running (for the old date) is
+    cancelled. An offset still ahead whose reminder went out for the old date (done, missed,
+    or replaced here) gets a new send keyed by the event's SEQUENCE ("reminder:P7D@2"), so
+    it goes out again for the new date; one that staff cancelled stays cancelled."""
     wanted = {p.key: p.due for p in planned}
     by_offset: dict[str, list[Send]] = {}
     for s in sends:
         if s.action == SendAction.REMINDER:
             by_offset.setdefault(s.key.partition("@")[0], []).append(s)
     moved, dropped = [], []
+    replaced: set[str] = set()
     for offset, group in by_offset.items():
         for s in group:
-            if s.status != SendStatus.SCHEDULED:
-                continue
-            due = wanted.pop(offset, None)
-            if due is None:
-                await store.sends.move(s.id, SendMove.DROP, now=now, reason="the event moved")
+            if s.status in (SendStatus.PAUSED, SendStatus.RUNNING):
+                await store.sends.move(s.id, SendMove.CANCEL, now=now, reason=MOVED)
                 dropped.append(s.key)
-            else:
-                await store.sends.reschedule(s.id, due, now=now)
-                moved.append(s.key)
+                replaced.add(offset)
+            elif s.status == SendStatus.SCHEDULED:
+                due = wanted.pop(offset, None)
+                if due is None:
+                    await store.sends.move(s.id, SendMove.DROP, now=now, reason=MOVED)
+                    dropped.append(s.key)
+                else:
+                    await store.sends.reschedule(s.id, due, now=now)
+                    moved.append(s.key)
     for offset, due in wanted.items():
-        key = f"{offset}@{sequence}" if offset in by_offset else offset
+        group = by_offset.get(offset, [])
+        went = offset in replaced or any(
+            s.status in (SendStatus.DONE, SendStatus.MISSED)
+            or (s.status == SendStatus.CANCELLED and s.reason == MOVED)
+            for s in group
+        )
+        if group and not went:
+            continue  # staff cancelled this reminder: the move does not bring it back
+        key = f"{offset}@{sequence}" if group else offset
         _, new = await store.sends.create(
             campaign_id, key=key, action=SendAction.REMINDER, due_at=due, now=now
         )
