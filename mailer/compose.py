@@ -61,6 +61,7 @@ class Composer:
         domain: str,
         send_id: int,
         calendars: Mapping[str, IcsTemplate] | None = None,
+        test_calendars: Mapping[str, IcsTemplate] | None = None,
     ) -> None:
         self.compiled = compiled
         self.builder = builder
@@ -69,13 +70,17 @@ class Composer:
         self.domain = domain
         self.send_id = send_id
         self.calendars = calendars or {}  # an event's calendar file per language
+        # a test send's: another UID, so a staff copy never changes a real invitee's entry
+        self.test_calendars = test_calendars or {}
         self._sample_links: Links | None = None
 
-    def _ics(self, locale: str, email: str, name: str, smtputf8: bool) -> bytes | None:
+    def _ics(
+        self, locale: str, email: str, name: str, smtputf8: bool, *, test: bool = False
+    ) -> bytes | None:
         """The recipient's calendar file in their language (None without an event): the
         attendee's address as the envelope has it (IDNA unless sent with SMTPUTF8), which
         Gmail and Outlook match against the mailbox to offer their buttons."""
-        template = self.calendars.get(locale)
+        template = (self.test_calendars if test else self.calendars).get(locale)
         if template is None:
             return None
         address = email if smtputf8 and not email.isascii() else ascii_address(email)
@@ -155,7 +160,7 @@ class Composer:
             message_id=make_message_id(send_id=self.send_id, subscriber_id=0, domain=self.domain),
             unsubscribe_url=links.unsubscribe,
             date=date.astimezone(self.compiled.zone),
-            ics=self._ics(rendered.locale, to, "", staff.smtputf8),
+            ics=self._ics(rendered.locale, to, "", staff.smtputf8, test=True),
         )
         return Composed(rendered, built)
 
@@ -192,7 +197,7 @@ def make_composer(
         unsubscribe_mailto=sender.unsubscribe_mailto,
     )
     languages = renderer.languages(send.content)
-    calendar, calendars, extra = _calendars(settings, signer, send, languages)
+    calendar, calendars, tests, extra = _calendars(settings, signer, send, languages)
     sign = None
     if sender.dkim_selector and sender.dkim_key_file:
         try:
@@ -214,19 +219,24 @@ def make_composer(
         domain=sender.domain,
         send_id=send_id,
         calendars=calendars,
+        test_calendars=tests,
     )
 
 
 def _calendars(
     settings: Settings, signer: Signer, send: SendInfo, languages: Iterable[str]
-) -> tuple[CalendarPart | None, dict[str, IcsTemplate], dict[str, dict[str, Any]]]:
+) -> tuple[
+    CalendarPart | None, dict[str, IcsTemplate], dict[str, IcsTemplate], dict[str, dict[str, Any]]
+]:
     """For an event's send: the message's calendar part, the calendar file per language
     (an iTIP REQUEST with each recipient as ATTENDEE by default, CANCEL for a cancellation,
     PUBLISH when the event says ``invite = "publish"``), and per language the "add to
-    calendar" links the templates show (Google, Outlook.com, the /e/TOKEN.ics page)."""
+    calendar" links the templates show (Google, Outlook.com, the /e/TOKEN.ics page). A test
+    send's files have their own UID ("test-" and the event's): a staff member who is also
+    invited keeps their real entry whatever the test says."""
     event = send.event
     if event is None:
-        return None, {}, {}
+        return None, {}, {}, {}
     from mailer import ics  # icalendar weighs 4 MiB: loaded only for event sends
 
     if send.action == SendAction.CANCELLATION:
@@ -235,13 +245,16 @@ def _calendars(
         method = "REQUEST"
     else:
         method = "PUBLISH"
-    calendars, extra = {}, {}
+    calendars: dict[str, IcsTemplate] = {}
+    tests: dict[str, IcsTemplate] = {}
+    extra: dict[str, dict[str, Any]] = {}
     for locale in languages:
         words = event.localized(locale)
-        calendars[locale] = ics.prepare(
-            words, method=method, organizer_name=send.sender_name,
-            organizer_address=send.sender_address, now=send.now, rsvp=event.rsvp,
-        )  # fmt: skip
+        for target, uid in ((calendars, words.uid), (tests, f"test-{words.uid}")):
+            target[locale] = ics.prepare(
+                replace(words, uid=uid), method=method, organizer_name=send.sender_name,
+                organizer_address=send.sender_address, now=send.now, rsvp=event.rsvp,
+            )  # fmt: skip
         found = ics.calendar_links(words)
         extra[locale] = {
             "calendar": {
@@ -250,4 +263,4 @@ def _calendars(
                 "ics": calendar_url(signer, settings.web.base_url, uid=event.uid, locale=locale),
             }
         }
-    return CalendarPart(method), calendars, extra
+    return CalendarPart(method), calendars, tests, extra

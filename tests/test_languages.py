@@ -480,3 +480,21 @@ def test_an_html_body_with_a_loop_between_table_rows_renders_its_text(tmp_path: 
     assert "Bonjour Claire Dubois" in text
     assert "{%" not in text
     assert "<td>" not in text
+
+
+def test_a_test_send_of_an_invitation_never_touches_a_real_entry(tmp_path: Path) -> None:
+    """The staff copy of an invitation or a cancellation has its own UID: a staff member
+    who is also invited keeps their real calendar entry."""
+    settings = make_settings(tmp_path, web={"base_url": "https://lists.example.org"})
+    for action in ("invitation", "cancellation"):
+        info = send_info("event", texts=EVENT_TEXTS, action=action, event=EVENT)
+        composer = make_composer(
+            settings, renderer=Renderer(TEMPLATES), signer=Signer([KEY]), send=info,
+            send_id=7, trace="c1/test",
+        )  # fmt: skip
+        data = composer.compose_test(JOHN, to="staff@example.org", date=NOW).message.data
+        parsed = email.message_from_bytes(data, policy=policy.default)
+        part = next(p for p in parsed.walk() if p.get_content_type() == "text/calendar")
+        vevent = Calendar.from_ical(part.get_content()).walk("VEVENT")[0]
+        assert str(vevent["UID"]) == f"test-{EVENT.uid}"
+        assert str(vevent["ATTENDEE"]) == "mailto:staff@example.org"
