@@ -498,3 +498,49 @@ def test_a_test_send_of_an_invitation_never_touches_a_real_entry(tmp_path: Path)
         vevent = Calendar.from_ical(part.get_content()).walk("VEVENT")[0]
         assert str(vevent["UID"]) == f"test-{EVENT.uid}"
         assert str(vevent["ATTENDEE"]) == "mailto:staff@example.org"
+
+
+def test_language_tables_are_keyed_as_the_templates_name_them(tmp_path: Path) -> None:
+    text = BILINGUAL.replace("[content.en]", "[content.EN]").replace(
+        "[content.en.event]", "[content.EN.event]"
+    )
+    assert campaigns.load(write(tmp_path, text), templates_dir=TEMPLATES).languages == ("fr", "en")
+    twice = BILINGUAL + '\n[content.FR]\nbody = "x"\n'
+    with pytest.raises(campaigns.CampaignFileError, match="the language 'fr' a second time"):
+        campaigns.load(write(tmp_path, twice.replace("[event]", "[event]", 1)))
+
+
+def test_a_file_with_no_words_is_neutral(tmp_path: Path) -> None:
+    """A template-only newsletter: each recipient gets their own language's template."""
+    text = 'name = "n"\nkind = "newsletter"\nlists = ["x"]\n[newsletter]\ncron = "0 9 1 * *"\n'
+    campaign = campaigns.load(write(tmp_path, text), templates_dir=TEMPLATES)
+    assert campaign.languages == ()
+    info = replace(send_info("newsletter"), content=campaign.content, key="issue:2026-12-01")
+    assert message(info, JOHN, tmp_path)["Subject"].startswith("Chercheurs: the newsletter of")
+
+
+def test_a_readers_time_on_another_day_and_in_utc() -> None:
+    from mailer.render.moments import when
+
+    start, end = EVENT.start, EVENT.end
+    tokyo = when(start, end, "Europe/Paris", "fr", "Asia/Tokyo")
+    assert tokyo.endswith("(du 15 janvier à 17:00 au 16 janvier à 01:30 à Tokyo)")
+    assert when(start, None, "Europe/Paris", "en", "UTC").endswith("(8:00\u202fAM UTC)")
+    assert when(start, end, "Europe/Paris", "fr", "Europe/Berlin").endswith("(même heure à Berlin)")
+
+
+def test_typography_leaves_the_subscribers_own_values_alone(tmp_path: Path) -> None:
+    body = "Votre centre : {{ subscriber.attributes.centre }}."
+    info = send_info(texts=(LocaleText("fr", subject="Info", body=body),))
+    claire = replace(CLAIRE, attributes={"centre": "Labo!Paris ; unité?"})
+    text = parts(message(info, claire, tmp_path))["text/plain"]
+    assert "Votre centre\u00a0: Labo!Paris ; unité?" in text
+
+
+def test_a_reminder_keeps_its_own_preheader(tmp_path: Path) -> None:
+    """The campaign's preheader is the invitation's; a reminder's says when it is."""
+    texts = (LocaleText("fr", body="Venez.", preheader="Inscrivez-vous vite"),)
+    invitation = send_info("event", texts=texts, action="invitation", event=EVENT)
+    reminder = send_info("event", texts=texts, action="reminder", event=EVENT)
+    assert "Inscrivez-vous vite" in parts(message(invitation, CLAIRE, tmp_path))["text/html"]
+    assert "Inscrivez-vous vite" not in parts(message(reminder, CLAIRE, tmp_path))["text/html"]

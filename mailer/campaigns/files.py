@@ -31,7 +31,14 @@ class Campaign:
         self.data = data
         self.zone = ZoneInfo(data.timezone or zone)
         sections = data.sections()
-        texts = tuple(
+        # A file with no words at all (a template-only newsletter, say) is neutral: every
+        # recipient gets their own language's template, as before languages.
+        wordless = (
+            not data.content
+            and not data.language
+            and not any((data.subject, data.body, data.body_file, data.preheader))
+        )
+        texts = () if wordless else tuple(
             LocaleText(
                 locale, subject=section.subject, body=bodies.get(locale, section.body),
                 preheader=section.preheader,
@@ -41,8 +48,8 @@ class Campaign:
         self.content = Content(
             name=data.name,
             kind=data.kind.value,
-            subject=texts[0].subject,
-            body=texts[0].body,
+            subject=texts[0].subject if texts else "",
+            body=texts[0].body if texts else "",
             body_format=data.body_format,
             timezone=self.zone.key,
             template=data.template,
@@ -56,6 +63,7 @@ class Campaign:
 
     @property
     def languages(self) -> tuple[str, ...]:
+        """The languages it is written in; () for a file with no words (every template's)."""
         return self.content.languages
 
     @property

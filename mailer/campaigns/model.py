@@ -221,9 +221,15 @@ class CampaignFile(BaseModel):
     @field_validator("content")
     @classmethod
     def _languages(cls, value: dict[str, ContentSection]) -> dict[str, ContentSection]:
-        for code in value:
-            language_code(code)
-        return value
+        """The tables keyed by their language as the templates name it (``EN`` -> ``en``,
+        ``fr-FR`` -> ``fr_FR``), each language once."""
+        out: dict[str, ContentSection] = {}
+        for key, section in value.items():
+            code = language_code(key)
+            if code in out:
+                raise ValueError(f"[content.{key}] is the language {code!r} a second time")
+            out[code] = section
+        return out
 
     @model_validator(mode="after")
     def _kind_sections(self) -> CampaignFile:

@@ -89,7 +89,8 @@ async def campaign_check(path: Path, demo: bool) -> None:
         markup=False,
     )
     _print_plan(planned, campaign.zone, notes)
-    out.print(visible(f"written in: {', '.join(campaign.languages)}"), markup=False)
+    written = ", ".join(campaign.languages) or "no words of its own: each template's language"
+    out.print(visible(f"written in: {written}"), markup=False)
     for slug, tally in tallies.items():
         out.print(visible(f"languages of {slug}: {tally.summary()}"), markup=False)
 

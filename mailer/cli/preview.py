@@ -126,7 +126,7 @@ def _language(campaign: Campaign, locale: str) -> str:
         code = language_code(locale)
     except ValueError as exc:
         raise ConfigError(f"--locale: {exc}") from None
-    if code not in campaign.languages:
+    if campaign.languages and code not in campaign.languages:
         raise ConfigError(
             f"--locale {locale}: {campaign.path} is written in "
             f"{', '.join(campaign.languages)}; choose one of those"

@@ -1,8 +1,8 @@
 """A compiled send: its templates compiled once, rendered per recipient, and the pre-flight
 check that renders every recipient without sending.
 
-:class:`CompiledSend` picks the recipient's locale (theirs, else the list's default, else
-French), fills the context, renders subject, body, HTML and text within the recipient's
+:class:`CompiledSend` picks the recipient's language (theirs, else the list's default, else the
+campaign's first; for words stored before languages, French), fills the context, renders subject, body, HTML and text within the recipient's
 budget (:mod:`mailer.render.limits`) and hands the HTML to its finisher. Every problem is a
 :class:`~mailer.errors.TemplateError` naming the template, the line and the cause. Pure: the
 clock is the send's ``now``; nothing here loads a template (the renderer did).
@@ -83,11 +83,14 @@ class LanguageTally:
                 self.examples.append((recipient.email, recipient.locale, choice.locale))
 
     def summary(self) -> str:
-        """One line: ``fr 120, en 30; 5 had no language (their list's given); 2 fall back:
-        a@example.org de -> fr``."""
+        """One line: ``fr 120, en 30; 5 have no language of their own (...); 2 asked for a
+        language the campaign is not written in: a@example.org de -> fr``."""
         parts = [", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nobody"]
         if self.without:
-            parts.append(f"{self.without} have no language of their own (their list's given)")
+            parts.append(
+                f"{self.without} have no language of their own (their list's given, else the "
+                "campaign's first)"
+            )
         if self.fallbacks:
             shown = ", ".join(f"{e} {w} -> {g}" for e, w, g in self.examples)
             more = "" if self.fallbacks <= len(self.examples) else ", ..."
@@ -161,6 +164,7 @@ class CompiledSend:
         )
         if french:  # the HTML and its derived text had theirs in the finisher
             keep = [v for v in (recipient.name, recipient.email) if v]
+            keep += [v for v in recipient.attributes.values() if v and len(v) > 1]
             subject = french_text(subject, keep=keep)
             if text is not None:
                 text = french_text(text, keep=keep)

@@ -71,11 +71,13 @@ class Finisher:
             )
             if v
         ]
+        # the subscriber's own attributes are theirs as typed too ("Yahoo!" stays so)
+        attributes = tuple(v for v in recipient.attributes.values() if v and len(v) > 1)
         if " " in recipient.name.strip():
             values.append(recipient.name)
-            kept: tuple[str, ...] = ()
+            kept: tuple[str, ...] = attributes
         else:
-            kept = (recipient.name,)  # not marked: kept from the typography instead
+            kept = (recipient.name, *attributes)  # not marked: kept from the typography
         if _PRIVATE in html or any(_PRIVATE in v for v in values):
             return self._finish(html, need_text=need_text, french=french, keep=(*values, *kept))
         marked = html

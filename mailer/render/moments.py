@@ -13,12 +13,13 @@ Pure: ``now`` comes in; French and English words here, other languages get the E
 from __future__ import annotations
 
 import contextlib
+import math
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_time, get_timezone_location
+from babel.dates import format_date, format_skeleton, format_time, get_timezone_location
 
 from mailer.models import EventInfo
 from mailer.render.dates import first_of_month
@@ -33,6 +34,11 @@ def _language(locale: str) -> str:
 def day_text(value: datetime, locale: str, fmt: str = "full") -> str:
     """The date in words, in the language; French day 1 is "1er"."""
     return first_of_month(format_date(value, fmt, locale=locale), locale)
+
+
+def _day_month(value: datetime, locale: str) -> str:
+    """ "15 janvier", "January 15": the day and month in the language's own order."""
+    return first_of_month(format_skeleton("MMMMd", value, locale=locale), locale)
 
 
 def _time(value: datetime, locale: str) -> str:
@@ -86,29 +92,46 @@ def when(
 
 
 def _reader(start: datetime, end: datetime | None, reader: ZoneInfo, locale: str) -> str:
-    """ "08:00 à Londres", "de 08:00 à 16:30 à Londres", "8:00 AM in London"..."""
+    """The reader's own time: "08:00 à Londres", "de 08:00 à 16:30 à Londres", "le 16 janvier
+    à 01:00 à Auckland", "8:00 AM in London", "8:00 AM UTC"..."""
     fr = _language(locale) == "fr"
     s, e = start.astimezone(reader), end.astimezone(reader) if end else None
-    place = f"à {_city(reader, locale)}" if fr else f"in {_city(reader, locale)}"
+    city = _city(reader, locale)
+    place = "UTC" if city == "UTC" else (f"à {city}" if fr else f"in {city}")
     if s.utcoffset() == start.utcoffset():
-        return place.replace("à ", "même heure à ", 1) if fr else f"the same time {place}"
-    moment = _time(s, locale)
-    if s.date() != start.date():
-        moment = (
-            f"le {day_text(s, locale, 'd MMMM')} à {moment}"
-            if fr
-            else f"{day_text(s, locale, 'd MMMM')} at {moment}"
+        return (f"même heure {place}" if fr else f"the same time {place}").replace(
+            "même heure UTC", "même heure en UTC"
         )
-    if e is not None and e.date() == s.date():
-        moment = f"de {moment} à {_time(e, locale)}" if fr else f"{moment} to {_time(e, locale)}"
-    return f"{moment} {place}"
+    other_day = s.date() != start.date() or (e is not None and e.date() != s.date())
+
+    def at(moment: datetime) -> str:
+        day = _day_month(moment, locale)
+        if not other_day:
+            return _time(moment, locale)
+        return f"{day} à {_time(moment, locale)}" if fr else f"{day} at {_time(moment, locale)}"
+
+    if e is None:
+        text = f"le {at(s)}" if fr and other_day else at(s)
+    elif e.date() == s.date() and other_day:  # one day of theirs, not the event's
+        day = _day_month(s, locale)
+        text = (
+            f"le {day}, de {_time(s, locale)} à {_time(e, locale)}"
+            if fr
+            else f"{day}, {_time(s, locale)} to {_time(e, locale)}"
+        )
+    elif other_day:
+        text = f"du {at(s)} au {at(e)}" if fr else f"from {at(s)} to {at(e)}"
+    else:
+        text = f"de {at(s)} à {at(e)}" if fr else f"{at(s)} to {at(e)}"
+    return f"{text} {place}"
 
 
 def days_left(event: EventInfo, now: datetime, zone: ZoneInfo) -> int:
     """Days from ``now`` to the start: calendar days in the event's zone, or, in a rehearsal
-    (a day of offset shorter than a day), rehearsal days rounded."""
+    (a day of offset shorter than a day), rehearsal days rounded up: a reminder whose pass
+    starts a few seconds late still says "tomorrow", not "today"."""
     if event.day_seconds and event.day_seconds != 86400:
-        return max(round((event.start - now).total_seconds() / event.day_seconds), 0)
+        return max(math.ceil((event.start - now).total_seconds() / event.day_seconds), 0)
     return max((event.start.astimezone(zone).date() - now.astimezone(zone).date()).days, 0)
 
 

@@ -83,6 +83,16 @@ def event_of(row: Any) -> EventInfo:
     )  # fmt: skip
     if details is None:
         return replace(event, invite=InviteMode.PUBLISH.value)
+    try:
+        return _detailed(event, details, row)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        # details written by hand or by a tool that got them wrong: sent as a published
+        # event without the extras, rather than failing every send of the campaign
+        return replace(event, invite=InviteMode.PUBLISH.value)
+
+
+def _detailed(event: EventInfo, details: dict[str, Any], row: Any) -> EventInfo:
+    """``event`` with what ``events.details`` adds (ValueError and the like if malformed)."""
     previous = None
     before = details.get("previous")
     if isinstance(before, dict) and before.get("start"):
