@@ -4,8 +4,9 @@ check that renders every recipient without sending.
 :class:`CompiledSend` picks the recipient's language (theirs, else the list's default, else
 the campaign's first; for words stored before languages, French), fills the context, renders
 subject, body, HTML and text within the recipient's budget (:mod:`mailer.render.limits`)
-and hands the HTML to its finisher. Every problem is a :class:`~mailer.errors.TemplateError` naming the template, the line and the cause. Pure: the
-clock is the send's ``now``; nothing here loads a template (the renderer did).
+and hands the HTML to its finisher. Every problem is a :class:`~mailer.errors.TemplateError`
+naming the template, the line and the cause. Pure: the clock is the send's ``now``; nothing
+here loads a template (the renderer did).
 """
 
 from __future__ import annotations
