@@ -4,6 +4,11 @@ Real processes, a real PostgreSQL server and a real SMTP server: three daemons w
 send, one is killed with kill -9 and another gets SIGTERM mid-send; the third finishes it.
 Nothing may be lost, and duplicates stay within the window of the daemon that died (its
 pool plus its recording batch). The long version, with figures, is bench/reliability.py.
+
+The faults land on daemons that are sending: the send is created once every daemon waits for
+work, and a daemon is killed, stopped or frozen only once deliveries it sent are recorded
+(not merely once the server has received a share of the send, which a daemon still in its
+pre-flight may have had no part in). MAILER_TEST_CLUSTER_RECIPIENTS sets the list size.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from mailer.lists import import_file
 from mailer.models import Content
 from mailer.storage import Store
+from mailer.storage.tables import deliveries
 from tests.conftest import make_settings
 from tests.smtpd import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPIENTS = int(os.environ.get("MAILER_TEST_CLUSTER_RECIPIENTS", "3000"))
+Process = asyncio.subprocess.Process
+RECIPIENTS = int(os.environ.get("MAILER_TEST_CLUSTER_RECIPIENTS", "1000"))
 POOL, BATCH, LEASE = 3, 25, 2
 KEY = "cluster-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # 256 bits, as required
 
@@ -41,29 +49,58 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _prepare(tmp_path: Path, database_url: str) -> int:
-    settings = make_settings(tmp_path, database={"url": database_url})
+async def _prepare(store: Store, tmp_path: Path) -> int:
+    """The list and a campaign to it: the campaign's id (its send is created later)."""
     path = tmp_path / "members.csv"
     with path.open("w", encoding="utf-8") as handle:
         handle.write("email,name\n")
         handle.writelines(f"member{i}@example.org,Membre {i}\n" for i in range(RECIPIENTS))
-    async with Store.open(settings) as store:
-        await store.upgrade()
-        assert (await import_file(store, path, now=now())).ok
-        content = Content(name="cluster", kind="announcement", subject="Test", body="Bonjour.")
-        campaign = await store.campaigns.save(
-            content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
-            now=now(),
-        )  # fmt: skip
-        send_id, _ = await store.sends.create(
-            campaign, key="announce", action="announcement", due_at=now(), now=now()
-        )
+    await store.upgrade()
+    assert (await import_file(store, path, now=now())).ok
+    content = Content(name="cluster", kind="announcement", subject="Test", body="Bonjour.")
+    return await store.campaigns.save(
+        content, list_slugs=["members"], sender_name=None, sender_address=None, event=None,
+        now=now(),
+    )  # fmt: skip
+
+
+async def _start_send(store: Store, campaign: int, daemons: list[Process]) -> int:
+    """Once every daemon waits for work, a send due now: they all start on it together."""
+    for daemon in daemons:
+        assert daemon.stderr is not None
+        async with asyncio.timeout(60):
+            while b"waiting for work" not in (line := await daemon.stderr.readline()):
+                assert line, f"a daemon ended before it started (exit {await daemon.wait()})"
+    send_id, _ = await store.sends.create(
+        campaign, key="announce", action="announcement", due_at=now(), now=now()
+    )
     return send_id
 
 
-async def _daemon(
-    tmp_path: Path, n: int, database_url: str, server: SmtpServer
-) -> asyncio.subprocess.Process:
+async def _has_sent(store: Store, send_id: int, daemon: Process) -> bool:
+    """Whether deliveries ``daemon`` sent are recorded (its node is host:pid)."""
+    async with store.engine.connect() as conn:
+        nodes = (
+            await conn.execute(
+                select(deliveries.c.leased_by)
+                .where(deliveries.c.send_id == send_id, deliveries.c.status == "sent")
+                .distinct()
+            )
+        ).scalars()
+        return any(node.rsplit(":", 1)[-1] == str(daemon.pid) for node in nodes if node)
+
+
+async def _sending(
+    store: Store, send_id: int, server: SmtpServer, alive: list[Process], received: int
+) -> None:
+    """Wait until the server has ``received`` messages and ``alive[0]`` is among the
+    senders; every daemon of ``alive`` must still run meanwhile."""
+    while len(server.received) < received or not await _has_sent(store, send_id, alive[0]):
+        assert all(d.returncode is None for d in alive), "a daemon ended early"
+        await asyncio.sleep(0.02)
+
+
+async def _daemon(tmp_path: Path, n: int, database_url: str, server: SmtpServer) -> Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(
         MAILER_DATABASE__URL=database_url,
@@ -86,26 +123,25 @@ async def _daemon(
 async def test_three_daemons_share_a_send_one_killed_one_stopped(
     tmp_path: Path, database_url: str, smtp_server: SmtpServer
 ) -> None:
-    send_id = await _prepare(tmp_path, database_url)
     smtp_server.plan.delay("DATA", 0.002)  # a send of a few seconds, so the faults land mid-send
-    daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(3)]
-    try:
-        async with asyncio.timeout(120):
-            while len(smtp_server.received) < RECIPIENTS // 4:
-                assert all(d.returncode is None for d in daemons), "a daemon ended early"
-                await asyncio.sleep(0.01)
-            killed_at = len(smtp_server.received)
-            daemons[0].kill()  # kill -9: its leases expire and the others take its rows
-            await daemons[0].wait()
-            while len(smtp_server.received) < RECIPIENTS // 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            daemons[1].send_signal(signal.SIGTERM)
-            assert await daemons[1].wait() == 0
-            assert daemons[1].stderr is not None
-            stopped_log = (await daemons[1].stderr.read()).decode()
-            assert "mailer stopped cleanly" in stopped_log
-            settings = make_settings(tmp_path, database={"url": database_url})
-            async with Store.open(settings) as store:
+    settings = make_settings(tmp_path, database={"url": database_url})
+    async with Store.open(settings) as store:
+        campaign = await _prepare(store, tmp_path)
+        daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(3)]
+        try:
+            async with asyncio.timeout(120):
+                send_id = await _start_send(store, campaign, daemons)
+                await _sending(store, send_id, smtp_server, daemons, RECIPIENTS // 4)
+                killed_at = len(smtp_server.received)
+                daemons[0].kill()  # kill -9: its leases expire and the others take its rows
+                await daemons[0].wait()
+                await _sending(store, send_id, smtp_server, daemons[1:], RECIPIENTS // 2)
+                stopped_at = len(smtp_server.received)
+                daemons[1].send_signal(signal.SIGTERM)
+                assert await daemons[1].wait() == 0
+                assert daemons[1].stderr is not None
+                stopped_log = (await daemons[1].stderr.read()).decode()
+                assert "mailer stopped cleanly" in stopped_log
                 while await store.sends.status(send_id) != "done":  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 counts = await store.figures.counts(send_id)
@@ -118,18 +154,18 @@ async def test_three_daemons_share_a_send_one_killed_one_stopped(
                         send_id, now=datetime(2000, 1, 1, tzinfo=UTC)
                     )
                 }
-    finally:
-        for daemon in daemons:
-            if daemon.returncode is None:
-                daemon.send_signal(signal.SIGTERM)
-                await daemon.wait()
+        finally:
+            for daemon in daemons:
+                if daemon.returncode is None:
+                    daemon.send_signal(signal.SIGTERM)
+                    await daemon.wait()
 
     received = Counter(smtp_server.recipients())
     eligible = {f"member{i}@example.org" for i in range(RECIPIENTS)}
     lost = eligible - set(received)
     duplicates = sum(n - 1 for n in received.values())
     print(
-        f"\n3 daemons, {RECIPIENTS} recipients, kill -9 at {killed_at}, SIGTERM at half: "
+        f"\n3 daemons, {RECIPIENTS} recipients, kill -9 at {killed_at}, SIGTERM at {stopped_at}: "
         f"lost {len(lost)}, duplicates {duplicates} (window {POOL + BATCH}), "
         f"max per recipient {max(received.values())}, daemons that sent: {len(workers)}"
     )
@@ -149,31 +185,34 @@ async def test_a_daemon_frozen_past_its_lease_sends_nothing_it_held(
     other takes its expired deliveries, then the frozen one is woken (SIGCONT). Fencing: it
     sends nothing more of what it held, so duplicates stay within its pool plus its
     recording batch, and nothing is lost."""
-    send_id = await _prepare(tmp_path, database_url)
     smtp_server.plan.delay("DATA", 0.002)
-    daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(2)]
-    try:
-        async with asyncio.timeout(120):
-            while len(smtp_server.received) < RECIPIENTS // 4:
-                assert all(d.returncode is None for d in daemons), "a daemon ended early"
-                await asyncio.sleep(0.01)
-            daemons[0].send_signal(signal.SIGSTOP)
-            await asyncio.sleep(LEASE * 2 + 1)  # its leases run out; the other takes them
-            daemons[0].send_signal(signal.SIGCONT)
-            settings = make_settings(tmp_path, database={"url": database_url})
-            async with Store.open(settings) as store:
+    settings = make_settings(tmp_path, database={"url": database_url})
+    async with Store.open(settings) as store:
+        campaign = await _prepare(store, tmp_path)
+        daemons = [await _daemon(tmp_path, n, database_url, smtp_server) for n in range(2)]
+        try:
+            async with asyncio.timeout(120):
+                send_id = await _start_send(store, campaign, daemons)
+                await _sending(store, send_id, smtp_server, daemons, RECIPIENTS // 4)
+                frozen_at = len(smtp_server.received)
+                daemons[0].send_signal(signal.SIGSTOP)
+                await asyncio.sleep(LEASE * 2 + 1)  # its leases run out; the other takes them
+                daemons[0].send_signal(signal.SIGCONT)
                 while await store.sends.status(send_id) != "done":  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 counts = await store.figures.counts(send_id)
-    finally:
-        for daemon in daemons:
-            if daemon.returncode is None:
-                daemon.send_signal(signal.SIGCONT)
-                daemon.send_signal(signal.SIGTERM)
-                await daemon.wait()
+        finally:
+            for daemon in daemons:
+                if daemon.returncode is None:
+                    daemon.send_signal(signal.SIGCONT)
+                    daemon.send_signal(signal.SIGTERM)
+                    await daemon.wait()
     received = Counter(smtp_server.recipients())
     duplicates = sum(n - 1 for n in received.values())
-    print(f"\nfrozen {LEASE * 2 + 1} s: duplicates {duplicates} (window {POOL + BATCH})")
+    print(
+        f"\nfrozen {LEASE * 2 + 1} s at {frozen_at} of {RECIPIENTS}: "
+        f"duplicates {duplicates} (window {POOL + BATCH})"
+    )
     assert counts["sent"] == RECIPIENTS
     assert set(received) == {f"member{i}@example.org" for i in range(RECIPIENTS)}
     assert duplicates <= POOL + BATCH
