@@ -12,6 +12,11 @@ is 5.0.
 
 Without SpamAssassin the tests are skipped with the reason, except under CI (the ``CI``
 variable set), where that fails: CI installs the ``spamassassin`` package.
+
+SpamAssassin takes about 2 s a message, nearly all of it loading its rules: the messages are
+built one after the other, then checked side by side, one process per core (each its own
+process, message and ``HOME``, as when they ran one after the other); each case's test reads
+its own verdict.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,10 +179,10 @@ class Verdict:
     details: str  # the "Content analysis details" table
 
 
-def spam_check(spamassassin: Path, message: bytes, home: Path) -> Verdict:
-    """Run ``spamassassin -L -t`` on ``message`` and read its X-Spam-Status header."""
-    home.mkdir(exist_ok=True)
-    result = subprocess.run(
+def spam_run(spamassassin: Path, message: bytes, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run ``spamassassin -L -t`` on ``message``, with ``home`` as its ``HOME``."""
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
         [str(spamassassin), "-L", "-t", "-x"],
         input=message,
         capture_output=True,
@@ -183,6 +190,10 @@ def spam_check(spamassassin: Path, message: bytes, home: Path) -> Verdict:
         check=False,
         env={**os.environ, "HOME": str(home)},
     )
+
+
+def spam_check(result: subprocess.CompletedProcess[bytes]) -> Verdict:
+    """Read the X-Spam-Status header of what ``spamassassin -L -t`` printed."""
     output = result.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
     errors = result.stderr.decode("utf-8", "replace")
     head = re.sub(r"\n[ \t]+", " ", output.split("\n\n", 1)[0])  # unfolded header lines
@@ -203,12 +214,45 @@ def spam_check(spamassassin: Path, message: bytes, home: Path) -> Verdict:
     )
 
 
+def _check_all(
+    spamassassin: Path, folder: Path, pool: ThreadPoolExecutor
+) -> dict[str, Future[subprocess.CompletedProcess[bytes]]]:
+    """Each case's message built here, then given to its own SpamAssassin in ``pool``; a
+    case whose message cannot be built gets the exception, for its test alone. The first
+    runs alone: SpamAssassin makes the real user's ``~/.spamassassin`` if missing, and the
+    others find it made."""
+    checks: dict[str, Future[subprocess.CompletedProcess[bytes]]] = {}
+    for n, case in enumerate(CASES):
+        if n == 1:
+            wait(checks.values())
+        try:
+            message = build_message(case, folder / case.id)
+        except Exception as exc:  # raised again by the case's own test
+            checks[case.id] = Future()
+            checks[case.id].set_exception(exc)
+            continue
+        checks[case.id] = pool.submit(spam_run, spamassassin, message, folder / case.id / "home")
+    return checks
+
+
+@pytest.fixture(scope="module")
+def spam_checks(
+    spamassassin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[subprocess.CompletedProcess[bytes]]]]:
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        checks = _check_all(spamassassin, tmp_path_factory.mktemp("spam"), pool)
+        yield checks
+        for check in checks.values():
+            check.cancel()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
-def test_sample_message_is_not_spam(case: Case, spamassassin: Path, tmp_path: Path) -> None:
+def test_sample_message_is_not_spam(
+    case: Case, spam_checks: dict[str, Future[subprocess.CompletedProcess[bytes]]]
+) -> None:
     """The template's sample message scores at most 2.0 with SpamAssassin's local tests."""
-    message = build_message(case, tmp_path)
-    verdict = spam_check(spamassassin, message, tmp_path / "home")
+    verdict = spam_check(spam_checks[case.id].result())
     print(f"{case.id}: SpamAssassin score {verdict.score} ({verdict.rules or 'no rules'})")
     assert verdict.score <= MAX_SCORE, (
         f"{case.id}: SpamAssassin score {verdict.score} > {MAX_SCORE}; rules: {verdict.rules}\n"
