@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class Ran:
         self.returncode, self.stdout, self.stderr = code, stdout, stderr
 
 
-async def mailer(cwd: Path, server: SmtpServer | None, *args: str) -> Ran:
+def environment(server: SmtpServer | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(COLUMNS="200", MAILER_WEB__PORT="0", MAILER_SECRET_KEYS=KEY)
     if server is not None:
@@ -37,8 +38,12 @@ async def mailer(cwd: Path, server: SmtpServer | None, *args: str) -> Ran:
             MAILER_SMTP__SECURITY="none", MAILER_WEB__BASE_URL="https://news.example.org",
             MAILER_DELIVERY__RETRY_BASE="0.05",
         )  # fmt: skip
+    return env
+
+
+async def mailer(cwd: Path, server: SmtpServer | None, *args: str) -> Ran:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailer", *args, cwd=cwd, env=env,
+        sys.executable, "-m", "mailer", *args, cwd=cwd, env=environment(server),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await process.communicate()
@@ -46,26 +51,40 @@ async def mailer(cwd: Path, server: SmtpServer | None, *args: str) -> Ran:
     return Ran(process.returncode, stdout.decode(), stderr.decode())
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A checkout-like folder: the shipped templates, one list of 14 and a campaign to it."""
-    shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    (tmp_path / "lists").mkdir()
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout-like folder: the shipped templates, one list of 14 and a campaign to it;
+    `mailer lists sync` run there once (each test works on a copy)."""
+    folder = tmp_path_factory.mktemp("synced")
+    shutil.copytree(ROOT / "templates", folder / "templates")
+    (folder / "lists").mkdir()
     rows = "".join(f"person{i}@example.org,Personne {i}\n" for i in range(14))
-    (tmp_path / "lists" / "members.csv").write_text("email,name\n" + rows, encoding="utf-8")
-    (tmp_path / "campaigns").mkdir()
-    (tmp_path / "campaigns" / "news.toml").write_text(
+    (folder / "lists" / "members.csv").write_text("email,name\n" + rows, encoding="utf-8")
+    (folder / "campaigns").mkdir()
+    (folder / "campaigns" / "news.toml").write_text(
         'name = "news"\nkind = "announcement"\nlists = ["members"]\nsubject = "Nouvelles"\n'
         'body = "Des nouvelles du réseau."\nsend_at = "now"\n',
         encoding="utf-8",
     )
+    synced = subprocess.run(
+        [sys.executable, "-m", "mailer", "lists", "sync"], cwd=folder, env=environment(None),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    assert "members: 14 rows read; 14 added" in synced.stdout, synced.stdout
+    return folder
+
+
+@pytest.fixture
+def workdir(synced: Path, tmp_path: Path) -> Path:
+    """A copy of the synced folder (its SQLite file included), for one test to change."""
+    shutil.copytree(synced, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 
 async def test_suppress_unsuppress_and_the_history(workdir: Path) -> None:
     """A suppression can be lifted with a reason; `show` prints who did what, when and why;
     lifting what is not suppressed, or without a reason, is a one-line error."""
-    assert (await mailer(workdir, None, "lists", "sync")).returncode == 0
     done = await mailer(
         workdir, None, "subscribers", "suppress", "person1@example.org", "--detail", "asked"
     )
@@ -102,7 +121,6 @@ async def test_exit_codes_and_retry_after_unsuppress(
     """`send run` exits 1 when some deliveries failed (3 unknown users, suppressed); after
     the relay is fixed and the suppressions lifted, `send retry-failed` mails them, and the
     one suppressed by staff before the send (skipped) too, and exits 0; 2 on an error."""
-    assert (await mailer(workdir, None, "lists", "sync")).returncode == 0
     staff = await mailer(workdir, None, "subscribers", "suppress", "person9@example.org")
     assert staff.returncode == 0, staff.stderr
     for i in (2, 5, 11):
@@ -138,7 +156,6 @@ async def test_a_send_paused_by_a_broken_relay_exits_2(
     workdir: Path, smtp_server: SmtpServer
 ) -> None:
     """A relay refusing everyone pauses the send (nobody failed): `send run` exits 2."""
-    assert (await mailer(workdir, None, "lists", "sync")).returncode == 0
     smtp_server.plan.reply("RCPT", "550 5.1.1 No such user")
     assert (
         await mailer(workdir, smtp_server, "send", "create", "campaigns/news.toml")
