@@ -41,8 +41,11 @@ def one_error(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def _project(folder: Path) -> Path:
-    """A fresh checkout's layout, initialised, with send 1 created (scheduled, due now)."""
+@pytest.fixture(scope="module")
+def created(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh checkout's layout, initialised, with send 1 created (scheduled, due now); the
+    tests work on copies of it (its SQLite file included)."""
+    folder = tmp_path_factory.mktemp("created")
     for name in ("lists", "templates", "campaigns"):
         shutil.copytree(ROOT / name, folder / name)
     assert mailer(folder, "init").returncode == 0
@@ -50,10 +53,16 @@ def _project(folder: Path) -> Path:
     return folder
 
 
+def _project(created: Path, folder: Path) -> Path:
+    """A copy of the created project: send 1 scheduled, due now."""
+    shutil.copytree(created, folder, dirs_exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished(created: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose send 1 ran to the end (done), into the capture Maildir."""
-    project = _project(tmp_path_factory.mktemp("moves"))
+    project = _project(created, tmp_path_factory.mktemp("moves"))
     ran = mailer(project, "send", "run", "1")
     assert ran.stdout.startswith("send 1: done;"), ran
     return project
@@ -95,9 +104,9 @@ def test_campaign_moves_follow_what_staff_asked_last(finished: Path) -> None:
     assert mailer(finished, "send", "status", "1").stdout.startswith("send 1: done;")
 
 
-def test_a_scheduled_send_pauses_once_then_cancels(tmp_path: Path) -> None:
+def test_a_scheduled_send_pauses_once_then_cancels(created: Path, tmp_path: Path) -> None:
     """The moves the table allows go through; pausing a paused send is refused."""
-    project = _project(tmp_path)
+    project = _project(created, tmp_path)
     paused = mailer(project, "send", "pause", "1")
     assert (paused.returncode, paused.stdout) == (0, "send 1 paused\n")
     assert one_error(mailer(project, "send", "pause", "1")) == (
