@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import click
@@ -30,16 +31,16 @@ from mailer.cli.support import (
     visible,
 )
 from mailer.clock import utc_now
-from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
 from mailer.lifecycle import CampaignMove, check_campaign
 from mailer.models import Recipient, SendInfo
-from mailer.render import LanguageTally, Renderer
 from mailer.schedule import Planned
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import load_signer
-from mailer.transport import Outcome, open_transport
+
+if TYPE_CHECKING:  # rendering and the transport load where a command needs them
+    from mailer.render import LanguageTally
 
 
 def _print_plan(planned: list[Planned], zone: ZoneInfo, notes: list[str]) -> None:
@@ -100,6 +101,8 @@ async def _languages(
 ) -> dict[str, LanguageTally]:
     """Per list, how many members get each of the campaign's languages, and who falls back
     (the templates compiled as a send would: a missing one is named here)."""
+    from mailer.render import LanguageTally, Renderer
+
     renderer = Renderer(settings.paths.templates_dir)
     tallies: dict[str, LanguageTally] = {}
     for slug in campaign.data.lists:
@@ -269,6 +272,10 @@ async def campaign_cancel(name: str) -> None:
 @run_async
 async def campaign_test(name: str, to: str, as_email: str | None, action: str | None) -> int:
     """Send one real message, marked [TEST], through the configured transport."""
+    from mailer.compose import make_composer
+    from mailer.render import Renderer
+    from mailer.transport import Outcome, open_transport
+
     settings = current_settings()
     target = normalize(to).email
     now = utc_now()

@@ -25,10 +25,8 @@ from mailer.cli.support import (
     visible,
 )
 from mailer.clock import utc_now
-from mailer.compose import make_composer
 from mailer.errors import ConfigError, NotFoundError
 from mailer.models import EVENT_ACTIONS, CampaignKind, Recipient, SendInfo
-from mailer.render import Renderer
 from mailer.tokens import load_signer
 
 
@@ -65,6 +63,9 @@ async def preview(
     check_all: bool,
 ) -> int:
     """Write the .eml and .html one subscriber would get; --all checks every member."""
+    from mailer.compose import make_composer  # loads rendering: only when previewing
+    from mailer.render import Renderer
+
     settings = current_settings()
     out_dir = out_dir or settings.paths.data_dir / "preview"
     campaign = load_campaign(campaign_file)

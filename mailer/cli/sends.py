@@ -14,7 +14,7 @@ import csv
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -34,12 +34,13 @@ from mailer.cli.support import (
     visible,
 )
 from mailer.clock import utc_now
-from mailer.dispatch import Engine, RunSummary
 from mailer.errors import ConfigError, SendingLocked, StateError
 from mailer.lifecycle import SendMove, check_send
 from mailer.models import EVENT_ACTIONS, REPORT_COLUMNS, CampaignKind, SendStatus
 from mailer.storage import Store, sending_lock
-from mailer.transport import open_transport
+
+if TYPE_CHECKING:
+    from mailer.dispatch import RunSummary  # imported where a send runs: it loads dispatch
 
 
 @click.group("send")
@@ -112,6 +113,9 @@ async def send_run(send_id: int, wait: bool) -> int:
 
 
 async def _run_in_foreground(store: Store, send_id: int, *, wait: bool) -> RunSummary:
+    from mailer.dispatch import Engine
+    from mailer.transport import open_transport
+
     """Run (or resume) a send in this process, with a progress bar on a terminal."""
     settings = current_settings()
     app.check_sending(settings)  # links that work, a DKIM key that loads: before any send
@@ -181,6 +185,8 @@ async def send_status(send_id: int) -> None:
         spec = await store.sends.spec(send_id)
         counts = await store.figures.counts(send_id)
         next_retry = await store.deliveries.next_retry(send_id)
+    from mailer.dispatch import RunSummary
+
     _print_summary(RunSummary(send_id, spec.status, counts, spec.reason, next_retry))
 
 

@@ -405,16 +405,12 @@ def materialise_statement(db: Database, spec: SendSpec, *, now: datetime) -> Any
     )  # fmt: skip
 
 
-# The mails of an event that put it in the recipient's calendar (an iTIP REQUEST by default):
-# whoever got one of them gets the event's update or cancellation.
-EVENT_MAILS = (SendAction.INVITATION, SendAction.REMINDER, SendAction.UPDATE)
+EVENT_MAILS = (SendAction.INVITATION, SendAction.REMINDER, SendAction.UPDATE)  # in calendars
 
 
 def _audience_statement(db: Database, spec: SendSpec, *, now: datetime) -> Any:
     """Deliveries for an event's update or cancellation: everyone one of the event's mails
-    reached (the invitation, a reminder, an earlier update), once each, by the list of the
-    first. A member who joined after the invitation and got a reminder is told too: the
-    reminder put the event in their calendar as well."""
+    reached (each put the event in their calendar: a reminder to a newcomer too), once."""
     reached = (
         select(
             literal(spec.id),
