@@ -84,15 +84,15 @@ class EventWords(BaseModel):
         return one_line(value, "the title (it goes into subjects)")
 
 
-class ContentSection(BaseModel):
-    """What staff wrote in one language (``[content.fr]``)."""
+class Words(BaseModel):
+    """What staff write in one language: the subject (empty: the template's), the body (or
+    the file it is in) and the preheader; each checked the same wherever it is given."""
 
     model_config = ConfigDict(extra="forbid")
     subject: str = Field(default="", max_length=998)
     body: str = ""
     body_file: str | None = None
     preheader: str = Field(default="", max_length=300)
-    event: EventWords | None = None
 
     @field_validator("subject")
     @classmethod
@@ -105,10 +105,16 @@ class ContentSection(BaseModel):
         return one_line(value, "the preheader")
 
     @model_validator(mode="after")
-    def _one_body(self) -> ContentSection:
+    def _one_body(self) -> Words:
         if self.body and self.body_file:
             raise ValueError("give body or body_file, not both")
         return self
+
+
+class ContentSection(Words):
+    """What staff wrote in one language (``[content.fr]``), with the event's words."""
+
+    event: EventWords | None = None
 
 
 def language_code(value: str) -> str:
@@ -165,8 +171,9 @@ class NewsletterSection(BaseModel):
     until: datetime | None = None
 
 
-class CampaignFile(BaseModel):
-    """A campaign as staff describe it: files, and later the console and the API."""
+class CampaignFile(Words):
+    """A campaign as staff describe it: files, and later the console and the API. Its own
+    words (:class:`Words`, at the top) are those of a campaign in one language."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME.pattern)
@@ -175,10 +182,6 @@ class CampaignFile(BaseModel):
     template: str | None = None  # a template kind in the templates folder, e.g. "seminar"
     # One language at the top (``language``), or one [content.<language>] table each.
     language: str | None = None
-    subject: str = Field(default="", max_length=998)
-    body: str = ""
-    body_file: str | None = None
-    preheader: str = Field(default="", max_length=300)
     content: dict[str, ContentSection] = Field(default_factory=dict)
     body_format: str = Field(default="markdown", pattern="^(markdown|html|text)$")
     timezone: str | None = None  # None: MAILER_SCHEDULER__TIMEZONE
@@ -202,16 +205,6 @@ class CampaignFile(BaseModel):
                 f"templates/email/seminar.fr.html), not a path: {value!r}"
             )
         return value
-
-    @field_validator("subject")
-    @classmethod
-    def _one_line(cls, value: str) -> str:
-        return one_line(value, "the subject")
-
-    @field_validator("preheader")
-    @classmethod
-    def _preheader(cls, value: str) -> str:
-        return one_line(value, "the preheader")
 
     @field_validator("language")
     @classmethod
@@ -243,8 +236,6 @@ class CampaignFile(BaseModel):
             raise ValueError(
                 f'an [event] section only goes with kind = "event", not {self.kind.value!r}'
             )
-        if self.body and self.body_file:
-            raise ValueError("give body or body_file, not both")
         top = [f for f in ("subject", "body", "body_file", "preheader") if getattr(self, f)]
         if self.content and (top or self.language):
             given = ", ".join(top + (["language"] if self.language else []))
