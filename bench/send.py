@@ -726,6 +726,9 @@ def child_baseline(work: Path, port: int, count: int) -> dict[str, Any]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # The newsletter's subject block names its issue with mailer's date filter; the baseline
+    # gives its own subject and never renders that block, but Jinja compiles it.
+    env.filters["date"] = lambda value, fmt="long": str(value)
     body = (work / "body.md").read_text(encoding="utf-8")
     body_html = Markup(MarkdownIt("commonmark").render(body))  # noqa: S704 - markdown-it escapes
     templates = {
