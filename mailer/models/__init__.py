@@ -3,7 +3,8 @@
 - ``vocabulary``: the ``StrEnum`` s (statuses, send actions, consent and suppression events);
 - ``values``: what the stages pass each other (recipients, lists, content, links...);
 - ``subscribers``: what storage takes and returns about lists, subscribers and consent;
-- ``sending``: what storage takes and returns about campaigns, sends and deliveries.
+- ``sending``: what storage takes and returns about campaigns, sends and deliveries;
+- ``staff``: staff roles, accounts, sessions and the audit log.
 
 Imports nothing else from the package (foundation layer); ``from mailer.models import X`` is
 the way in.
@@ -24,6 +25,7 @@ from mailer.models.sending import (
     SendListing,
     SendSpec,
 )
+from mailer.models.staff import ROLES, AuditEntry, Role, StaffSession, StaffUser, role_allows
 from mailer.models.subscribers import (
     ExportRow,
     ImportTally,
@@ -76,6 +78,8 @@ __all__ = [
     "EVENT_ACTIONS",
     "FALLBACK_LOCALE",
     "REPORT_COLUMNS",
+    "ROLES",
+    "AuditEntry",
     "Campaign",
     "CampaignKind",
     "CampaignStatus",
@@ -109,6 +113,7 @@ __all__ = [
     "Rendered",
     "ReportRow",
     "Requested",
+    "Role",
     "Send",
     "SendAction",
     "SendFigures",
@@ -116,6 +121,8 @@ __all__ = [
     "SendListing",
     "SendSpec",
     "SendStatus",
+    "StaffSession",
+    "StaffUser",
     "SubscriberRow",
     "SubscriberStatus",
     "SubscriberView",
@@ -123,4 +130,5 @@ __all__ = [
     "SuppressionAction",
     "SuppressionEvent",
     "SuppressionReason",
+    "role_allows",
 ]

@@ -16,6 +16,8 @@ By noun, each table written by one module:
 - ``sends`` (``store.sends``): sends and their moves (``mailer.lifecycle``);
 - ``deliveries`` (``store.deliveries``): deliveries, their leases and results, the skip rule;
 - ``figures`` (``store.figures``): counts, rates and the ``/metrics`` figures (read-only);
+- ``staff`` (``store.staff``): the console's staff accounts and their sessions;
+- ``audit`` (``store.audit``): the audit log of what staff change (append-only);
 - ``lookups``: read-only look-ups several nouns share.
 
 The value objects they take and return live in ``mailer.models``.

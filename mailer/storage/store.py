@@ -1,10 +1,10 @@
 """The Store: opens the database and composes the storage nouns around one handle.
 
 ``store.lists``, ``store.subscribers``, ``store.consent``, ``store.campaigns``,
-``store.sends``, ``store.deliveries`` and ``store.figures`` each own their tables (their
-modules' docstrings name them); they share one :class:`~mailer.storage.database.Database`
-(engine, capabilities, transactions, write turns) and never import this module. Writes no
-table itself.
+``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff`` and ``store.audit``
+each own their tables (their modules' docstrings name them); they share one
+:class:`~mailer.storage.database.Database` (engine, capabilities, transactions, write turns)
+and never import this module. Writes no table itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
+from mailer.storage.audit import Audit
 from mailer.storage.campaigns import Campaigns
 from mailer.storage.consent import Consent
 from mailer.storage.database import Database
@@ -26,6 +27,7 @@ from mailer.storage.engine import Capabilities
 from mailer.storage.figures import Figures
 from mailer.storage.lists import Lists
 from mailer.storage.sends import Sends
+from mailer.storage.staff import Staff
 from mailer.storage.subscribers import Subscribers
 
 
@@ -43,6 +45,8 @@ class Store:
         self.sends = Sends(self.db)
         self.deliveries = Deliveries(self.db)
         self.figures = Figures(self.db)
+        self.staff = Staff(self.db)
+        self.audit = Audit(self.db)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

@@ -308,3 +308,48 @@ deliveries = Table(
     UniqueConstraint("send_id", "subscriber_id"),
     Index(None, "send_id", "status", "id"),
 )
+
+# Console accounts (migration 0005). ``email`` is stored lower-cased: the comparison key.
+staff_users = Table(
+    "staff_users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=True),
+    Column("role", String(16), nullable=False),  # models.Role
+    Column("locale", String(16), nullable=True),
+    Column("password_hash", String(255), nullable=True),  # argon2id PHC string
+    Column("totp_secret", String(64), nullable=True),  # base32
+    Column("disabled", Boolean, nullable=False, default=False),
+    _created(),
+    _updated(),
+)
+
+# Signed-in sessions, found by the sha256 hex of the cookie value (the raw id is never stored).
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Id, ForeignKey("staff_users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    _created(),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("client", String(64), nullable=True),
+    Index(None, "user_id"),
+)
+
+# Append-only: every change staff make, who (a staff email, or "cli:<os user>"), what
+# ("user.add", "subscriber.suppress"...), to what, when and from where.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(500), nullable=False),
+    Column("details", JSON, nullable=False, default=dict),
+    Column("client", String(64), nullable=True),
+    Index(None, "at"),
+    Index(None, "actor", "id"),
+)
