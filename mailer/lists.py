@@ -1,8 +1,11 @@
-"""Subscriber list files: read, validate and import CSV files; export a list as CSV.
+"""Subscriber list files: read, validate and import CSV files (or dry-run the import), word
+the import's report; export a list as CSV.
 
 A list is ``lists/<slug>.csv`` (header row, ``email`` required; ``name``, ``locale``,
 ``timezone`` known; any other column kept as an attribute) plus an optional sidecar
-``lists/<slug>.toml`` (``title``, ``default_locale``, ``opt_in``, ``public``).
+``lists/<slug>.toml`` (``title``, ``default_locale``, ``opt_in``, ``public``). The CLI and
+the console import through the one :func:`import_file` and show the one wording of its
+report (:func:`report_lines`, :func:`report_summary`).
 
 Reading is streamed (one line at a time), so a 100,000-row file is never held in memory;
 only the comparison keys seen so far are kept, to merge duplicates and report members who
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -338,16 +341,31 @@ async def import_file(
     slug: str | None = None,
     prune: bool = False,
     progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    meta: ListMeta | None = None,
+    source: str | None = None,
 ) -> ImportReport:
     """Import one list file in one transaction: good rows go in, bad rows are reported.
 
+    ``dry_run``: the whole import runs and is rolled back, so the report is what applying
+    would do and nothing is stored. ``meta``: the list as it is to be (an upload's temporary
+    file has no sidecar; :meth:`store.lists.meta <mailer.storage.lists.Lists.meta>` keeps an
+    existing list as it is); its slug names the list. ``source``: the consent source written
+    on the new subscriptions, starting with ``import:`` (default ``import:<file name>``).
     Raises :class:`ListImportError` (and changes nothing) when the file cannot be read.
     """
-    slug = slug_for(path, slug)
-    meta = read_meta(path, slug)
-    report = ImportReport(path=path, slug=slug)
+    if meta is None:
+        slug = slug_for(path, slug)
+        meta = read_meta(path, slug)
+    elif slug is not None and slug != meta.slug:
+        raise ValueError(f"slug {slug!r} and meta.slug {meta.slug!r} differ")
+    elif not SLUG.match(meta.slug):
+        raise ListImportError(meta.slug, "not a usable list name: use a-z, 0-9, - and _")
+    report = ImportReport(path=path, slug=meta.slug)
+    source = f"import:{path.name}" if source is None else source
     with ListFile(path) as rows:
-        async with store.lists.import_list(meta, source=f"import:{path.name}", now=now) as importer:
+        opened = store.lists.import_list(meta, source=source, now=now, dry_run=dry_run)
+        async with opened as importer:
             seen: dict[str, int] = {}
             batch: list[SubscriberRow] = []
             for item in rows:
@@ -373,6 +391,71 @@ async def import_file(
             await importer.add(batch)
             report.tally = await importer.finish(seen.keys(), prune=prune)
     return report
+
+
+# --- the report, in words -------------------------------------------------------------------
+
+
+ReportKind = Literal[
+    "rejected", "more", "duplicate", "merged", "kept_unsubscribed", "suppressed", "vanished"
+]  # "more": the rejected rows beyond those listed
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLine:
+    """One line of an import's report: ``where:line: ...`` (``line`` None for the file)."""
+
+    kind: ReportKind
+    line: int | None
+    text: str
+
+
+def report_lines(report: ImportReport, *, where: str | None = None) -> list[ReportLine]:
+    """The report's lines in the CLI's order (rejected, duplicates, merged, kept unsubscribed,
+    suppressed, left the file); ``where`` names the file (default: the path imported; the
+    console passes the uploaded file's name). Raw text: escape it where it is shown."""
+    t, more = report.tally, report.rejected_count - len(report.rejected)
+    found: list[tuple[ReportKind, int | None, str]] = [
+        ("rejected", r.line, f"{r.column}: {r.reason}") for r in report.rejected
+    ]
+    if more > 0:
+        found.append(("more", None, f"... and {more} more rejected"))
+    found += [("duplicate", n, f"duplicate of line {first} ({email}), merged")
+              for n, email, first in report.duplicates]  # fmt: skip
+    found += [("merged", n, f"{given} is the stored {stored}, merged")
+              for n, given, stored in t.merged]  # fmt: skip
+    found += [("kept_unsubscribed", n, f"{email} unsubscribed earlier; left unsubscribed")
+              for n, email in t.kept_unsubscribed]  # fmt: skip
+    found += [("suppressed", n, f"{email} is suppressed; not subscribed")
+              for n, email in t.suppressed]  # fmt: skip
+    if t.vanished:
+        kept = "no longer in the file (kept; --prune removes)"
+        verb = "removed from the list" if t.pruned else kept
+        shown = ", ".join(t.vanished[:10]) + (" ..." if len(t.vanished) > 10 else "")
+        found.append(("vanished", None, f"{len(t.vanished)} member(s) {verb}: {shown}"))
+    at = str(report.path) if where is None else where
+    return [
+        ReportLine(kind, n, f"{at}: {text}" if n is None else f"{at}:{n}: {text}")
+        for kind, n, text in found
+    ]
+
+
+def report_summary(report: ImportReport) -> str:
+    """The report in one sentence: ``slug: N rows read; 3 added, 1 rejected``."""
+    t = report.tally
+    parts = [
+        (t.added, "added"),
+        (t.subscribed_existing, "existing subscribers added"),
+        (t.updated, "updated"),
+        (t.unchanged, "unchanged"),
+        (report.duplicate_count, "duplicates merged"),
+        (len(t.kept_unsubscribed), "kept unsubscribed"),
+        (len(t.suppressed), "suppressed"),
+        (report.rejected_count, "rejected"),
+        (t.pruned, "pruned"),
+    ]
+    done = ", ".join(f"{n} {label}" for n, label in parts if n) or "nothing to do"
+    return f"{report.slug}: {report.rows} rows read; {done}"
 
 
 def list_files(directory: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """The ``mailer lists`` commands: import, sync, show and export the subscriber lists.
 
-Reading and checking the CSV files is :mod:`mailer.lists`'s; this module shows the progress
-on a terminal and prints the import report, one line per row refused or merged.
+Reading, checking and importing the CSV files, and the words of the import's report, are
+:mod:`mailer.lists`'s (the console shows the same); this module shows the progress on a
+terminal and prints the report, one line per row refused or merged (``--dry-run``: the same
+report, then nothing stored).
 """
 
 from __future__ import annotations
@@ -39,22 +41,32 @@ def lists_group() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--list", "slug", help="List name; default: the file name without .csv.")
 @click.option("--prune", is_flag=True, help="Remove imported members no longer in the file.")
+@click.option("--dry-run", is_flag=True, help="Report what the import would do; store nothing.")
 @run_async
-async def lists_import(path: Path, slug: str | None, prune: bool) -> int:
+async def lists_import(path: Path, slug: str | None, prune: bool, dry_run: bool) -> int:
     """Import one CSV file into a list (one transaction)."""
     async with open_store() as store:
-        report = await _import(store, path, slug=slug, prune=prune)
+        report = await _import(store, path, slug=slug, prune=prune, dry_run=dry_run)
+    _dry_run_note(dry_run)
     return EXIT_REJECTED if not report.ok else 0
 
 
 @lists_group.command("sync")
 @click.option("--prune", is_flag=True, help="Remove imported members no longer in their file.")
+@click.option("--dry-run", is_flag=True, help="Report what the imports would do; store nothing.")
 @run_async
-async def lists_sync(prune: bool) -> int:
+async def lists_sync(prune: bool, dry_run: bool) -> int:
     """Import every CSV file under the lists folder, each in its own transaction."""
     settings = current_settings()
     async with open_store() as store:
-        return await sync_folder(store, settings.paths.lists_dir, prune=prune)
+        status = await sync_folder(store, settings.paths.lists_dir, prune=prune, dry_run=dry_run)
+    _dry_run_note(dry_run)
+    return status
+
+
+def _dry_run_note(dry_run: bool) -> None:
+    if dry_run:
+        err.print("dry run: nothing was stored", markup=False)
 
 
 @lists_group.command("show")
@@ -113,7 +125,7 @@ async def lists_export(slug: str, output: Path | None) -> None:
     err.print(f"{count} members of {slug} written to {output}", markup=False)
 
 
-async def sync_folder(store: Store, directory: Path, *, prune: bool) -> int:
+async def sync_folder(store: Store, directory: Path, *, prune: bool, dry_run: bool = False) -> int:
     """Import every list file of ``directory``; the worst exit status of them all."""
     paths = lists.list_files(directory)
     if not paths:
@@ -122,7 +134,7 @@ async def sync_folder(store: Store, directory: Path, *, prune: bool) -> int:
     status = 0
     for path in paths:
         try:
-            report = await _import(store, path, slug=None, prune=prune)
+            report = await _import(store, path, slug=None, prune=prune, dry_run=dry_run)
         except MailerError as exc:
             err.print(f"[red]error[/]: {safe(exc)}")
             status = EXIT_ERROR
@@ -132,7 +144,9 @@ async def sync_folder(store: Store, directory: Path, *, prune: bool) -> int:
     return status
 
 
-async def _import(store: Store, path: Path, *, slug: str | None, prune: bool) -> lists.ImportReport:
+async def _import(
+    store: Store, path: Path, *, slug: str | None, prune: bool, dry_run: bool
+) -> lists.ImportReport:
     size = _size(path)
     interactive = out.is_terminal and size > 1_000_000
     with Progress(
@@ -151,52 +165,16 @@ async def _import(store: Store, path: Path, *, slug: str | None, prune: bool) ->
             slug=slug,
             prune=prune,
             progress=lambda done: progress.update(task, completed=done),
+            dry_run=dry_run,
         )
-    _print_report(report)
+    for line in lists.report_lines(report):
+        err.print(visible(line.text), markup=False)
+    out.print(visible(lists.report_summary(report)), markup=False)
     return report
 
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
-
-
-def _print_report(report: lists.ImportReport) -> None:
-    t = report.tally
-    where = str(report.path)
-    for row in report.rejected:
-        err.print(visible(f"{where}:{row.line}: {row.column}: {row.reason}"), markup=False)
-    if report.rejected_count > len(report.rejected):
-        err.print(f"{where}: ... and {report.rejected_count - len(report.rejected)} more rejected")
-    for line, email, first in report.duplicates:
-        err.print(f"{where}:{line}: duplicate of line {first} ({email}), merged", markup=False)
-    for line, given, stored in t.merged:
-        err.print(f"{where}:{line}: {given} is the stored {stored}, merged", markup=False)
-    for line, email in t.kept_unsubscribed:
-        err.print(f"{where}:{line}: {email} unsubscribed earlier; left unsubscribed", markup=False)
-    for line, email in t.suppressed:
-        err.print(f"{where}:{line}: {email} is suppressed; not subscribed", markup=False)
-    if t.vanished:
-        verb = (
-            "removed from the list" if t.pruned else "no longer in the file (kept; --prune removes)"
-        )
-        err.print(
-            f"{where}: {len(t.vanished)} member(s) {verb}: {', '.join(t.vanished[:10])}"
-            + (" ..." if len(t.vanished) > 10 else ""),
-            markup=False,
-        )
-    parts = [
-        (t.added, "added"),
-        (t.subscribed_existing, "existing subscribers added"),
-        (t.updated, "updated"),
-        (t.unchanged, "unchanged"),
-        (report.duplicate_count, "duplicates merged"),
-        (len(t.kept_unsubscribed), "kept unsubscribed"),
-        (len(t.suppressed), "suppressed"),
-        (report.rejected_count, "rejected"),
-        (t.pruned, "pruned"),
-    ]
-    done = ", ".join(f"{n} {label}" for n, label in parts if n) or "nothing to do"
-    out.print(visible(f"{report.slug}: {report.rows} rows read; {done}"), markup=False)
 
 
 __all__ = ["lists_group", "sync_folder"]

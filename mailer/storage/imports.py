@@ -1,5 +1,6 @@
 """The database side of one list import, inside the transaction ``store.lists.import_list``
-opens: the caller streams batches of validated rows in, and everything lands or nothing does.
+opens: the caller streams batches of validated rows in, and everything lands or nothing does
+(a dry run does it all, then ``import_list`` rolls it back).
 
 Writes no table itself: it decides, and ``subscribers`` writes the subscribers and
 subscriptions it decides on.

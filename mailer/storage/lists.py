@@ -1,7 +1,8 @@
 """Lists: their rows, their members as the CLI and a send see them, the public ones.
 
 Writes ``lists`` (and no other table); a list import (:meth:`Lists.import_list`) opens the
-transaction in which ``imports`` has ``subscribers`` write the members.
+transaction in which ``imports`` has ``subscribers`` write the members (and, for a dry run,
+rolls it back).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mailer.models import (
     ListInfo,
     ListMeta,
     ListSummary,
+    OptInMode,
     PublicList,
     Recipient,
     SubscriberStatus,
@@ -25,7 +27,7 @@ from mailer.models import (
 )
 from mailer.storage import lookups
 from mailer.storage.database import Database
-from mailer.storage.imports import ListImport
+from mailer.storage.imports import IMPORT_SOURCE_PREFIX, ListImport
 from mailer.storage.tables import lists, subscribers, subscriptions, suppressions
 
 
@@ -82,6 +84,23 @@ class Lists:
             row = (await conn.execute(select(lists).where(lists.c.id == list_id))).one()
         return ListInfo(
             id=row.id, slug=row.slug, title=row.title, default_locale=row.default_locale
+        )
+
+    async def meta(self, slug: str) -> ListMeta | None:
+        """The list as stored (title, default locale, opt-in, public); None when unknown.
+
+        What an import into an existing list passes as its ``meta`` to keep them as they are.
+        """
+        async with self._db.begin() as conn:
+            row = (await conn.execute(select(lists).where(lists.c.slug == slug))).one_or_none()
+        if row is None:
+            return None
+        return ListMeta(
+            slug=row.slug,
+            title=row.title,
+            default_locale=row.default_locale,
+            opt_in=OptInMode(row.opt_in),
+            public=bool(row.public),
         )
 
     async def public_list(self, slug: str) -> PublicList | None:
@@ -158,16 +177,29 @@ class Lists:
 
     @asynccontextmanager
     async def import_list(
-        self, meta: ListMeta, *, source: str, now: datetime
+        self, meta: ListMeta, *, source: str, now: datetime, dry_run: bool = False
     ) -> AsyncIterator[ListImport]:
-        """One transaction for one list file: feed it batches, then :meth:`ListImport.finish`."""
+        """One transaction for one list file: feed it batches, then :meth:`ListImport.finish`.
+
+        ``source`` is the consent source written on the subscriptions it makes (cut to the
+        column's 200 characters); it starts with ``import:``, which is how a later import
+        knows the members that left its file. ``dry_run``: everything is done as it would be
+        (the list upserted, members written, the tally counted), then rolled back when the
+        block ends, so the tally is what applying would do and nothing is stored.
+        """
+        if not source.startswith(IMPORT_SOURCE_PREFIX):
+            raise ValueError(f"an import's source starts with {IMPORT_SOURCE_PREFIX!r}: {source!r}")
         async with self._db.begin() as conn:
             if self._db.capabilities.plan_cache_mode:
                 # asyncpg prepares statements; a generic plan made while the tables were
                 # small turns the per-batch look-ups quadratic on a large first import.
                 await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             list_id = await _upsert(conn, meta, now)
-            yield ListImport(conn, list_id=list_id, source=source, now=now)
+            yield ListImport(conn, list_id=list_id, source=source[:200], now=now)
+            if dry_run:
+                # The block ended without an error: undo it all. The transaction is then
+                # closed, and leaving ``begin`` has nothing left to commit.
+                await conn.rollback()
 
 
 async def _upsert(conn: AsyncConnection, meta: ListMeta, now: datetime) -> int:
