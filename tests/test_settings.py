@@ -307,3 +307,82 @@ def test_a_missing_env_file_given_explicitly_is_an_error(tmp_path: Path) -> None
         load_settings(environ={}, env_file=tmp_path / "prod.env", env_file_required=True)
     assert str(caught.value) == f"{tmp_path / 'prod.env'}: no such file (--env-file)"
     assert load_settings(environ={}, env_file=tmp_path / ".env").smtp.host is None
+
+
+def test_the_console_is_on_the_web_port_by_default() -> None:
+    """With nothing set the console is on, on the web port, with the issue's limits."""
+    console = load_settings(environ={}, env_file=None).console
+    assert (console.enabled, console.host, console.port) == (True, None, None)
+    assert (console.session_idle, console.session_max) == (8 * 3600, 7 * 86400)
+    assert (console.login_attempts, console.login_attempts_per_ip) == (5, 20)
+    assert console.trusted_header == ""
+    assert console.upload_max_bytes == 50 * 1024 * 1024
+
+
+def test_console_variables_are_read() -> None:
+    """MAILER_CONSOLE__* fill the console section; an empty value keeps the default."""
+    console = load_settings(
+        environ={
+            "MAILER_CONSOLE__ENABLED": "false",
+            "MAILER_CONSOLE__HOST": "10.1.2.3",
+            "MAILER_CONSOLE__PORT": "8081",
+            "MAILER_CONSOLE__SESSION_IDLE": "600",
+            "MAILER_CONSOLE__SESSION_MAX": "3600",
+            "MAILER_CONSOLE__TRUSTED_HEADER": " X-Remote-User ",
+            "MAILER_CONSOLE__LOGIN_ATTEMPTS": "3",
+            "MAILER_CONSOLE__LOGIN_ATTEMPTS_PER_IP": "9",
+            "MAILER_CONSOLE__UPLOAD_MAX_BYTES": "1048576",
+        },
+        env_file=None,
+    ).console
+    assert (console.enabled, console.host, console.port) == (False, "10.1.2.3", 8081)
+    assert (console.session_idle, console.session_max) == (600, 3600)
+    assert console.trusted_header == "X-Remote-User"
+    assert (console.login_attempts, console.login_attempts_per_ip) == (3, 9)
+    assert console.upload_max_bytes == 1024 * 1024
+    assert load_settings(environ={"MAILER_CONSOLE__PORT": ""}, env_file=None).console.port is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MAILER_CONSOLE__PORT", "70000", "less than or equal to 65535"),
+        ("MAILER_CONSOLE__SESSION_IDLE", "0", "greater than 0"),
+        ("MAILER_CONSOLE__LOGIN_ATTEMPTS", "0", "greater than or equal to 1"),
+        ("MAILER_CONSOLE__UPLOAD_MAX_BYTES", "lots", "valid integer"),
+        ("MAILER_CONSOLE__TRUSTED_HEADER", "X Remote User", "header name such as X-Remote-User"),
+        ("MAILER_CONSOLE__TRUSTED_HEADER", "X-User:\r\nX-Evil", "header name"),
+    ],
+)
+def test_a_wrong_console_value_is_one_line_naming_the_variable(
+    variable: str, value: str, expected: str
+) -> None:
+    """A console setting that cannot work is refused at load, naming the variable."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={variable: value}, env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"{variable} (in environment): ")
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"MAILER_CONSOLE__HOST": "10.1.2.3"}, "MAILER_CONSOLE__HOST needs MAILER_CONSOLE__PORT"),
+        (
+            {"MAILER_CONSOLE__SESSION_IDLE": "7200", "MAILER_CONSOLE__SESSION_MAX": "3600"},
+            "MAILER_CONSOLE__SESSION_IDLE must not exceed MAILER_CONSOLE__SESSION_MAX (7200 s",
+        ),
+    ],
+)
+def test_console_settings_that_contradict_each_other_are_refused(
+    environ: dict[str, str], expected: str
+) -> None:
+    """A listener address without a port, or an idle timeout past the absolute one, stops."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=environ, env_file=None)
+    message = str(caught.value)
+    assert message.startswith("MAILER_CONSOLE__*: ")
+    assert expected in message
+    assert load_settings(environ={"MAILER_CONSOLE__PORT": "0"}, env_file=None).console.port == 0

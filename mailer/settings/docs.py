@@ -31,6 +31,7 @@ SECTION_TITLES = {
     "smtp": "SMTP relay",
     "sender": "Sender identity",
     "web": "Web pages (unsubscribe, subscribe, health)",
+    "console": "Staff console (/admin/)",
     "scheduler": "Scheduler",
     "delivery": "Delivery",
     "paths": "Paths (relative to the folder mailer runs in)",

@@ -1,15 +1,16 @@
 """The schema of the settings: :class:`Settings` and its sections, each field with its
 default, its bounds and the sentence ``.env.example`` shows for it.
 
-One model per section (``database``, ``smtp``, ``sender``, ``web``, ``scheduler``,
-``delivery``, ``paths``, ``log``), validated field by field here; the rules for a single
-value live in :mod:`mailer.settings.values`. ``Settings`` is a pydantic-settings model, so
-building it reads the environment: only this package may build it from the process
-(:func:`~mailer.settings.load_settings`, the edge), and tests build it with keywords.
+One model per section (``database``, ``smtp``, ``sender``, ``web``, ``console``,
+``scheduler``, ``delivery``, ``paths``, ``log``), validated field by field here; the rules
+for a single value live in :mod:`mailer.settings.values`. ``Settings`` is a pydantic-settings
+model, so building it reads the environment: only this package may build it from the
+process (:func:`~mailer.settings.load_settings`, the edge), and tests build it with keywords.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -198,6 +199,93 @@ class WebSettings(Section):
         return split_commas(value)
 
 
+# RFC 9110's token characters: what a header field name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+MIB = 1024 * 1024
+
+
+class ConsoleSettings(Section):
+    enabled: bool = Field(
+        default=True,
+        description="Serve the staff console (/admin/) on the web port, or on its own listener.",
+    )
+    host: str | None = Field(
+        default=None,
+        description=(
+            "With MAILER_CONSOLE__PORT: the address of the console's own listener (for an "
+            "internal-only console); empty: 127.0.0.1."
+        ),
+    )
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the console's own listener (0: any free); the web port then serves no "
+            "/admin/. Empty: the console is on the web port."
+        ),
+    )
+    session_idle: float = Field(
+        default=8 * 3600.0,
+        gt=0,
+        description="Seconds without a request after which a staff session ends.",
+    )
+    session_max: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Seconds after sign-in at which a staff session ends, however active.",
+    )
+    trusted_header: str = Field(
+        default="",
+        description=(
+            "Header naming the signed-in staff member's address, set by a reverse proxy "
+            "(X-Remote-User for Shibboleth or oauth2-proxy); honoured only from "
+            "MAILER_WEB__TRUSTED_PROXIES and only for existing users. Empty: none."
+        ),
+    )
+    login_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Failed sign-ins per account in 15 minutes before it is refused for a while.",
+    )
+    login_attempts_per_ip: int = Field(
+        default=20,
+        ge=1,
+        description="Failed sign-ins per client address in 15 minutes before it is refused.",
+    )
+    upload_max_bytes: int = Field(
+        default=50 * MIB,
+        ge=1024,
+        description="Largest list file (CSV) the console accepts for an import, in bytes.",
+    )
+
+    @field_validator("host", "trusted_header")
+    @classmethod
+    def _stripped(cls, value: str | None) -> str | None:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("trusted_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if value and not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"expected a header name such as X-Remote-User, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ConsoleSettings:
+        if self.host and self.port is None:
+            raise ValueError(
+                "MAILER_CONSOLE__HOST needs MAILER_CONSOLE__PORT (the console's own listener); "
+                "leave both empty to serve the console on the web port"
+            )
+        if self.session_idle > self.session_max:
+            raise ValueError(
+                "MAILER_CONSOLE__SESSION_IDLE must not exceed MAILER_CONSOLE__SESSION_MAX "
+                f"({self.session_idle:g} s > {self.session_max:g} s)"
+            )
+        return self
+
+
 class SchedulerSettings(Section):
     timezone: str = Field(
         default="Europe/Paris", description="Default time zone of campaigns (IANA name)."
@@ -330,6 +418,7 @@ class Settings(BaseSettings):
     smtp: SMTPSettings = SMTPSettings()
     sender: SenderSettings = SenderSettings()
     web: WebSettings = WebSettings()
+    console: ConsoleSettings = ConsoleSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     delivery: DeliverySettings = DeliverySettings()
     paths: PathSettings = PathSettings()
