@@ -11,6 +11,7 @@ Classified by what the caller should do about them::
     ├── AddressError (ValueError)         an e-mail address is invalid (reason)
     ├── TemplateError (ValueError)        a template cannot render (template, line, cause)
     ├── MessageError (ValueError)         a header value or address cannot go on the wire
+    ├── AccountError (ValueError)         a staff password breaks the rules (reason)
     ├── transport.TransportFatal (ConnectionError)  login, TLS or relay set-up refused: pause
     └── StateError (ValueError)           an illegal transition (``mailer.lifecycle`` refuses the
         │                                 move; subscribing a suppressed address)
@@ -59,6 +60,18 @@ class TemplateError(MailerError, ValueError):
 
 class MessageError(MailerError, ValueError):
     """A message cannot be built: a header value with CR/LF or control characters, a bad address."""
+
+
+class AccountError(MailerError, ValueError):
+    """A staff password is refused; ``reason`` names the rule for the console's own words.
+
+    ``reason`` is one of ``too_short``, ``contains_email``, ``contains_name``, ``too_common``;
+    the message is English, for the command line.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StateError(MailerError, ValueError):
