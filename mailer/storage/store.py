@@ -26,6 +26,7 @@ from mailer.storage.deliveries import Deliveries
 from mailer.storage.engine import Capabilities
 from mailer.storage.figures import Figures
 from mailer.storage.lists import Lists
+from mailer.storage.overview import Overview
 from mailer.storage.sends import Sends
 from mailer.storage.staff import Staff
 from mailer.storage.subscribers import Subscribers
@@ -47,6 +48,7 @@ class Store:
         self.figures = Figures(self.db)
         self.staff = Staff(self.db)
         self.audit = Audit(self.db)
+        self.overview = Overview(self.db)  # the console's reads about sends (no table)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
