@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -136,6 +137,7 @@ async def run(
             )  # fmt: skip
             pages = await server.start()
             stack.push_async_callback(server.stop)  # after the sends have drained
+        pages += await _console_listener(stack, settings, store, on_send=scheduler.enqueue)
         log.info(
             "mailer started: database %s (schema %s), transport %s, web pages %s; waiting for work",
             mask_url(settings.database_url),
@@ -191,6 +193,7 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
         server = WebServer(create_app(settings, store, signer=signer), settings)
         url = await server.start()
         stack.push_async_callback(server.stop)
+        url += await _console_listener(stack, settings, store, on_send=None)
         log.info("web pages on %s (links use %s)", url, settings.web.base_url)
         notify("READY=1")
         await stop.wait()
@@ -253,3 +256,34 @@ def node_name() -> str:
     """This node's name (``host:pid``), the daemon's identity: who claims sends and holds
     leases."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _console_listener(
+    stack: AsyncExitStack,
+    settings: Settings,
+    store: Store,
+    *,
+    on_send: Callable[[int], None] | None,
+) -> str:
+    """Start the console's own listener when ``MAILER_CONSOLE__PORT`` is set; what to add to
+    the start-up line."""
+    from mailer.web import WebServer
+    from mailer.web.app import create_console_app, own_console_listener
+
+    if not settings.console.enabled:
+        return "; console off (MAILER_CONSOLE__ENABLED=false)"
+    if not own_console_listener(settings):
+        return " (console on /admin/)"
+    console = settings.console
+    assert console.port is not None
+    listen = (
+        console.host or "127.0.0.1",
+        console.port,
+        "MAILER_CONSOLE__HOST/MAILER_CONSOLE__PORT",
+    )
+    server = WebServer(
+        create_console_app(settings, store, on_send=on_send), settings, listen=listen
+    )
+    url = await server.start()
+    stack.push_async_callback(server.stop)
+    return f"; console on {url}/admin/"

@@ -164,3 +164,12 @@ async def store(app_settings: Settings) -> AsyncIterator[Store]:
     async with Store.open(app_settings) as opened:
         await opened.upgrade()
         yield opened
+
+
+@pytest.fixture
+async def console(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator[Any]:
+    """The staff console on the current backend (``tests.console_support.Console``)."""
+    from tests.console_support import open_console
+
+    async for found in open_console(store, tmp_path, database_url):
+        yield found

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grimp
+import httpx
 import pytest
 
 import mailer.web
@@ -68,18 +70,35 @@ def test_trusted_proxies_trust_nobody_by_default() -> None:
     assert (some.proxy_headers, some.forwarded_allow_ips) == (True, ["10.0.0.1"])
 
 
-def test_the_server_is_configured_with_the_trusted_proxies(tmp_path: Path) -> None:
-    """``MAILER_WEB__TRUSTED_PROXIES`` reaches uvicorn's config, and an empty one turns the
-    proxy headers off."""
+@pytest.mark.parametrize(("proxies", "client"), [([], "127.0.0.1"), (["127.0.0.1"], "203.0.113.5")])
+async def test_the_server_applies_the_trusted_proxies_and_keeps_the_peer(
+    tmp_path: Path, proxies: list[str], client: str
+) -> None:
+    """``MAILER_WEB__TRUSTED_PROXIES`` decides whose X-Forwarded-For becomes the client (none
+    by default), and the connection's own peer stays in the scope for the console's trusted
+    sign-in header."""
+    seen: list[tuple[str, str]] = []
 
-    async def app(scope: object, receive: object, send: object) -> None:  # pragma: no cover
-        return None
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen.append((scope["client"][0], scope["mailer.peer"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
-    nobody = make_settings(tmp_path, web={"trusted_proxies": []})
-    assert mailer.web.WebServer(app, nobody).config.proxy_headers is False
-    some = make_settings(tmp_path, web={"trusted_proxies": ["10.0.0.1"]})
-    config = mailer.web.WebServer(app, some).config
-    assert (config.proxy_headers, config.forwarded_allow_ips) == (True, ["10.0.0.1"])
+    settings = make_settings(tmp_path, web={"trusted_proxies": proxies, "port": 0})
+    server = mailer.web.WebServer(app, settings)
+    url = await server.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(url + "/", headers={"x-forwarded-for": "203.0.113.5"})
+        assert answer.status_code == 204
+    finally:
+        await server.stop()
+    assert seen == [(client, "127.0.0.1")]
 
 
 async def test_loop_lag_measures_while_running_and_stops_after() -> None:

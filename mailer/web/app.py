@@ -1,11 +1,12 @@
 """The app factory: :func:`create_app` mounts the subscriber pages (``pages.PAGES``),
-``/healthz`` and ``/metrics`` on one Starlette app, maps what a view raises to a page
-(413, 400, 503, 500), answers 404 and 405 with our own pages, and wraps the whole in the body
-limit and the security headers.
+``/healthz``, ``/metrics`` and the staff console (``/admin/``) on one Starlette app, maps
+what a view raises to a page (413, 400, 503, 500), answers 404 and 405 with our own pages,
+and wraps the whole in the body limit and the security headers.
 
 Starlette's trailing-slash redirect is off (it builds its URL from the Host header): a path
-with a slash too many is redirected here, to ``MAILER_WEB__BASE_URL``. The routes of
-``console/`` and ``api/`` will be mounted here too. Nothing here reads a token or a form.
+with a slash too many is redirected here, to ``MAILER_WEB__BASE_URL``.
+:func:`create_console_app` serves the console alone, for its own listener; the routes of
+``api/`` will be mounted here too. Nothing here reads a token or a form.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def create_app(
     on_send: Callable[[int], None] | None = None,
     clock: Clock = utc_now,
 ) -> ASGIApp:
-    """The subscriber pages, ``/healthz`` and ``/metrics`` as one ASGI app."""
+    """The subscriber pages, ``/healthz`` and ``/metrics`` as one ASGI app, and the staff
+    console under ``/admin/`` (unless it is off, or has a listener of its own)."""
     views = Views(settings.paths.templates_dir)
     web = PageContext(settings, store, signer, views, on_send=on_send, clock=clock)
     monitor = Monitor(store, scheduler=scheduler, clock=clock)
@@ -62,13 +64,15 @@ def create_app(
         Route("/healthz", _guarded(views, monitor.healthz)),
         Route("/metrics", _guarded(views, monitor.metrics)),
     ]
+    if settings.console.enabled and not own_console_listener(settings):
+        routes += _console(settings, store, views, on_send=on_send, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with monitor.lag.running():
             yield
 
-    errors = _ErrorPages(web)
+    errors = _ErrorPages(settings, views)
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -80,7 +84,54 @@ def create_app(
     )
     # Starlette's own trailing-slash redirect builds its URL from the Host header.
     app.router.redirect_slashes = False
-    return SecurityHeaders(BodyLimit(app, MAX_BODY))
+    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=_uploads(settings)))
+
+
+def create_console_app(
+    settings: Settings,
+    store: Store,
+    *,
+    on_send: Callable[[int], None] | None = None,
+    clock: Clock = utc_now,
+) -> ASGIApp:
+    """The staff console alone, for its own listener (``MAILER_CONSOLE__HOST``/``PORT``)."""
+    views = Views(settings.paths.templates_dir)
+    errors = _ErrorPages(settings, views)
+    app = Starlette(
+        routes=_console(settings, store, views, on_send=on_send, clock=clock),
+        exception_handlers={404: errors.not_found, 405: errors.not_found,
+                            Exception: errors.server_error},
+    )  # fmt: skip
+    app.router.redirect_slashes = False
+    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=_uploads(settings)))
+
+
+def own_console_listener(settings: Settings) -> bool:
+    """Whether the console has a listener of its own (``MAILER_CONSOLE__PORT`` set), and so
+    is not on the web port."""
+    return settings.console.port is not None
+
+
+def _console(
+    settings: Settings,
+    store: Store,
+    views: Views,
+    *,
+    on_send: Callable[[int], None] | None,
+    clock: Clock,
+) -> list[Route]:
+    from mailer.web.console import console_routes
+
+    return [
+        Route(route.path, _guarded(views, route.endpoint), methods=route.methods)
+        for route in console_routes(settings, store, on_send=on_send, clock=clock)
+    ]
+
+
+def _uploads(settings: Settings) -> dict[str, int]:
+    from mailer.web.console.imports import UPLOAD_PATHS
+
+    return dict.fromkeys(UPLOAD_PATHS, settings.console.upload_max_bytes + 64 * 1024)
 
 
 def _guarded(views: Views, view: Endpoint) -> Endpoint:
@@ -111,32 +162,33 @@ def _guarded(views: Views, view: Endpoint) -> Endpoint:
 class _ErrorPages:
     """Our pages for 404, 405 and 500, and the redirect of a path with a trailing slash."""
 
-    def __init__(self, web: PageContext) -> None:
-        self.web = web
+    def __init__(self, settings: Settings, views: Views) -> None:
+        self.settings = settings
+        self.views = views
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         lang = pick_locale(request)
         if code == 405:
             allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
-            response = self.web.views.message(lang, "bad_request", status=405)
+            response = self.views.message(lang, "bad_request", status=405)
             if allowed:
                 response.headers["Allow"] = allowed
             return response
         path = request.url.path
         if path.endswith("/") and path.rstrip("/") and _is_route(request.app, path.rstrip("/")):
             # /s/list/ -> /s/list, on the configured base URL (never the Host header)
-            target = self.web.settings.web.base_url + path.rstrip("/")
+            target = self.settings.web.base_url + path.rstrip("/")
             if request.url.query:
                 target += "?" + request.url.query
             return RedirectResponse(target, status_code=308 if request.method != "GET" else 307)
-        return self.web.views.message(lang, "notfound", status=404)
+        return self.views.message(lang, "notfound", status=404)
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this answer, so the server logs the traceback once.
         log.error("%s %s: unexpected %s: %s", request.method, route_name(request),
                   type(exc).__name__, exc)  # fmt: skip
-        return self.web.views.message(pick_locale(request), "error", status=500)
+        return self.views.message(pick_locale(request), "error", status=500)
 
 
 def _is_route(app: Starlette, path: str) -> bool:

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any, cast
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailer.errors import ConfigError
 from mailer.settings import Settings
@@ -26,20 +28,47 @@ class _Server(uvicorn.Server):
         yield  # the daemon (or `mailer web`) owns SIGTERM and SIGINT
 
 
+class RecordPeer:
+    """Keep the connection's own peer address in the scope (``mailer.peer``) before the
+    trusted proxies' ``X-Forwarded-For`` replaces the client: the console honours a proxy's
+    sign-in header only from a trusted proxy itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("client"):
+            scope["mailer.peer"] = scope["client"][0]
+        await self.app(scope, receive, send)
+
+
 class WebServer:
     """uvicorn in the running loop, on a socket bound before it starts (a port in use is a
-    clear ConfigError, not uvicorn's exit). ``start`` returns once it accepts connections."""
+    clear ConfigError, not uvicorn's exit). ``start`` returns once it accepts connections.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    ``listen`` is ``(host, port, setting names)``: the web port by default, or the console's
+    own listener."""
+
+    def __init__(
+        self, app: ASGIApp, settings: Settings, *, listen: tuple[str, int, str] | None = None
+    ) -> None:
         self.settings = settings
+        self.listen = listen or (
+            settings.web.host,
+            settings.web.port,
+            "MAILER_WEB__HOST/MAILER_WEB__PORT",
+        )
         trusted = TrustedProxies(settings.web.trusted_proxies)
+        if trusted.proxy_headers:
+            app = cast(
+                ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted.addresses)
+            )
         self.config = uvicorn.Config(
-            app,
+            RecordPeer(app),
             lifespan="on",
             log_config=None,
             access_log=False,  # URLs carry tokens: keep them out of the logs
-            proxy_headers=trusted.proxy_headers,
-            forwarded_allow_ips=trusted.forwarded_allow_ips,
+            proxy_headers=False,  # applied above, inside RecordPeer
             server_header=False,
             timeout_graceful_shutdown=5,
         )
@@ -48,13 +77,14 @@ class WebServer:
         self.url = ""
 
     async def start(self) -> str:
-        web = self.settings.web
+        host, port, names = self.listen
         try:
-            sock = socket.create_server((web.host, web.port), reuse_port=False)
+            sock = socket.create_server((host, port), reuse_port=False)
         except OSError as exc:
+            off = names.split("__")[0] + "__ENABLED=false"
             raise ConfigError(
-                f"MAILER_WEB__HOST/MAILER_WEB__PORT: cannot listen on {web.host}:{web.port} "
-                f"({exc.strerror}); choose another port, or MAILER_WEB__ENABLED=false"
+                f"{names}: cannot listen on {host}:{port} "
+                f"({exc.strerror}); choose another port, or {off}"
             ) from None
         sock.setblocking(False)
         host, port = sock.getsockname()[:2]

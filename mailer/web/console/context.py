@@ -1,0 +1,83 @@
+"""What every console page is handed (:class:`ConsoleContext`): the settings, the store, the
+console's views, the clock, the sign-in throttle and the daemon's ``on_send``; and the signed-in
+staff member of a request (:class:`Staffer`).
+
+Built once by :func:`mailer.web.console.routes.console_routes`; holds no route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+
+from mailer.clock import Clock, utc_now
+from mailer.models import Role, StaffUser, role_allows
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.web.console.throttle import SignInThrottle
+from mailer.web.console.views import ConsoleViews
+from mailer.web.limits import client_ip
+
+
+@dataclass(frozen=True, slots=True)
+class Staffer:
+    """The staff member a request is signed in as, with its session's CSRF token."""
+
+    user: StaffUser
+    csrf: str
+    lang: str
+    session_hash: str
+
+    def can(self, needed: Role) -> bool:
+        return role_allows(self.user.role, needed)
+
+
+@dataclass
+class ConsoleContext:
+    settings: Settings
+    store: Store
+    views: ConsoleViews
+    on_send: Callable[[int], None] | None = None
+    clock: Clock = utc_now
+    throttle: SignInThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        console = self.settings.console
+        self.throttle = SignInThrottle(
+            per_account=console.login_attempts, per_address=console.login_attempts_per_ip
+        )
+
+    @property
+    def idle(self) -> timedelta:
+        return timedelta(seconds=self.settings.console.session_idle)
+
+    @property
+    def absolute(self) -> timedelta:
+        return timedelta(seconds=self.settings.console.session_max)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """``Secure`` cookies when the console is reached over https (the base URL says)."""
+        return self.settings.web.base_url.startswith("https://")
+
+    async def audit(
+        self,
+        staff: Staffer,
+        request: Request,
+        action: str,
+        target: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write what ``staff`` just changed to the audit log (who, what, when, from where)."""
+        await self.store.audit.record(
+            actor=staff.user.email,
+            action=action,
+            target=target,
+            details=details,
+            client=client_ip(request),
+            now=self.clock(),
+        )

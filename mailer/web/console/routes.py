@@ -1,0 +1,59 @@
+"""The console's route table: every :class:`~mailer.web.console.guard.ConsoleRoute` of its
+modules, each behind the guard, plus the sign-in page and the static files, all under
+``/admin``. :data:`CONSOLE_ROUTES` is what the route x role x method tests walk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mailer.clock import Clock, utc_now
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.web.console import audit, dashboard, imports, login, people, sends, suppressions
+from mailer.web.console.context import ConsoleContext
+from mailer.web.console.guard import ConsoleRoute, guarded
+from mailer.web.console.static import static_file
+from mailer.web.console.views import ConsoleViews
+
+PREFIX = "/admin"
+CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
+    *dashboard.ROUTES,
+    *sends.ROUTES,
+    *people.ROUTES,
+    *imports.ROUTES,
+    *suppressions.ROUTES,
+    *audit.ROUTES,
+    *login.ROUTES,
+)
+
+
+async def _to_home(request: Request) -> Response:
+    return RedirectResponse(PREFIX + "/", status_code=308)
+
+
+def console_routes(
+    settings: Settings,
+    store: Store,
+    *,
+    on_send: Callable[[int], None] | None = None,
+    clock: Clock = utc_now,
+) -> list[Route]:
+    """The console's routes, ready to mount on the web app (or on its own listener)."""
+    views = ConsoleViews(settings.paths.templates_dir, zone=settings.scheduler.timezone)
+    ctx = ConsoleContext(settings, store, views, on_send=on_send, clock=clock)
+    routes: list[Route] = [
+        Route(PREFIX, _to_home),
+        Route(PREFIX + "/login", partial(login.login, ctx=ctx), methods=["GET", "HEAD", "POST"]),
+        Route(PREFIX + "/static/{name:str}", static_file),
+    ]
+    routes += [
+        Route(PREFIX + route.path, guarded(ctx, route), methods=route.methods)
+        for route in CONSOLE_ROUTES
+    ]
+    return routes
