@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
 from mailer.storage.audit import Audit
+from mailer.storage.browse import Browse
 from mailer.storage.campaigns import Campaigns
 from mailer.storage.consent import Consent
 from mailer.storage.database import Database
@@ -49,6 +50,7 @@ class Store:
         self.staff = Staff(self.db)
         self.audit = Audit(self.db)
         self.overview = Overview(self.db)  # the console's reads about sends (no table)
+        self.browse = Browse(self.db)  # the console's reads about people (no table)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
