@@ -173,6 +173,19 @@ async def test_an_idle_session_ends_and_its_row_is_deleted(store: Store) -> None
     assert await sessions_of(store, ada.id) == 1
 
 
+async def test_purging_deletes_only_the_sessions_past_a_limit(store: Store) -> None:
+    """purge_sessions removes idle and too-old rows that nobody will look up again."""
+    ada = await add(store)
+    await open_two(store, ada)  # both opened at T0
+    assert await store.staff.purge_sessions(now=T0 + IDLE, idle=IDLE, absolute=MAX) == 0
+    assert await live(store, 1, T0 + IDLE)  # session 1 used: last seen at T0 + IDLE
+    later = T0 + IDLE + timedelta(seconds=1)
+    assert await store.staff.purge_sessions(now=later, idle=IDLE, absolute=MAX) == 1
+    assert await sessions_of(store, ada.id) == 1
+    assert await store.staff.purge_sessions(now=T0 + MAX * 2, idle=MAX * 3, absolute=MAX) == 1
+    assert await sessions_of(store, ada.id) == 0
+
+
 async def test_a_session_used_all_along_still_ends_at_its_absolute_limit(store: Store) -> None:
     """Kept alive within the idle timeout, a session still ends once older than absolute."""
     ada = await add(store)

@@ -206,6 +206,19 @@ class Staff:
         async with self._db.begin(write=True) as conn:
             await conn.execute(delete(staff_sessions).where(staff_sessions.c.id_hash == id_hash))
 
+    async def purge_sessions(self, *, now: datetime, idle: timedelta, absolute: timedelta) -> int:
+        """Delete every session past its idle or absolute limit (run at each sign-in, so rows
+        of browsers that never came back do not pile up); how many went."""
+        now = now.astimezone(UTC)
+        async with self._db.begin(write=True) as conn:
+            result = await conn.execute(
+                delete(staff_sessions).where(
+                    (staff_sessions.c.last_seen_at < now - idle)
+                    | (staff_sessions.c.created_at < now - absolute)
+                )
+            )
+        return int(result.rowcount or 0)
+
     async def close_sessions(self, user_id: int) -> int:
         """End every session of a user; how many there were."""
         async with self._db.begin(write=True) as conn:

@@ -98,6 +98,7 @@ async def login(request: Request, ctx: ConsoleContext) -> Response:
             ctx, request, error=ctx.views.say(lang, "login_failed"), status=401, email=email
         )
     ctx.throttle.succeeded(email)
+    await ctx.store.staff.purge_sessions(now=ctx.clock(), idle=ctx.idle, absolute=ctx.absolute)
     session_id, csrf = await open_session(ctx, request, user.id)
     staff = Staffer(user, csrf, language(ctx, request, user.locale), "")
     await ctx.audit(staff, request, "staff.sign_in", user.email, {"how": "password"})
