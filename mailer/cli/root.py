@@ -34,6 +34,7 @@ from mailer.cli.support import (
     run_async,
     safe,
 )
+from mailer.cli.users import users_group
 from mailer.errors import MailerError
 from mailer.logs import configure
 from mailer.settings import describe, example_env, load_settings
@@ -159,6 +160,7 @@ cli.add_command(subscribers)
 cli.add_command(campaign_group)
 cli.add_command(event_group)
 cli.add_command(status_command)
+cli.add_command(users_group)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:
