@@ -14,7 +14,7 @@ loaded from elsewhere), in French and English.
 - the pages: :mod:`~mailer.web.console.dashboard`, :mod:`~mailer.web.console.sends`,
   :mod:`~mailer.web.console.people` (lists, members, a subscriber),
   :mod:`~mailer.web.console.imports`, :mod:`~mailer.web.console.suppressions`,
-  :mod:`~mailer.web.console.audit`.
+  :mod:`~mailer.web.console.audit`, :mod:`~mailer.web.console.users` (staff accounts).
 
 Roles (``models.Role``) are hierarchical: viewer < editor < sender < admin; each route names
 the role its ``GET`` and its ``POST`` need. Like the rest of ``mailer.web``, the console never

@@ -15,7 +15,16 @@ from starlette.routing import Route
 from mailer.clock import Clock, utc_now
 from mailer.settings import Settings
 from mailer.storage import Store
-from mailer.web.console import audit, dashboard, imports, login, people, sends, suppressions
+from mailer.web.console import (
+    audit,
+    dashboard,
+    imports,
+    login,
+    people,
+    sends,
+    suppressions,
+    users,
+)
 from mailer.web.console.context import ConsoleContext
 from mailer.web.console.guard import ConsoleRoute, guarded
 from mailer.web.console.static import static_file
@@ -29,6 +38,7 @@ CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
     *imports.ROUTES,
     *suppressions.ROUTES,
     *audit.ROUTES,
+    *users.ROUTES,
     *login.ROUTES,
 )
 
