@@ -21,6 +21,7 @@ Nothing here stores, logs or reads the clock: callers pass ``now`` and keep what
 from __future__ import annotations
 
 import contextlib
+import hmac
 import itertools
 import re
 import unicodedata
@@ -199,10 +200,22 @@ def verify_totp(secret: str, code: str, *, now: datetime) -> bool:
     """Whether ``code`` is the TOTP of ``secret`` at ``now`` (timezone-aware), or of the 30 s
     step just before or after. Spaces are ignored (``123 456``); anything but six digits is
     False, as is a secret that is not base32."""
+    return totp_step(secret, code, now=now) is not None
+
+
+def totp_step(secret: str, code: str, *, now: datetime) -> int | None:
+    """The 30 s step (Unix time // 30) whose code ``code`` is, among the one of ``now`` and
+    the two beside it; None if none. Sign-in keeps the last step used, so that a code seen
+    over someone's shoulder cannot be used a second time."""
     code = "".join(code.split())
     if len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
-        return False
+        return None
     try:
-        return pyotp.TOTP(secret, digits=TOTP_DIGITS).verify(code, for_time=now, valid_window=1)
+        totp = pyotp.TOTP(secret, digits=TOTP_DIGITS)
+        current = int(now.timestamp()) // totp.interval
+        for step in (current - 1, current, current + 1):
+            if hmac.compare_digest(totp.at(step * totp.interval), code):
+                return step
     except ValueError:  # binascii.Error: not base32
-        return False
+        return None
+    return None

@@ -165,3 +165,22 @@ def test_a_totp_secret_and_its_uri_for_an_authenticator_app() -> None:
     assert query["secret"] == [secret]
     assert query["issuer"] == ["CRI mailer"]
     assert pyotp.parse_uri(totp_uri(secret, email=EMAIL)).issuer == "mailer"
+
+
+def test_totp_step_names_the_step_of_the_code() -> None:
+    """totp_step finds which of the three accepted 30 s steps a code belongs to."""
+    from datetime import UTC, datetime
+
+    import pyotp
+
+    from mailer import accounts
+
+    secret = accounts.new_totp_secret()
+    moment = datetime(2026, 12, 2, 9, 0, 15, tzinfo=UTC)
+    step = int(moment.timestamp()) // 30
+    totp = pyotp.TOTP(secret)
+    for offset in (-1, 0, 1):
+        assert (
+            accounts.totp_step(secret, totp.at((step + offset) * 30), now=moment) == step + offset
+        )
+    assert accounts.totp_step(secret, totp.at((step + 2) * 30), now=moment) is None

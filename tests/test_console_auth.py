@@ -190,6 +190,8 @@ async def test_totp_is_asked_when_the_account_has_it(console: Console) -> None:
     )
     code = pyotp.TOTP(secret).now()
     assert (await console.sign_in(console.anonymous(), email, code=code)).status_code == 303
+    # the same code a second time (seen over a shoulder, replayed) is refused
+    assert (await console.sign_in(console.anonymous(), email, code=code)).status_code == 401
 
 
 async def test_a_password_hashed_with_old_parameters_is_rehashed_at_sign_in(

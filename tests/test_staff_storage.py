@@ -307,3 +307,15 @@ async def test_audit_keeps_details_small_and_plain(store: Store) -> None:
         await store.audit.page(limit=0)
     async with store.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(audit_log))).scalar() == 1
+
+
+async def test_a_totp_step_signs_in_once(store: Store) -> None:
+    """use_totp_step accepts a step once, refuses it and earlier ones after; a new secret
+    starts afresh."""
+    ada = await add(store)
+    assert await store.staff.use_totp_step(ada.id, 100)
+    assert not await store.staff.use_totp_step(ada.id, 100)
+    assert not await store.staff.use_totp_step(ada.id, 99)
+    assert await store.staff.use_totp_step(ada.id, 101)
+    await store.staff.set_totp(ada.email, "JBSWY3DPEHPK3PXP", now=T0)
+    assert await store.staff.use_totp_step(ada.id, 50)

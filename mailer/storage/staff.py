@@ -102,7 +102,7 @@ class Staff:
 
     async def set_totp(self, email: str, secret: str | None, *, now: datetime) -> StaffUser:
         """A new TOTP secret, or none; the user's sessions end."""
-        return await self._change(email, now=now, totp_secret=secret)
+        return await self._change(email, now=now, totp_secret=secret, totp_step=None)
 
     async def rehash(self, user_id: int, password_hash: str) -> None:
         """The same password hashed with today's parameters, at login: sessions are kept."""
@@ -114,6 +114,20 @@ class Staff:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no staff account has id {user_id}")
+
+    async def use_totp_step(self, user_id: int, step: int) -> bool:
+        """Record that the TOTP code of ``step`` signed the user in; False when that step, or
+        a later one, was used already (a replayed code)."""
+        async with self._db.begin(write=True) as conn:
+            result = await conn.execute(
+                update(staff_users)
+                .where(
+                    staff_users.c.id == user_id,
+                    (staff_users.c.totp_step.is_(None)) | (staff_users.c.totp_step < step),
+                )
+                .values(totp_step=step)
+            )
+        return bool(result.rowcount)
 
     async def set_locale(self, user_id: int, locale: str | None, *, now: datetime) -> None:
         """The language the console speaks to this user (None: the browser's)."""

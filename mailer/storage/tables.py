@@ -320,6 +320,7 @@ staff_users = Table(
     Column("locale", String(16), nullable=True),
     Column("password_hash", String(255), nullable=True),  # argon2id PHC string
     Column("totp_secret", String(64), nullable=True),  # base32
+    Column("totp_step", Integer, nullable=True),  # the last TOTP step used: no code twice
     Column("disabled", Boolean, nullable=False, default=False),
     _created(),
     _updated(),

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("locale", sa.String(length=16), nullable=True),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("totp_secret", sa.String(length=64), nullable=True),
+        sa.Column("totp_step", sa.Integer(), nullable=True),
         sa.Column("disabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -4,7 +4,8 @@ with TOTP, ``code``), ``/admin/logout``, and ``/admin/me`` (one's language and p
 A wrong address, a wrong password, a wrong or missing code and a disabled account all get the
 same answer, and the throttle counts them alike (per account and per client address). The
 sign-in form carries its own CSRF token (a cookie and a field), since no session exists yet.
-A successful sign-in ends any session the browser carried and opens one with a fresh id.
+A successful sign-in ends any session the browser carried and opens one with a fresh id. A
+TOTP code signs in once: its step is kept, and a code of that step or an earlier one is refused.
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ async def _check(ctx: ConsoleContext, email: str, password: str, code: str) -> S
     ok = await asyncio.to_thread(accounts.verify_password, stored, password[:1024])
     if not ok or user is None or user.disabled:
         return None
-    if user.totp_secret and not accounts.verify_totp(user.totp_secret, code, now=ctx.clock()):
-        return None
+    if user.totp_secret:
+        step = accounts.totp_step(user.totp_secret, code, now=ctx.clock())
+        if step is None or not await ctx.store.staff.use_totp_step(user.id, step):
+            return None  # a wrong code, or one already used (replayed)
     assert stored is not None
     if accounts.needs_rehash(stored):
         fresh = await asyncio.to_thread(accounts.hash_password, password)
