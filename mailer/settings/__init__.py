@@ -25,6 +25,7 @@ from mailer.settings.links import require_working_links
 from mailer.settings.schema import (
     ENV_PREFIX,
     NESTED_DELIMITER,
+    ConsoleSettings,
     DatabaseSettings,
     DeliverySettings,
     LogSettings,
@@ -42,6 +43,7 @@ __all__ = [
     "NESTED_DELIMITER",
     "PENDING",
     "SECTION_TITLES",
+    "ConsoleSettings",
     "DatabaseSettings",
     "DeliverySettings",
     "LogSettings",
