@@ -189,7 +189,10 @@ class Lists:
         """
         if not source.startswith(IMPORT_SOURCE_PREFIX):
             raise ValueError(f"an import's source starts with {IMPORT_SOURCE_PREFIX!r}: {source!r}")
-        async with self._db.begin() as conn:
+        # A write turn: in the daemon (a console import), this process's other writers (the
+        # sends' results, sign-ins) queue behind the import instead of failing on SQLite's
+        # busy timeout while it holds the write lock.
+        async with self._db.begin(write=True) as conn:
             if self._db.capabilities.plan_cache_mode:
                 # asyncpg prepares statements; a generic plan made while the tables were
                 # small turns the per-batch look-ups quadratic on a large first import.

@@ -71,6 +71,12 @@ async def form_of(request: Request) -> FormData:
 
 def guarded(ctx: ConsoleContext, route: ConsoleRoute) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        try:
+            return await answer(request)
+        finally:
+            await request.close()  # the parsed form's spooled upload, whatever the answer
+
+    async def answer(request: Request) -> Response:
         staff = await current(ctx, request)
         fresh_cookie: str | None = None
         if staff is None:
