@@ -92,15 +92,22 @@ async def audited(store: Store, action: str) -> list[Any]:
 
 
 @pytest.mark.parametrize(
-    ("lang", "words"),
-    [("fr", ("Envois à venir", "Envois en cours", "À surveiller")),
-     ("en", ("Coming up", "Running sends", "Needs attention"))],
+    ("lang", "words", "send_words"),
+    [("fr", ("Envois à venir", "Envois en cours", "À surveiller", "Derniers envois"),
+      ("Avancement", "Destinataires")),
+     ("en", ("Coming up", "Running sends", "Needs attention", "Last sends"),
+      ("Progress", "Recipients"))],
 )  # fmt: skip
 async def test_the_dashboard_lists_scheduled_running_and_paused_sends(
-    console: Console, tmp_path: Path, lang: str, words: tuple[str, ...]
+    console: Console,
+    tmp_path: Path,
+    lang: str,
+    words: tuple[str, ...],
+    send_words: tuple[str, ...],
 ) -> None:
     """A scheduled send with its audience, a running one with its figures and the polling
-    fragment, a paused one with its reason; in the staff member's language."""
+    fragment, a halted one with its reason, a missed one, an ended one with its counts; in
+    the staff member's language. A viewer's send page offers no action and no export."""
     store = console.store
     await a_list(store, tmp_path, 12)
     scheduled = await a_send(store, "lettre-a-venir", due=timedelta(days=2))
@@ -110,6 +117,12 @@ async def test_the_dashboard_lists_scheduled_running_and_paused_sends(
     halted = await a_send(store, "annonce-arretee")
     await start(store, halted)
     assert await store.sends.move(halted, SendMove.HALT, now=now(), reason="relay says no")
+    missed = await a_send(store, "annonce-manquee")
+    assert await store.sends.move(missed, SendMove.EXPIRE, now=now(), reason="past the grace")
+    ended = await a_send(store, "annonce-finie")
+    await start(store, ended)
+    await record(store, ended, *[DeliveryStatus.SENT] * 11, DeliveryStatus.FAILED)
+    await store.sends.finish(ended, now=now())
     client = await console.client("viewer")
     page = await client.get("/admin/", headers={"accept-language": lang})
     assert page.status_code == 200
@@ -126,6 +139,17 @@ async def test_the_dashboard_lists_scheduled_running_and_paused_sends(
     assert figures(html)["failed"] == "1"
     assert "relay says no" in html
     assert "annonce-arretee" in html
+    assert "past the grace" in html
+    recent = html.split('id="dash-recent"')[1].split("</section>")[0]
+    assert "annonce-finie" in recent
+    assert '<td class="numbers">12</td><td class="numbers">11</td><td class="numbers">1</td>' in (
+        recent.replace("\n", "")
+    )
+    send_page = await client.get(f"/admin/sends/{running}", headers={"accept-language": lang})
+    for word in send_words:
+        assert word in send_page.text
+    assert f"/admin/sends/{running}/pause" not in send_page.text
+    assert "report.csv" not in send_page.text
 
 
 async def test_the_progress_fragment_follows_the_deliveries(

@@ -37,7 +37,7 @@ async def dashboard(ctx: ConsoleContext, request: Request, staff: Staffer) -> Re
         section="dashboard",
         board=board,
         attention=bool(board.paused or board.missed or board.troubles),
-        **progress_values(ctx, staff),
+        **progress_values(staff.lang),
     )
 
 

@@ -52,12 +52,9 @@ def rate_text(rate: float, lang: str) -> str:
     return text.replace("\u00a0", "\u202f") if lang == "fr" else text
 
 
-def progress_values(ctx: ConsoleContext, staff: Staffer) -> dict[str, Any]:
+def progress_values(lang: str) -> dict[str, Any]:
     """What ``_progress.html`` needs beside the progress itself."""
-    return {
-        "eta": lambda p: eta_text(p, staff.lang),
-        "rate": lambda p: rate_text(p.rate, staff.lang),
-    }
+    return {"eta": lambda p: eta_text(p, lang), "rate": lambda p: rate_text(p.rate, lang)}
 
 
 def _send_id(request: Request) -> int:
@@ -131,7 +128,7 @@ async def _render_send(
         next_url=query.url(send_id, page.next) if page.next else None,
         first_url=query.url(send_id, None) if query.after else None,
         statuses=[s.value for s in DeliveryStatus], notice=notice,
-        error=error or query.error, status=status, **progress_values(ctx, staff),
+        error=error or query.error, status=status, **progress_values(staff.lang),
     )  # fmt: skip
 
 
@@ -150,7 +147,7 @@ async def progress_fragment(ctx: ConsoleContext, request: Request, staff: Staffe
         return Response(status_code=404, media_type="text/plain")
     return ctx.views.render(
         "_progress.html", staff.lang, title="", staff=staff, p=progress,
-        **progress_values(ctx, staff),
+        **progress_values(staff.lang),
     )  # fmt: skip
 
 
@@ -332,7 +329,7 @@ def _confirm(ctx: ConsoleContext, staff: Staffer, action: Action, line: SendLine
         "confirm.html", lang, title=say(lang, f"sends_{action.name}_title"), staff=staff,
         section="dashboard", question=say(lang, f"sends_{action.name}_question", what=what),
         action=f"/admin/sends/{line.id}/{action.name}",
-        button=say(lang, f"sends_{action.name}_button"), back=f"/admin/sends/{line.id}",
+        button=say(lang, f"sends_{action.name}_confirm"), back=f"/admin/sends/{line.id}",
     )  # fmt: skip
 
 
