@@ -1,0 +1,590 @@
+"""The staff console in a real headless Chromium (Debian's chromium and chromedriver, driven
+by Selenium), served by a real uvicorn in the test's loop, on SQLite.
+
+- End to end: an admin added by the real ``mailer users add`` (a process of its own) signs in
+  through ``/admin/login``, uploads a CSV holding bad rows, reads the dry run's per-line report
+  (the CLI's ``file:line: column: reason`` lines), applies it, opens a subscriber and lifts
+  their suppression (a confirmation page, a reason typed).
+- Live progress: a 20,000-recipient send runs (the real ``Engine.run_send``, throttled to
+  300 messages a second into aiosmtpd); the dashboard's sent figure moves while the page stays
+  the same document, and a sender pauses the send from its page; the engine stops.
+- Every console page at 1280 px: axe-core (``tests/vendor/axe.min.js``, injected by
+  Selenium) finds no serious or critical violation, and Chromium refuses nothing under the
+  console's CSP. Everything axe finds, minor included, is written to
+  ``artifacts/axe-console.json`` and printed.
+- Every page at 375 px (a phone, emulated): no horizontal scroll.
+
+Screenshots ``console-<page>-1280.png`` and ``console-<page>-375.png`` land in
+``artifacts/screenshots/`` (or ``$MAILER_TEST_ARTIFACTS``). One browser for the module; each
+test has its own database and server. Without Chromium the tests are skipped on a workstation
+and fail under CI (as in ``tests/test_browser.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.addresses import normalize
+from mailer.dispatch import Engine
+from mailer.lists import import_file
+from mailer.models import Content, Role, SendStatus, SuppressionReason
+from mailer.settings import Settings
+from mailer.storage import Store
+from mailer.tokens import Signer
+from mailer.transport import open_transport
+from mailer.web import WebServer, create_app
+from mailer.web.console.views import read_words
+from tests.conftest import make_settings
+from tests.console_support import FAST, KEY, PASSWORD
+from tests.smtpd import SmtpServer
+from tests.test_browser import CHROMEDRIVER, CHROMIUM, SHOTS, in_thread
+from tests.test_vendored import VENDOR, refused
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = SHOTS.parent
+WIDE, PHONE = 1280, 375
+HEIGHT = 900
+TALLEST = 6000  # px of a page's screenshot at most
+BLOCKING = ("serious", "critical")
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@cache
+def words() -> dict[str, str]:
+    """The console's French words (the browser asks for French)."""
+    return read_words(ROOT / "templates" / "console")["fr"]
+
+
+def say(key: str, **values: Any) -> str:
+    return words()[key].format(**values)
+
+
+def worded(key: str, text: str, **known: str) -> re.Match[str] | None:
+    """Where ``text`` says the words ``key`` with the ``known`` values and anything for its
+    other placeholders (each a named group); whitespace compared loosely."""
+    parts = re.split(r"\{(\w+)\}", " ".join(words()[key].split()))
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0
+        else re.escape(" ".join(known[part].split())) if part in known
+        else f"(?P<{part}>.+?)"
+        for i, part in enumerate(parts)
+    )  # fmt: skip
+    return re.search(pattern, " ".join(text.split()))
+
+
+def literal(text: str) -> str:
+    """``text`` as an XPath string literal, whatever quotes it holds."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return "concat(" + ', "\'", '.join(f"'{part}'" for part in text.split("'")) + ")"
+
+
+# --- the browser --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "needs Debian's chromium and chromium-driver (apt-get install them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", f"--window-size={WIDE},{HEIGHT}",
+        "--lang=fr-FR", "--hide-scrollbars",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    browser.set_page_load_timeout(30)
+    browser.set_script_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+class Browser:
+    """The module's Chromium on one test's site. Its methods block (Selenium): call them
+    through :func:`in_thread` so the server in the test's loop can answer."""
+
+    def __init__(self, driver: Any, base: str) -> None:
+        self.driver, self.base = driver, base
+
+    def reset(self) -> None:
+        """Nobody signed in, a wide screen, nothing left in the browser's log."""
+        self.driver.delete_all_cookies()
+        self.width(WIDE)
+        self.driver.get_log("browser")
+
+    def wait(self, condition: Callable[[Any], Any], seconds: float = 20) -> Any:
+        """``condition(driver)`` once it is true; a page being replaced meanwhile (Chromium
+        then answers with one error or another) counts as not yet."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        waiting = WebDriverWait(
+            self.driver, seconds, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)
+        )
+        return waiting.until(condition)
+
+    def leave(self, element: Any) -> None:
+        """Click ``element`` and wait until the next page has replaced this one."""
+        from selenium.common.exceptions import WebDriverException
+
+        def gone(_: Any) -> bool:
+            try:
+                element.is_enabled()
+            except WebDriverException:  # stale, or no longer in the document
+                return True
+            return False
+
+        element.click()
+        self.wait(gone)
+        self.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def find(self, xpath: str, seconds: float = 10) -> Any:
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.common.by import By
+
+        try:
+            return self.wait(lambda d: next(iter(d.find_elements(By.XPATH, xpath)), False), seconds)
+        except TimeoutException:
+            raise AssertionError(f"{self.path}: nothing matches {xpath}\n{self.text()}") from None
+
+    def go(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    @property
+    def path(self) -> str:
+        url: str = self.driver.current_url
+        return url.removeprefix(self.base)
+
+    def field(self, label: str) -> Any:
+        """The form control a ``<label>`` of this text names."""
+        from selenium.webdriver.common.by import By
+
+        found = self.find(f"//label[normalize-space()={literal(label)}]")
+        target = found.get_attribute("for")
+        if target:
+            return self.driver.find_element(By.ID, target)
+        return found.find_element(By.XPATH, ".//input|.//select|.//textarea")
+
+    def control(self, text: str) -> Any:
+        """A button, or a link shown as one, of this text."""
+        t = literal(text)
+        return self.find(
+            f"//button[normalize-space()={t}] | //a[@role='button'][normalize-space()={t}]"
+            f" | //input[@type='submit'][@value={t}]"
+        )
+
+    def press(self, text: str) -> None:
+        """Press the button (or button-link) of this text and wait for the next page."""
+        self.leave(self.control(text))
+
+    def follow(self, text: str) -> None:
+        """Follow the link of this text and wait for the next page."""
+        self.leave(self.find(f"//a[normalize-space()={literal(text)}]"))
+
+    def choose(self, label: str, value: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.field(label)).select_by_value(value)
+
+    def main(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        text: str = self.driver.find_element(By.TAG_NAME, "main").text
+        return text
+
+    def text(self) -> str:
+        """The page's text, for a failure's message."""
+        text: str = self.driver.execute_script(
+            "return document.body ? document.body.innerText : ''"
+        )
+        return text
+
+    def sign_in(self, email: str, password: str = PASSWORD) -> None:
+        self.go("/admin/login")
+        self.field(say("login_email")).send_keys(email)
+        self.field(say("login_password")).send_keys(password)
+        self.press(say("login_button"))
+        assert not self.path.startswith("/admin/login"), self.main()
+
+    def sign_out(self) -> None:
+        self.driver.delete_all_cookies()
+
+    # -- what the page is like ------------------------------------------------------------
+
+    def width(self, width: int, height: int = HEIGHT) -> None:
+        """Emulate a screen ``width`` px wide (a phone below 600 px: touch, viewport meta)."""
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
+
+    def overflow(self) -> int:
+        """How many px the page is wider than the screen (0: no horizontal scroll)."""
+        found: int = self.driver.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        return found
+
+    def shoot(self, name: str, width: int) -> Path:
+        """The whole page, ``width`` px wide, as ``artifacts/screenshots/<name>.png``."""
+        tall = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.width(width, min(max(int(tall), HEIGHT), TALLEST))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        target = SHOTS / f"{name}.png"
+        try:
+            assert self.driver.save_screenshot(str(target))
+        finally:
+            self.width(width)
+        return target
+
+    def axe(self) -> list[dict[str, Any]]:
+        """axe-core's violations on this page: rule, impact, help and the elements."""
+        found = self.driver.execute_async_script(
+            axe_source()
+            + """;
+            const done = arguments[arguments.length - 1];
+            axe.run(document, {resultTypes: ["violations"]}).then(
+              (r) => done({violations: r.violations.map((v) => ({
+                  id: v.id, impact: v.impact, help: v.help,
+                  nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 10)}))}),
+              (e) => done({error: String(e)}));"""
+        )
+        assert found.get("error") is None, found
+        violations: list[dict[str, Any]] = found["violations"]
+        return violations
+
+    def refusals(self) -> list[tuple[str, str]]:
+        """What Chromium refused under the CSP since the last call."""
+        return refused(self.driver)
+
+
+@cache
+def axe_source() -> str:
+    return (VENDOR / "axe.min.js").read_text(encoding="utf-8")
+
+
+# --- the site -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    store: Store
+    settings: Settings
+    url: str
+    tmp_path: Path
+    database_url: str
+    queued: list[int] = field(default_factory=list)
+
+    async def user(self, role: Role, email: str | None = None, name: str | None = None) -> str:
+        """A staff account with :data:`PASSWORD` (a cheap hash: argon2 at its real cost is
+        what ``mailer users add`` gives)."""
+        email = email or f"{role}@staff.example.org"
+        await self.store.staff.add(
+            email, name=name, role=role, password_hash=FAST.hash(PASSWORD), now=now()
+        )
+        return email
+
+    async def mailer(self, *args: str, stdin: str | None = None) -> str:
+        """Run the real ``mailer`` command on this site's database; its standard output."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+        env |= {
+            "MAILER_DATABASE__URL": self.database_url,
+            "MAILER_PATHS__DATA_DIR": str(self.tmp_path / "data"),
+            "MAILER_PATHS__LISTS_DIR": str(self.tmp_path / "lists"),
+            "MAILER_PATHS__TEMPLATES_DIR": str(ROOT / "templates"),
+            "MAILER_LOG__LEVEL": "WARNING",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mailer", *args, cwd=self.tmp_path, env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(
+            process.communicate(None if stdin is None else stdin.encode()), 30
+        )
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    async def import_csv(self, name: str, text: str) -> None:
+        path = self.tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        assert (await import_file(self.store, path, now=now())).ok
+
+
+@pytest.fixture
+async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
+    (tmp_path / "lists").mkdir(exist_ok=True)
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        paths={"templates_dir": ROOT / "templates"},
+        secret_keys=KEY,
+        web={"port": 0},
+    )
+    holder: list[int] = []
+    app = create_app(settings, store, signer=Signer([KEY]), on_send=holder.append)
+    server = WebServer(app, settings)
+    url = await server.start()
+    try:
+        yield Site(store, settings, url, tmp_path, database_url, holder)
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def browser(driver: Any, site: Site) -> Browser:
+    found = Browser(driver, site.url)
+    await in_thread(found.reset)
+    return found
+
+
+async def campaign(store: Store, name: str, slug: str, subject: str) -> int:
+    content = Content(name=name, kind="announcement", subject=subject,
+                      body="La journée de la recherche aura lieu le 15 janvier.")  # fmt: skip
+    return await store.campaigns.save(
+        content, list_slugs=[slug], sender_name=None, sender_address=None, event=None, now=now()
+    )
+
+
+async def send(store: Store, campaign_id: int, *, key: str = "announce",
+               due: datetime | None = None) -> int:  # fmt: skip
+    send_id, created = await store.sends.create(
+        campaign_id, key=key, action="announcement", due_at=due or now(), now=now()
+    )
+    assert created
+    return send_id
+
+
+async def emails(store: Store, slug: str) -> set[str]:
+    return {m.email for m in (await store.browse.members(slug, limit=100)).members}
+
+
+# --- 1. end to end ------------------------------------------------------------------------------
+
+MEMBERS = """email,name,locale
+sam.roux@example.org,Sam Roux,fr
+lea.garnier@example.org,Léa Garnier,fr
+"""
+UPLOAD = "nouveaux-chercheurs.csv"
+UPLOADED = """email,name,locale,timezone
+alice.martin@example.org,Alice Martin,fr,Europe/Paris
+bruno.petit@example.org,Bruno Petit,klingon,
+chloe.bernard@example.org,Chloé Bernard,fr,Mars/Olympus
+david.moreau@example.org,David Moreau
+sam.roux@example.org,Sam Roux,fr,
+"""
+# What `mailer lists import` says of it (mailer.lists.parse_row and report_lines).
+REPORT = [
+    f"{UPLOAD}:3: locale: 'klingon' is not a language code such as fr or en",
+    f"{UPLOAD}:4: timezone: 'Mars/Olympus' is not an IANA time zone such as Europe/Paris",
+    f"{UPLOAD}:5: -: 2 cells where the header has 4",
+    f"{UPLOAD}:6: sam.roux@example.org is suppressed; not subscribed",
+    f"{UPLOAD}: 1 member(s) no longer in the file (kept; --prune removes): lea.garnier@example.org",
+]
+
+
+async def test_an_admin_from_the_cli_imports_a_file_then_lifts_a_suppression(
+    site: Site, browser: Browser
+) -> None:
+    """Through the pages only: sign-in, upload, the dry run's report line by line, apply,
+    a subscriber's page, the suppression lifted after its confirmation with a reason."""
+    admin = "claire.admin@cri.example.org"
+    said = await site.mailer("users", "add", admin, "--role", "admin", "--password-stdin",
+                             stdin=PASSWORD + "\n")  # fmt: skip
+    assert f"{admin}: staff user added, role admin" in said
+    await site.import_csv("chercheurs.csv", MEMBERS)
+    sam = normalize("sam.roux@example.org")
+    assert await site.store.subscribers.suppress(
+        sam.key, reason=SuppressionReason.MANUAL, detail="asked by phone", now=now()
+    )
+
+    def upload() -> str:
+        browser.sign_in(admin)
+        browser.go("/admin/import")
+        browser.choose(say("import_list"), "chercheurs")
+        upload_file = site.tmp_path / UPLOAD
+        upload_file.write_text(UPLOADED, encoding="utf-8")
+        browser.field(say("import_file")).send_keys(str(upload_file))
+        browser.press(say("import_check"))
+        browser.control(say("import_apply"))  # the dry run is over: its report is shown
+        return browser.main()
+
+    report = await in_thread(upload)
+    for line in REPORT:
+        assert line in report, report
+    assert await emails(site.store, "chercheurs") == {
+        "sam.roux@example.org",
+        "lea.garnier@example.org",
+    }
+    await in_thread(lambda: browser.shoot("console-e2e-dry-run", WIDE))
+
+    def apply() -> str:
+        browser.press(say("import_apply"))
+        browser.control(say("import_see_list"))
+        return browser.main()
+
+    applied = await in_thread(apply)
+    assert say("import_notice_applied", slug="chercheurs") in applied
+    assert await emails(site.store, "chercheurs") == {
+        "sam.roux@example.org", "lea.garnier@example.org", "alice.martin@example.org"
+    }  # fmt: skip
+
+    def open_sam() -> str:
+        browser.press(say("import_see_list"))
+        browser.follow("sam.roux@example.org")
+        return browser.main()
+
+    page = await in_thread(open_sam)
+    assert "Sam Roux" in page
+    assert worded("people_is_suppressed", page, reason=say("people_kind_manual")), page
+
+    def lift() -> tuple[str, str]:
+        browser.press(say("people_unsuppress_link"))
+        question = browser.main()
+        browser.shoot("console-e2e-unsuppress-confirm", WIDE)
+        browser.field(say("reason")).send_keys("Confirmed by email: she wants the newsletter")
+        browser.press(say("people_unsuppress_button"))
+        return question, browser.main()
+
+    question, page = await in_thread(lift)
+    assert say("people_unsuppress_question", email="sam.roux@example.org") in question
+    assert say("people_done_unsuppressed") in page
+    assert say("people_not_suppressed") in page
+    await in_thread(lambda: browser.shoot("console-e2e-unsuppressed", WIDE))
+    assert (await site.store.browse.suppressions(search="sam.roux")).lines == []
+    history = await site.store.browse.history(sam.key)
+    assert [(e.action, e.actor, e.detail) for e in history][-1] == (
+        "unsuppress",
+        f"console:{admin}",
+        "Confirmed by email: she wants the newsletter",
+    )
+    entries = await site.store.audit.page(actor=admin, action="subscriber.unsuppress")
+    assert [e.target for e in entries] == ["sam.roux@example.org"]
+
+
+# --- 2. live progress ---------------------------------------------------------------------------
+
+BIG = 20_000
+RATE = 300.0  # messages a second: the send lasts a minute, the test a few seconds of it
+
+
+async def eventually(read: Callable[[], Awaitable[object]], wanted: object) -> None:
+    """Wait (15 s at most) until ``read()`` gives ``wanted``."""
+    for _ in range(300):
+        if (found := await read()) == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still {found!r}, not {wanted!r}")
+
+
+async def big_list(site: Site, slug: str, count: int) -> None:
+    path = site.tmp_path / f"{slug}.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email,name,locale\n")
+        handle.writelines(f"membre{i}@example.org,Membre {i},fr\n" for i in range(count))
+    assert (await import_file(site.store, path, now=now())).ok
+
+
+async def test_a_running_send_moves_on_the_dashboard_and_a_sender_pauses_it(
+    site: Site, browser: Browser, smtp_server: SmtpServer
+) -> None:
+    """The dashboard's sent figure of a 20,000-recipient send grows while the page stays the
+    same document (htmx swaps the fragment); a sender pauses the send from its page, after
+    its confirmation, and the engine's run ends with the send paused."""
+    await big_list(site, "reseau", BIG)
+    send_id = await send(site.store, await campaign(site.store, "journee", "reseau", "La journée"))
+    viewer = await site.user(Role.VIEWER, "vera.viewer@cri.example.org")
+    sender = await site.user(Role.SENDER, "simon.sender@cri.example.org")
+    delivery = site.settings.delivery.model_copy(update={"rate_per_second": RATE})
+    settings = site.settings.model_copy(
+        update={"smtp": smtp_server.settings(), "delivery": delivery}
+    )
+    block = f"progress-{send_id}"
+
+    def sent_shown() -> int | None:
+        text = browser.driver.execute_script(
+            "const b = document.getElementById(arguments[0]);"
+            "return b && b.querySelector('.figures') ? b.querySelector('.figures').textContent : null",
+            block,
+        )
+        found = None if text is None else worded("sends_sent_of", text)
+        return None if found is None else int(re.sub(r"\D", "", found["sent"]))
+
+    def watch() -> tuple[int, int]:
+        browser.sign_in(viewer)
+        browser.go("/admin/")
+        browser.find(f"//*[@id='{block}']")
+        browser.driver.execute_script("window.consoleMarker = 'same document'")
+        first = sent_shown()
+        assert first is not None, browser.text()
+        later = browser.wait(
+            lambda _: (n := sent_shown()) is not None and n > max(first, 0) and n, 20
+        )
+        browser.shoot("console-live-dashboard", WIDE)
+        kept = browser.driver.execute_script(
+            "return [window.consoleMarker, performance.getEntriesByType('navigation').length]"
+        )
+        assert kept == ["same document", 1]
+        return first, later
+
+    def pause() -> str:
+        browser.sign_out()
+        browser.sign_in(sender)
+        browser.go(f"/admin/sends/{send_id}")
+        browser.press(say("sends_pause_button"))  # the send's page: its actions
+        browser.shoot("console-live-pause-confirm", WIDE)
+        browser.press(say("sends_pause_confirm"))  # the confirmation page
+        return browser.main()
+
+    async with open_transport(settings) as transport:
+        engine = Engine(settings, site.store, transport, node="browser", signer=Signer([KEY]))
+        running = asyncio.create_task(engine.run_send(send_id))
+        try:
+            await eventually(lambda: site.store.sends.status(send_id), SendStatus.RUNNING)
+            first, later = await in_thread(watch)
+            assert 0 <= first < later < BIG
+            page = await in_thread(pause)
+            summary = await asyncio.wait_for(running, 15)
+        finally:
+            if not running.done():
+                running.cancel()
+    assert say("sends_done_paused") in page
+    assert summary.status == SendStatus.PAUSED
+    assert await site.store.sends.status(send_id) == SendStatus.PAUSED
+    assert later <= summary.counts["sent"] < BIG
+    entries = await site.store.audit.page(action="send.pause")
+    assert [(e.actor, e.target) for e in entries] == [(sender, f"send {send_id}")]
