@@ -3,8 +3,9 @@ up with their audience, running sends with their progress, the last sends, what 
 attention), one send's live progress, and a page of its per-recipient report.
 
 Writes no table: read-only. Every count of deliveries reads one send at a time through the
-``(send_id, status, id)`` index (one range per status); the rate reads at most :data:`RATE_SAMPLE` of a send's last
-sent rows; report pages are keyset pages, never ``OFFSET``.
+``(send_id, status, id)`` index (one range per status); the rate reads at most
+:data:`RATE_SAMPLE` of a send's last sent rows; report pages are keyset pages, never
+``OFFSET``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ RATE_SAMPLE = 3000  # the last sent rows read for the rate: up to 50 msg/s measu
 MAX_PAGE = 200
 # The reasons a staff pause stores (`send pause` and the console; `campaign pause`): any
 # other reason of a paused send is the pass's own (relay refusing, failure streak, pre-flight).
-STAFF_PAUSES = frozenset({"paused by staff", "campaign paused"})
+STAFF_PAUSE = "paused by staff"
+STAFF_PAUSES = frozenset({STAFF_PAUSE, "campaign paused"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +439,7 @@ def _cursor(after: str | None) -> tuple[str, int] | None:
 
 __all__ = [
     "RATE_SAMPLE",
+    "STAFF_PAUSE",
     "STAFF_PAUSES",
     "Dashboard",
     "Ended",

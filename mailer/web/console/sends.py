@@ -28,13 +28,12 @@ from mailer.errors import NotFoundError, StateError
 from mailer.lifecycle import SendMove, send_sources
 from mailer.lists import neutralise
 from mailer.models import REPORT_COLUMNS, DeliveryStatus, Role, SendStatus
-from mailer.storage.overview import Progress, SendLine
+from mailer.storage.overview import STAFF_PAUSE, Progress, SendLine
 from mailer.web.console.context import ConsoleContext, Staffer
 from mailer.web.console.guard import ConsoleRoute, form_of
 from mailer.web.console.views import BABEL
 
 PAGE = 50
-STAFF_PAUSE = "paused by staff"  # the reason `mailer send pause` stores too
 STAFF_CANCEL = "cancelled by staff"
 FLUSH = 64 * 1024  # CSV bytes gathered before a chunk is sent
 DONE = ("paused", "resumed", "scheduled", "cancelled", "retried", "nothing")
