@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from mailer.addresses import normalize
 from mailer.lists import import_file
@@ -29,6 +30,8 @@ from mailer.models import (
     SuppressionReason,
 )
 from mailer.storage import Store
+from mailer.storage.browse import starts_with
+from mailer.storage.tables import suppressions
 from tests.console_support import ROOT, Console, now
 
 pytestmark = pytest.mark.timeout(60)
@@ -573,3 +576,22 @@ async def test_a_prefix_finds_exactly_the_addresses_that_begin_with_it(
     keys = {s.email_key for s in (await store.browse.suppressions(limit=200)).lines}
     found = {s.email_key for s in (await store.browse.suppressions(search=prefix)).lines}
     assert found == {k for k in keys if k.startswith(prefix.casefold())}
+
+
+async def test_a_prefix_search_reads_the_address_index(store: Store) -> None:
+    """The prefix is a range of the unique ``email_key`` index (SQLite) or a LIKE the
+    C-collated index answers (PostgreSQL), never a scan of the table: a regression here is
+    a console page that reads a million rows."""
+    query = select(suppressions.c.id).where(starts_with(suppressions.c.email_key, "jean"))
+    async with store.db.begin() as conn:
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(
+                str(r[-1]) for r in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+            )
+            assert "(email_key>? AND email_key<?)" in plan, plan
+        else:
+            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " ".join(str(r[0]) for r in await conn.exec_driver_sql("EXPLAIN " + sql))
+            assert "Index" in plan, plan
+            assert "Seq Scan" not in plan, plan
