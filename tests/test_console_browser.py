@@ -23,13 +23,13 @@ and fail under CI (as in ``tests/test_browser.py``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import cache
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +37,22 @@ import pytest
 
 from mailer.addresses import normalize
 from mailer.dispatch import Engine
+from mailer.lifecycle import SendMove
 from mailer.lists import import_file
 from mailer.models import Content, Role, SendStatus, SuppressionReason
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import Signer
-from mailer.transport import open_transport
+from mailer.transport import CaptureTransport, open_transport
 from mailer.web import WebServer, create_app
-from mailer.web.console.views import read_words
+from tests.browser_support import PHONE, WIDE, Browser, chromium, say, worded
 from tests.conftest import make_settings
 from tests.console_support import FAST, KEY, PASSWORD
 from tests.smtpd import SmtpServer
-from tests.test_browser import CHROMEDRIVER, CHROMIUM, SHOTS, in_thread
-from tests.test_vendored import VENDOR, refused
+from tests.test_browser import SHOTS, in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = SHOTS.parent
-WIDE, PHONE = 1280, 375
-HEIGHT = 900
-TALLEST = 6000  # px of a page's screenshot at most
 BLOCKING = ("serious", "critical")
 
 pytestmark = [
@@ -68,233 +65,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@cache
-def words() -> dict[str, str]:
-    """The console's French words (the browser asks for French)."""
-    return read_words(ROOT / "templates" / "console")["fr"]
-
-
-def say(key: str, **values: Any) -> str:
-    return words()[key].format(**values)
-
-
-def worded(key: str, text: str, **known: str) -> re.Match[str] | None:
-    """Where ``text`` says the words ``key`` with the ``known`` values and anything for its
-    other placeholders (each a named group); whitespace compared loosely."""
-    parts = re.split(r"\{(\w+)\}", " ".join(words()[key].split()))
-    pattern = "".join(
-        re.escape(part) if i % 2 == 0
-        else re.escape(" ".join(known[part].split())) if part in known
-        else f"(?P<{part}>.+?)"
-        for i, part in enumerate(parts)
-    )  # fmt: skip
-    return re.search(pattern, " ".join(text.split()))
-
-
-def literal(text: str) -> str:
-    """``text`` as an XPath string literal, whatever quotes it holds."""
-    if "'" not in text:
-        return f"'{text}'"
-    if '"' not in text:
-        return f'"{text}"'
-    return "concat(" + ', "\'", '.join(f"'{part}'" for part in text.split("'")) + ")"
-
-
 # --- the browser --------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = "needs Debian's chromium and chromium-driver (apt-get install them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", f"--window-size={WIDE},{HEIGHT}",
-        "--lang=fr-FR", "--hide-scrollbars",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    browser.set_page_load_timeout(30)
-    browser.set_script_timeout(30)
-    try:
-        yield browser
-    finally:
-        browser.quit()
-
-
-class Browser:
-    """The module's Chromium on one test's site. Its methods block (Selenium): call them
-    through :func:`in_thread` so the server in the test's loop can answer."""
-
-    def __init__(self, driver: Any, base: str) -> None:
-        self.driver, self.base = driver, base
-
-    def reset(self) -> None:
-        """Nobody signed in, a wide screen, nothing left in the browser's log."""
-        self.driver.delete_all_cookies()
-        self.width(WIDE)
-        self.driver.get_log("browser")
-
-    def wait(self, condition: Callable[[Any], Any], seconds: float = 20) -> Any:
-        """``condition(driver)`` once it is true; a page being replaced meanwhile (Chromium
-        then answers with one error or another) counts as not yet."""
-        from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        waiting = WebDriverWait(
-            self.driver, seconds, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)
-        )
-        return waiting.until(condition)
-
-    def leave(self, element: Any) -> None:
-        """Click ``element`` and wait until the next page has replaced this one."""
-        from selenium.common.exceptions import WebDriverException
-
-        def gone(_: Any) -> bool:
-            try:
-                element.is_enabled()
-            except WebDriverException:  # stale, or no longer in the document
-                return True
-            return False
-
-        element.click()
-        self.wait(gone)
-        self.wait(lambda d: d.execute_script("return document.readyState") == "complete")
-
-    def find(self, xpath: str, seconds: float = 10) -> Any:
-        from selenium.common.exceptions import TimeoutException
-        from selenium.webdriver.common.by import By
-
-        try:
-            return self.wait(lambda d: next(iter(d.find_elements(By.XPATH, xpath)), False), seconds)
-        except TimeoutException:
-            raise AssertionError(f"{self.path}: nothing matches {xpath}\n{self.text()}") from None
-
-    def go(self, path: str) -> None:
-        self.driver.get(self.base + path)
-
-    @property
-    def path(self) -> str:
-        url: str = self.driver.current_url
-        return url.removeprefix(self.base)
-
-    def field(self, label: str) -> Any:
-        """The form control a ``<label>`` of this text names."""
-        from selenium.webdriver.common.by import By
-
-        found = self.find(f"//label[normalize-space()={literal(label)}]")
-        target = found.get_attribute("for")
-        if target:
-            return self.driver.find_element(By.ID, target)
-        return found.find_element(By.XPATH, ".//input|.//select|.//textarea")
-
-    def control(self, text: str) -> Any:
-        """A button, or a link shown as one, of this text."""
-        t = literal(text)
-        return self.find(
-            f"//button[normalize-space()={t}] | //a[@role='button'][normalize-space()={t}]"
-            f" | //input[@type='submit'][@value={t}]"
-        )
-
-    def press(self, text: str) -> None:
-        """Press the button (or button-link) of this text and wait for the next page."""
-        self.leave(self.control(text))
-
-    def follow(self, text: str) -> None:
-        """Follow the link of this text and wait for the next page."""
-        self.leave(self.find(f"//a[normalize-space()={literal(text)}]"))
-
-    def choose(self, label: str, value: str) -> None:
-        from selenium.webdriver.support.ui import Select
-
-        Select(self.field(label)).select_by_value(value)
-
-    def main(self) -> str:
-        from selenium.webdriver.common.by import By
-
-        text: str = self.driver.find_element(By.TAG_NAME, "main").text
-        return text
-
-    def text(self) -> str:
-        """The page's text, for a failure's message."""
-        text: str = self.driver.execute_script(
-            "return document.body ? document.body.innerText : ''"
-        )
-        return text
-
-    def sign_in(self, email: str, password: str = PASSWORD) -> None:
-        self.go("/admin/login")
-        self.field(say("login_email")).send_keys(email)
-        self.field(say("login_password")).send_keys(password)
-        self.press(say("login_button"))
-        assert not self.path.startswith("/admin/login"), self.main()
-
-    def sign_out(self) -> None:
-        self.driver.delete_all_cookies()
-
-    # -- what the page is like ------------------------------------------------------------
-
-    def width(self, width: int, height: int = HEIGHT) -> None:
-        """Emulate a screen ``width`` px wide (a phone below 600 px: touch, viewport meta)."""
-        self.driver.execute_cdp_cmd(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
-        )
-
-    def overflow(self) -> int:
-        """How many px the page is wider than the screen (0: no horizontal scroll)."""
-        found: int = self.driver.execute_script(
-            "return document.documentElement.scrollWidth - window.innerWidth"
-        )
-        return found
-
-    def shoot(self, name: str, width: int) -> Path:
-        """The whole page, ``width`` px wide, as ``artifacts/screenshots/<name>.png``."""
-        tall = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.width(width, min(max(int(tall), HEIGHT), TALLEST))
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        target = SHOTS / f"{name}.png"
-        try:
-            assert self.driver.save_screenshot(str(target))
-        finally:
-            self.width(width)
-        return target
-
-    def axe(self) -> list[dict[str, Any]]:
-        """axe-core's violations on this page: rule, impact, help and the elements."""
-        found = self.driver.execute_async_script(
-            axe_source()
-            + """;
-            const done = arguments[arguments.length - 1];
-            axe.run(document, {resultTypes: ["violations"]}).then(
-              (r) => done({violations: r.violations.map((v) => ({
-                  id: v.id, impact: v.impact, help: v.help,
-                  nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 10)}))}),
-              (e) => done({error: String(e)}));"""
-        )
-        assert found.get("error") is None, found
-        violations: list[dict[str, Any]] = found["violations"]
-        return violations
-
-    def refusals(self) -> list[tuple[str, str]]:
-        """What Chromium refused under the CSP since the last call."""
-        return refused(self.driver)
-
-
-@cache
-def axe_source() -> str:
-    return (VENDOR / "axe.min.js").read_text(encoding="utf-8")
+    """One Chromium for the module (each test has its own site)."""
+    yield from chromium()
 
 
 # --- the site -----------------------------------------------------------------------------------
@@ -588,3 +365,140 @@ async def test_a_running_send_moves_on_the_dashboard_and_a_sender_pauses_it(
     assert later <= summary.counts["sent"] < BIG
     entries = await site.store.audit.page(action="send.pause")
     assert [(e.actor, e.target) for e in entries] == [(sender, f"send {send_id}")]
+
+
+# --- 3 and 4. every page: axe and the CSP at 1280 px, a phone's 375 px --------------------------
+
+PEOPLE = """email,name,locale
+lea.garnier@example.org,Léa Garnier,fr
+sam.roux@example.org,Sam Roux,fr
+marc.lefebvre@example.org,Marc Lefebvre,en
+ines.dubois@example.org,Inès Dubois,fr
+"""
+
+
+@dataclass
+class Walk:
+    """What every page showed: axe's violations, CSP refusals, px wider than a phone."""
+
+    violations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refusals: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    overflow: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)  # page: where the browser ended up
+
+    def problems(self) -> dict[str, Any]:
+        found: dict[str, Any] = {f"{page}: redirected": path for page, path in self.lost.items()}
+        for page, violations in self.violations.items():
+            if blocking := [v for v in violations if v["impact"] in BLOCKING]:
+                found[f"{page}: axe"] = blocking
+        found |= {f"{page}: CSP": seen for page, seen in self.refusals.items() if seen}
+        found |= {
+            f"{page}: {PHONE} px": f"{px} px too wide: {', '.join(culprits)}"
+            for page, (px, culprits) in self.overflow.items()
+            if px > 1
+        }
+        return found
+
+    def report(self) -> str:
+        """Every violation axe found, minor ones included, one line each."""
+        lines = [
+            f"{page}: {v['id']} ({v['impact']}) {v['help']} - {', '.join(v['nodes'])}"
+            for page, violations in self.violations.items()
+            for v in violations
+        ]
+        return "\n".join(lines) or "axe found nothing on any page"
+
+
+def visit(browser: Browser, walk: Walk, name: str, path: str) -> None:
+    """One page: axe and the CSP at 1280 px, then its width at 375 px; both screenshots."""
+    browser.go(path)
+    browser.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+    if browser.path.split("?")[0] != path.split("?")[0]:
+        walk.lost[name] = browser.path
+    walk.violations[name] = browser.axe()
+    walk.refusals[name] = browser.refusals()
+    browser.shoot(f"console-{name}-{WIDE}", WIDE)
+    browser.width(PHONE)
+    walk.overflow[name] = (browser.overflow(), browser.sticking_out())
+    browser.shoot(f"console-{name}-{PHONE}", PHONE)
+    browser.width(WIDE)
+
+
+async def populate(site: Site) -> dict[str, str]:
+    """Something on every page: two lists, a suppressed member, a send done, one paused,
+    one coming up; the paths of the pages that name them."""
+    await site.import_csv("chercheurs.csv", PEOPLE)
+    await site.import_csv("lettre.csv", "email,name\nlea.garnier@example.org,Léa Garnier\n")
+    sam = normalize("sam.roux@example.org")
+    assert await site.store.subscribers.suppress(
+        sam.key, reason=SuppressionReason.COMPLAINT, detail="feedback loop", now=now()
+    )
+    done = await send(
+        site.store, await campaign(site.store, "actualites", "chercheurs", "Nouvelles")
+    )
+    async with CaptureTransport(site.tmp_path / "outbox") as transport:
+        engine = Engine(site.settings, site.store, transport, node="browser", signer=Signer([KEY]))
+        assert (await engine.run_send(done)).counts["sent"] == 3
+    later = await campaign(site.store, "journee", "lettre", "La journée du réseau")
+    await send(site.store, later, due=now() + timedelta(days=3))
+    paused = await send(site.store, later, key="reminder:P1D", due=now() + timedelta(days=2))
+    assert await site.store.sends.move(paused, SendMove.PAUSE, now=now(), reason="paused by staff")
+    people = {m.email: m.public_id for m in (await site.store.browse.members("chercheurs")).members}
+    lea, sam_id = people["lea.garnier@example.org"], people["sam.roux@example.org"]
+    return {
+        "dashboard": "/admin/",
+        "lists": "/admin/lists",
+        "list": "/admin/lists/chercheurs",
+        "subscriber": f"/admin/subscribers/{lea}",
+        "suppressions": "/admin/suppressions",
+        "import": "/admin/import",
+        "send": f"/admin/sends/{done}",
+        "audit": "/admin/audit",
+        "me": "/admin/me",
+        "users": "/admin/users",
+        "confirm": f"/admin/subscribers/{sam_id}/unsuppress",
+        "suppress": f"/admin/subscribers/{lea}/suppress",
+    }
+
+
+async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(
+    site: Site, browser: Browser
+) -> None:
+    """Each console page at 1280 px: no serious or critical axe violation, nothing refused by
+    the CSP; at 375 px: no horizontal scroll. Screenshots of both widths."""
+    pages = await populate(site)
+    admin = await site.user(Role.ADMIN, "claire.admin@cri.example.org", name="Claire Martin")
+    walk = Walk()
+
+    def tour() -> None:
+        visit(browser, walk, "login", "/admin/login")
+        browser.sign_in(admin)
+        browser.go("/admin/import")
+        browser.choose(say("import_list"), "chercheurs")
+        upload = site.tmp_path / UPLOAD
+        upload.write_text(UPLOADED, encoding="utf-8")
+        browser.field(say("import_file")).send_keys(str(upload))
+        browser.press(say("import_check"))
+        browser.control(say("import_apply"))
+        report = browser.path
+        for name, path in pages.items():
+            visit(browser, walk, name, path)
+        visit(browser, walk, "import-report", report)
+        # The width check can fail: a page made wider than a phone is seen as such.
+        browser.width(PHONE)
+        browser.driver.execute_script(
+            "const d = document.createElement('div'); d.id = 'too-wide';"
+            "d.style.width = '600px'; d.style.height = '1px'; document.body.append(d)"
+        )
+        assert browser.overflow() > 1
+        browser.width(WIDE)
+
+    await in_thread(tour)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "axe-console.json").write_text(
+        json.dumps(walk.violations, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    print(walk.report())
+    assert len(walk.violations) == len(pages) + 2
+    problems = walk.problems()
+    assert problems == {}, json.dumps(problems, indent=1, ensure_ascii=False)

@@ -1,0 +1,284 @@
+"""What the console's browser tests share: Debian's Chromium under Selenium, asking for
+French, logging what the page's CSP refuses (:func:`chromium`), and :class:`Browser`, which
+finds form controls by their label's text and buttons by theirs, presses them and waits for
+the next page, runs axe-core, measures a page against a phone's width and takes whole-page
+screenshots into ``artifacts/screenshots/`` (or ``$MAILER_TEST_ARTIFACTS``).
+
+Words are the console's own (``templates/console/strings/*.toml``): a test says
+``say("import_apply")``, never a copy of the French, so a reworded button does not break it.
+The Chromium paths and the screenshot folder are ``tests/test_browser.py``'s, the CSP log
+reader and the vendored axe-core ``tests/test_vendored.py``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.web.console.views import read_words
+from tests.console_support import PASSWORD
+from tests.test_browser import CHROMEDRIVER, CHROMIUM, SHOTS
+from tests.test_vendored import VENDOR, refused
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDE, PHONE = 1280, 375
+HEIGHT = 900
+TALLEST = 6000  # px of a page's screenshot at most
+
+
+@cache
+def words() -> dict[str, str]:
+    """The console's French words (the browser asks for French)."""
+    return read_words(ROOT / "templates" / "console")["fr"]
+
+
+def say(key: str, **values: Any) -> str:
+    return words()[key].format(**values)
+
+
+def worded(key: str, text: str, **known: str) -> re.Match[str] | None:
+    """Where ``text`` says the words ``key`` with the ``known`` values and anything for its
+    other placeholders (each a named group); whitespace compared loosely."""
+    parts = re.split(r"\{(\w+)\}", " ".join(words()[key].split()))
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0
+        else re.escape(" ".join(known[part].split())) if part in known
+        else f"(?P<{part}>.+?)"
+        for i, part in enumerate(parts)
+    )  # fmt: skip
+    return re.search(pattern, " ".join(text.split()))
+
+
+def literal(text: str) -> str:
+    """``text`` as an XPath string literal, whatever quotes it holds."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return "concat(" + ', "\'", '.join(f"'{part}'" for part in text.split("'")) + ")"
+
+
+def chromium() -> Iterator[Any]:
+    """A headless Chromium asking for French, its console log kept; skipped without
+    Chromium on a workstation, a failure under CI."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "needs Debian's chromium and chromium-driver (apt-get install them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", f"--window-size={WIDE},{HEIGHT}",
+        "--lang=fr-FR", "--hide-scrollbars",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    browser.set_page_load_timeout(30)
+    browser.set_script_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+class Browser:
+    """The module's Chromium on one test's site. Its methods block (Selenium): call them
+    through ``tests.test_browser.in_thread`` so the server in the test's loop can answer."""
+
+    def __init__(self, driver: Any, base: str) -> None:
+        self.driver, self.base = driver, base
+
+    def reset(self) -> None:
+        """Nobody signed in, a wide screen, nothing left in the browser's log."""
+        self.driver.delete_all_cookies()
+        self.width(WIDE)
+        self.driver.get_log("browser")
+
+    def wait(self, condition: Callable[[Any], Any], seconds: float = 20) -> Any:
+        """``condition(driver)`` once it is true; a page being replaced meanwhile (Chromium
+        then answers with one error or another) counts as not yet."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        waiting = WebDriverWait(
+            self.driver, seconds, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)
+        )
+        return waiting.until(condition)
+
+    def leave(self, element: Any) -> None:
+        """Click ``element`` and wait until the next page has replaced this one."""
+        from selenium.common.exceptions import WebDriverException
+
+        def gone(_: Any) -> bool:
+            try:
+                element.is_enabled()
+            except WebDriverException:  # stale, or no longer in the document
+                return True
+            return False
+
+        element.click()
+        self.wait(gone)
+        self.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def find(self, xpath: str, seconds: float = 10) -> Any:
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.common.by import By
+
+        try:
+            return self.wait(lambda d: next(iter(d.find_elements(By.XPATH, xpath)), False), seconds)
+        except TimeoutException:
+            raise AssertionError(f"{self.path}: nothing matches {xpath}\n{self.text()}") from None
+
+    def go(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    @property
+    def path(self) -> str:
+        url: str = self.driver.current_url
+        return url.removeprefix(self.base)
+
+    def field(self, label: str) -> Any:
+        """The form control a ``<label>`` of this text names."""
+        from selenium.webdriver.common.by import By
+
+        found = self.find(f"//label[normalize-space()={literal(label)}]")
+        target = found.get_attribute("for")
+        if target:
+            return self.driver.find_element(By.ID, target)
+        return found.find_element(By.XPATH, ".//input|.//select|.//textarea")
+
+    def control(self, text: str) -> Any:
+        """A button, or a link shown as one, of this text."""
+        t = literal(text)
+        return self.find(
+            f"//button[normalize-space()={t}] | //a[@role='button'][normalize-space()={t}]"
+            f" | //input[@type='submit'][@value={t}]"
+        )
+
+    def press(self, text: str) -> None:
+        """Press the button (or button-link) of this text and wait for the next page."""
+        self.leave(self.control(text))
+
+    def follow(self, text: str) -> None:
+        """Follow the link of this text and wait for the next page."""
+        self.leave(self.find(f"//a[normalize-space()={literal(text)}]"))
+
+    def choose(self, label: str, value: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.field(label)).select_by_value(value)
+
+    def main(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        text: str = self.driver.find_element(By.TAG_NAME, "main").text
+        return text
+
+    def text(self) -> str:
+        """The page's text, for a failure's message."""
+        text: str = self.driver.execute_script(
+            "return document.body ? document.body.innerText : ''"
+        )
+        return text
+
+    def sign_in(self, email: str, password: str = PASSWORD) -> None:
+        self.go("/admin/login")
+        self.field(say("login_email")).send_keys(email)
+        self.field(say("login_password")).send_keys(password)
+        self.press(say("login_button"))
+        assert not self.path.startswith("/admin/login"), self.main()
+
+    def sign_out(self) -> None:
+        self.driver.delete_all_cookies()
+
+    # -- what the page is like ------------------------------------------------------------
+
+    def width(self, width: int, height: int = HEIGHT) -> None:
+        """Emulate a screen ``width`` px wide (a phone below 600 px: touch, viewport meta)."""
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
+
+    def overflow(self) -> int:
+        """How many px the page is wider than the screen (0: no horizontal scroll). A phone
+        zooms out on a page wider than itself, which widens ``innerWidth``: the layout
+        viewport's ``clientWidth`` is compared too."""
+        found: int = self.driver.execute_script(
+            "const root = document.documentElement;"
+            "return root.scrollWidth - Math.min(window.innerWidth, root.clientWidth)"
+        )
+        return found
+
+    def sticking_out(self) -> list[str]:
+        """The elements that make the page too wide: past the screen's right edge, inside
+        a parent that is not, and not inside a box that scrolls (unless positioned out of
+        it): at most five, as ``parent > tag#id.class``."""
+        found: list[str] = self.driver.execute_script(
+            """const edge = document.documentElement.clientWidth + 1;
+            const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+              + [...e.classList].map((c) => "." + c).join("");
+            const out = (e) => e.getBoundingClientRect().right > edge;
+            const scrolled = (e) => {  // inside a box that scrolls or clips it: no page overflow
+              if (["absolute", "fixed"].includes(getComputedStyle(e).position)) return false;
+              for (let a = e.parentElement; a && a !== document.body; a = a.parentElement)
+                if (getComputedStyle(a).overflowX !== "visible") return true;
+              return false;
+            };
+            return [...document.body.querySelectorAll("*")]
+              .filter((e) => out(e) && !scrolled(e))
+              .filter((e, _, all) => !all.includes(e.parentElement))
+              .slice(0, 5).map((e) => name(e.parentElement) + " > " + name(e));"""
+        )
+        return found
+
+    def shoot(self, name: str, width: int) -> Path:
+        """The whole page, ``width`` px wide, as ``artifacts/screenshots/<name>.png``."""
+        tall = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.width(width, min(max(int(tall), HEIGHT), TALLEST))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        target = SHOTS / f"{name}.png"
+        try:
+            assert self.driver.save_screenshot(str(target))
+        finally:
+            self.width(width)
+        return target
+
+    def axe(self) -> list[dict[str, Any]]:
+        """axe-core's violations on this page: rule, impact, help and the elements."""
+        found = self.driver.execute_async_script(
+            axe_source()
+            + """;
+            const done = arguments[arguments.length - 1];
+            axe.run(document, {resultTypes: ["violations"]}).then(
+              (r) => done({violations: r.violations.map((v) => ({
+                  id: v.id, impact: v.impact, help: v.help,
+                  nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 10)}))}),
+              (e) => done({error: String(e)}));"""
+        )
+        assert found.get("error") is None, found
+        violations: list[dict[str, Any]] = found["violations"]
+        return violations
+
+    def refusals(self) -> list[tuple[str, str]]:
+        """What Chromium refused under the CSP since the last call."""
+        return refused(self.driver)
+
+
+@cache
+def axe_source() -> str:
+    return (VENDOR / "axe.min.js").read_text(encoding="utf-8")
