@@ -84,7 +84,6 @@ class Site:
     url: str
     tmp_path: Path
     database_url: str
-    queued: list[int] = field(default_factory=list)
 
     async def user(self, role: Role, email: str | None = None, name: str | None = None) -> str:
         """A staff account with :data:`PASSWORD` (a cheap hash: argon2 at its real cost is
@@ -132,12 +131,10 @@ async def site(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator
         secret_keys=KEY,
         web={"port": 0},
     )
-    holder: list[int] = []
-    app = create_app(settings, store, signer=Signer([KEY]), on_send=holder.append)
-    server = WebServer(app, settings)
+    server = WebServer(create_app(settings, store, signer=Signer([KEY])), settings)
     url = await server.start()
     try:
-        yield Site(store, settings, url, tmp_path, database_url, holder)
+        yield Site(store, settings, url, tmp_path, database_url)
     finally:
         await server.stop()
 
