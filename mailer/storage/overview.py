@@ -122,7 +122,7 @@ class Trouble:
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     upcoming: list[Upcoming]
-    running: list[tuple[SendLine, Progress]]
+    running: list[tuple[SendLine, Progress | None]]
     recent: list[Ended]
     paused: list[SendLine]
     missed: list[SendLine]
@@ -158,19 +158,28 @@ class Overview:
         self._db = db
 
     async def dashboard(
-        self, *, now: datetime, upcoming: int = 20, recent: int = 10, within: timedelta
+        self,
+        *,
+        now: datetime,
+        upcoming: int = 20,
+        recent: int = 10,
+        within: timedelta,
+        counted: bool = True,
     ) -> Dashboard:
         """Everything the dashboard shows, in one read: the next ``upcoming`` scheduled sends,
         every running send with its progress, the last ``recent`` ended sends, the paused
         ones, those missed within ``within``, and the active sends with deferred deliveries
-        or halted by their pass."""
+        or halted by their pass. ``counted=False``: the running sends come without their
+        progress (None), for a caller that keeps its own readings (the console's)."""
         async with self._db.begin() as conn:
             coming = await _lines(
                 conn, sends.c.status == SendStatus.SCHEDULED, sends.c.due_at, limit=upcoming
             )
             audiences = await _audiences(conn, [line.id for line in coming])
             running = await _lines(conn, sends.c.status == SendStatus.RUNNING, sends.c.id)
-            progress = [(line, await _progress(conn, line, now)) for line in running]
+            progress = [
+                (line, await _progress(conn, line, now) if counted else None) for line in running
+            ]
             paused = await _lines(conn, sends.c.status == SendStatus.PAUSED, sends.c.updated_at)
             missed = await _lines(
                 conn,

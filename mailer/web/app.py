@@ -64,13 +64,16 @@ def create_app(
         Route("/healthz", _guarded(views, monitor.healthz)),
         Route("/metrics", _guarded(views, monitor.metrics)),
     ]
+    closers: list[Callable[[], Awaitable[None]]] = []
     if settings.console.enabled and not own_console_listener(settings):
-        routes += _console(settings, store, views, on_send=on_send, clock=clock)
+        routes += _console(settings, store, views, closers, on_send=on_send, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with monitor.lag.running():
             yield
+        for close in closers:
+            await close()
 
     errors = _ErrorPages(settings, views)
     app = Starlette(
@@ -97,10 +100,19 @@ def create_console_app(
     """The staff console alone, for its own listener (``MAILER_CONSOLE__HOST``/``PORT``)."""
     views = Views(settings.paths.templates_dir)
     errors = _ErrorPages(settings, views)
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for close in closers:
+            await close()
+
     app = Starlette(
-        routes=_console(settings, store, views, on_send=on_send, clock=clock),
+        routes=_console(settings, store, views, closers, on_send=on_send, clock=clock),
         exception_handlers={404: errors.not_found, 405: errors.not_found,
                             Exception: errors.server_error},
+        lifespan=lifespan,
     )  # fmt: skip
     app.router.redirect_slashes = False
     return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=_uploads(settings)))
@@ -116,15 +128,20 @@ def _console(
     settings: Settings,
     store: Store,
     views: Views,
+    closers: list[Callable[[], Awaitable[None]]],
     *,
     on_send: Callable[[int], None] | None,
     clock: Clock,
 ) -> list[Route]:
+    """The console's routes, each wrapped like the pages' (413, 400, 503 answered); what to
+    await at shutdown goes to ``closers``."""
     from mailer.web.console import console_routes
 
+    mounted = console_routes(settings, store, on_send=on_send, clock=clock)
+    closers.append(mounted.close)
     return [
         Route(route.path, _guarded(views, route.endpoint), methods=route.methods)
-        for route in console_routes(settings, store, on_send=on_send, clock=clock)
+        for route in mounted.routes
     ]
 
 

@@ -18,6 +18,7 @@ from mailer.clock import Clock, utc_now
 from mailer.models import Role, StaffUser, role_allows
 from mailer.settings import Settings
 from mailer.storage import Store
+from mailer.web.console.live import LiveProgress
 from mailer.web.console.throttle import SignInThrottle
 from mailer.web.console.views import ConsoleViews
 from mailer.web.limits import client_ip
@@ -44,8 +45,10 @@ class ConsoleContext:
     on_send: Callable[[int], None] | None = None
     clock: Clock = utc_now
     throttle: SignInThrottle = field(init=False)
+    live: LiveProgress = field(init=False)
 
     def __post_init__(self) -> None:
+        self.live = LiveProgress(self.store, self.clock)
         console = self.settings.console
         self.throttle = SignInThrottle(
             per_account=console.login_attempts, per_address=console.login_attempts_per_ip

@@ -5,11 +5,13 @@ polled by htmx every 2 s; without JavaScript, the figures of the page's load), t
 coming up in the console's local time with their audience, and the last sends with their
 counts.
 
-Reads only (``store.overview.dashboard``); changes nothing.
+Reads only (``store.overview.dashboard``, and the running sends' counts through
+:mod:`~mailer.web.console.live`, at most about 2 s old); changes nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from starlette.requests import Request
@@ -27,8 +29,10 @@ RECENT = 10
 async def dashboard(ctx: ConsoleContext, request: Request, staff: Staffer) -> Response:
     """``GET /admin/``."""
     board = await ctx.store.overview.dashboard(
-        now=ctx.clock(), upcoming=UPCOMING, recent=RECENT, within=MISSED_WITHIN
+        now=ctx.clock(), upcoming=UPCOMING, recent=RECENT, within=MISSED_WITHIN, counted=False
     )
+    # the running sends' figures come from the console's readings (at most ~2 s old)
+    board = replace(board, running=[(line, await ctx.live.of(line)) for line, _ in board.running])
     return ctx.views.render(
         "dashboard.html",
         staff.lang,

@@ -5,8 +5,9 @@ modules, each behind the guard, plus the sign-in page and the static files, all 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -47,13 +48,20 @@ async def _to_home(request: Request) -> Response:
     return RedirectResponse(PREFIX + "/", status_code=308)
 
 
+class Mounted(NamedTuple):
+    """The console's routes, and what to await when the app stops (counts in flight)."""
+
+    routes: list[Route]
+    close: Callable[[], Awaitable[None]]
+
+
 def console_routes(
     settings: Settings,
     store: Store,
     *,
     on_send: Callable[[int], None] | None = None,
     clock: Clock = utc_now,
-) -> list[Route]:
+) -> Mounted:
     """The console's routes, ready to mount on the web app (or on its own listener)."""
     views = ConsoleViews(settings.paths.templates_dir, zone=settings.scheduler.timezone)
     ctx = ConsoleContext(settings, store, views, on_send=on_send, clock=clock)
@@ -66,4 +74,4 @@ def console_routes(
         Route(PREFIX + route.path, guarded(ctx, route), methods=route.methods)
         for route in CONSOLE_ROUTES
     ]
-    return routes
+    return Mounted(routes, ctx.live.close)

@@ -108,7 +108,7 @@ async def _render_send(
 ) -> Response:  # fmt: skip
     try:
         line = await ctx.store.overview.send(send_id)
-        progress = await ctx.store.overview.progress(send_id, now=ctx.clock())
+        progress = await ctx.live.of(line)
     except NotFoundError:
         return _not_found(ctx, staff, send_id)
     query = ReportQuery.of(ctx, request, staff.lang)
@@ -141,7 +141,7 @@ async def progress_fragment(ctx: ConsoleContext, request: Request, staff: Staffe
     every 2 s while the send runs (its answer stops the polling once it no longer does)."""
     send_id = _send_id(request)
     try:
-        progress = await ctx.store.overview.progress(send_id, now=ctx.clock())
+        progress = await ctx.live.of(await ctx.store.overview.send(send_id))
     except NotFoundError:
         return Response(status_code=404, media_type="text/plain")
     return ctx.views.render(

@@ -1,0 +1,66 @@
+"""The console's live progress readings (``web/console/live.py``): a cheap count is made at
+every look; a costly one is answered from the last reading while the next is made."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mailer.lifecycle import SendMove
+from mailer.models import DeliveryStatus
+from mailer.storage import Store
+from mailer.web.console.live import LiveProgress
+from tests.console_support import now
+from tests.test_console_sends import a_list, a_send, record, start
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_cheap_count_is_exact_at_every_look(store: Store, tmp_path: Path) -> None:
+    await a_list(store, tmp_path, 4)
+    send_id = await a_send(store, "annonce")
+    await start(store, send_id)
+    live = LiveProgress(store, now)  # 4 deliveries: far under CHEAP
+    line = await store.overview.send(send_id)
+    assert (await live.of(line)).counts.queued == 4
+    await record(store, send_id, DeliveryStatus.SENT)
+    assert (await live.of(line)).counts.sent == 1
+
+
+async def test_a_costly_count_answers_from_memory_and_refreshes_behind(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await a_list(store, tmp_path, 4)
+    send_id = await a_send(store, "annonce")
+    await start(store, send_id)
+    live = LiveProgress(store, now, cheap=0.0)  # every count counts as costly
+    line = await store.overview.send(send_id)
+    first = await live.of(line)
+    assert first.counts.queued == 4
+    await record(store, send_id, DeliveryStatus.SENT, DeliveryStatus.FAILED)
+    again = await live.of(line)  # within FRESH: the same reading, no new count
+    assert again.counts == first.counts
+    assert not live._refreshing
+    monkeypatch.setattr("mailer.web.console.live.FRESH", 0.0)
+    stale = await live.of(line)  # older than FRESH: answered at once, counted behind
+    assert stale.counts == first.counts
+    assert live._refreshing
+    await asyncio.gather(*live._refreshing.values())
+    fresh = await live.of(line)
+    assert (fresh.counts.sent, fresh.counts.failed, fresh.counts.queued) == (1, 1, 2)
+    await live.close()
+
+
+async def test_the_status_is_always_the_sends_own(store: Store, tmp_path: Path) -> None:
+    await a_list(store, tmp_path, 2)
+    send_id = await a_send(store, "annonce")
+    await start(store, send_id)
+    live = LiveProgress(store, now, cheap=0.0)
+    await live.of(await store.overview.send(send_id))
+    assert await store.sends.move(send_id, SendMove.PAUSE, reason="paused by staff", now=now())
+    paused = await live.of(await store.overview.send(send_id))
+    assert (paused.status, paused.reason) == ("paused", "paused by staff")
+    assert paused.eta is None
+    await live.close()
