@@ -29,7 +29,7 @@ from mailer.models import (
     SubscriberRow,
     SuppressionReason,
 )
-from mailer.storage import Store
+from mailer.storage import Store, browse
 from mailer.storage.browse import starts_with
 from mailer.storage.tables import suppressions
 from tests.console_support import ROOT, Console, now
@@ -595,3 +595,26 @@ async def test_a_prefix_search_reads_the_address_index(store: Store) -> None:
             plan = " ".join(str(r[0]) for r in await conn.exec_driver_sql("EXPLAIN " + sql))
             assert "Index" in plan, plan
             assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("search", ["m", "membre 1", "JEAN", "nobody"])
+async def test_a_search_naming_many_subscribers_finds_the_same_members(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, search: str
+) -> None:
+    """Past ``FEW_NAMED`` subscribers named, the search walks the list instead of looking
+    each one up: the same members, in the same order, page after page."""
+    await seed(store, tmp_path)
+
+    async def pages() -> list[str]:
+        found, before = [], None
+        while True:
+            page = await store.browse.members("news", search=search, before=before, limit=7)
+            found += [m.email for m in page.members]
+            if page.next is None:
+                return found
+            before = page.next
+
+    looked_up = await pages()
+    monkeypatch.setattr(browse, "FEW_NAMED", 1)
+    assert await pages() == looked_up
+    assert (looked_up == []) == (search == "nobody")

@@ -38,6 +38,7 @@ from mailer.storage.tables import (
 )
 
 MAX_PAGE = 200
+FEW_NAMED = 2000  # a search naming at most this many subscribers looks each one up
 CONSENT_SHOWN = 100  # the consent events a subscriber's page shows (newest first)
 SUPPRESSED = "suppressed"  # the members filter: subscribed, but their address is suppressed
 MEMBER_FILTERS = (*(s.value for s in SubscriptionStatus), SUPPRESSED)
@@ -243,20 +244,7 @@ class Browse:
         async with self._db.begin() as conn:
             list_id = await lookups.list_id(conn, slug)
             if text:
-                # Found from the few subscribers the prefix names (the address key's index,
-                # and ``lower(name)``'s), each looked up in the list through the unique
-                # (subscriber_id, list_id) key. ``+ 0`` keeps SQLite, which has no
-                # statistics, from walking the whole list instead.
-                named = select(subscribers.c.id).where(
-                    or_(
-                        starts_with(subscribers.c.email_key, text.casefold()),
-                        starts_with(subscribers.c.name, text, fold=True),
-                    )
-                )
-                query = query.where(
-                    subscriptions.c.subscriber_id.in_(named),
-                    (subscriptions.c.list_id + 0) == list_id,
-                )
+                query = await _searched(conn, query, list_id, text)
             else:
                 query = query.where(subscriptions.c.list_id == list_id)
             rows = (await conn.execute(query)).mappings().all()
@@ -419,6 +407,32 @@ def _raised(prefix: str) -> str | None:
 
 
 # --- queries ----------------------------------------------------------------------------------
+
+
+async def _searched(conn: Any, query: Select[Any], list_id: int, text: str) -> Select[Any]:
+    """``query`` kept to the members whose address or name begins with ``text``.
+
+    First the subscribers the prefix names (the ``email_key`` index, and ``lower(name)``'s),
+    at most :data:`FEW_NAMED`: each is then looked up in the list by the unique
+    ``(subscriber_id, list_id)`` key, so a rare prefix costs a few look-ups however long the
+    list (``+ 0`` keeps SQLite, which has no statistics, from walking the list instead, and
+    PostgreSQL from guessing how many a prefix names). A prefix naming more is common enough
+    that walking the list newest first meets a page of them soon.
+    """
+    condition = or_(
+        starts_with(subscribers.c.email_key, text.casefold()),
+        starts_with(subscribers.c.name, text, fold=True),
+    )
+    named = (
+        (await conn.execute(select(subscribers.c.id).where(condition).limit(FEW_NAMED + 1)))
+        .scalars()
+        .all()
+    )
+    if len(named) > FEW_NAMED:
+        return query.where(subscriptions.c.list_id == list_id, condition)
+    return query.where(
+        subscriptions.c.subscriber_id.in_(named), (subscriptions.c.list_id + 0) == list_id
+    )
 
 
 def _limit(limit: int) -> int:
