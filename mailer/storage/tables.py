@@ -149,6 +149,8 @@ subscriptions = Table(
     _updated(),
     UniqueConstraint("subscriber_id", "list_id"),
     Index(None, "list_id", "status"),
+    # A list's members newest first, a page at a time (migration 0006).
+    Index(None, "list_id", "id"),
 )
 
 # Append-only history of consent: every request, confirmation, subscription and unsubscribe,
@@ -307,6 +309,8 @@ deliveries = Table(
     _updated(),
     UniqueConstraint("send_id", "subscriber_id"),
     Index(None, "send_id", "status", "id"),
+    # One subscriber's deliveries newest first, and the cascade of an erasure (migration 0006).
+    Index(None, "subscriber_id", "id"),
 )
 
 # Console accounts (migration 0005). ``email`` is stored lower-cased: the comparison key.
