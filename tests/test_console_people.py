@@ -30,7 +30,7 @@ from mailer.models import (
     SuppressionReason,
 )
 from mailer.storage import Store, browse
-from mailer.storage.browse import starts_with
+from mailer.storage.engine import starts_with
 from mailer.storage.tables import suppressions
 from tests.console_support import ROOT, Console, now
 

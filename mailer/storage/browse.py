@@ -6,8 +6,8 @@ first).
 
 Writes no table: read-only (what staff change goes through ``store.subscribers``). Pages are
 keyset pages on a row id (``WHERE id < :before ORDER BY id DESC LIMIT n + 1``), never
-``OFFSET``; a search is a prefix (:func:`starts_with`), which an index answers on a million
-rows, where a substring (``LIKE '%x%'``) reads them all.
+``OFFSET``; a search is a prefix (``engine.starts_with``), which an index answers on a
+million rows, where a substring (``LIKE '%x%'``) reads them all.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Select, and_, func, literal, or_, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import Grouping
+from sqlalchemy import Select, func, or_, select
 
 from mailer.errors import NotFoundError
 from mailer.models import ListSummary, SubscriptionStatus, SuppressionEvent
 from mailer.storage import lookups
 from mailer.storage import suppressions as suppression_rows
 from mailer.storage.database import Database
+from mailer.storage.engine import starts_with
 from mailer.storage.tables import (
     campaigns,
     consent_events,
@@ -338,74 +336,6 @@ class Browse:
             return await suppression_rows.history(conn, email_key)
 
 
-# --- prefixes ---------------------------------------------------------------------------------
-
-
-class _StartsWith(ColumnElement[bool]):
-    type = Boolean()
-    inherit_cache = False  # its SQL depends on the prefix itself (see the compilers below)
-
-    def __init__(self, column: ColumnElement[Any], prefix: str, fold: bool) -> None:
-        self.column = column
-        self.prefix = prefix
-        self.fold = fold
-
-    def self_group(self, against: Any = None) -> ColumnElement[Any]:
-        # A condition in parentheses, not a boolean value: without this, a database with no
-        # boolean type gets ``(...) = 1``, whose range no index reads.
-        return Grouping(self)
-
-
-def starts_with(column: Any, prefix: str, *, fold: bool = False) -> ColumnElement[bool]:
-    """``column`` begins with ``prefix`` (``fold``: ASCII letters case-insensitive), in the
-    form each database reads from an index on ``column`` (or on ``lower(column)``).
-
-    PostgreSQL: ``LIKE 'prefix%'``, which it turns into an index range itself where that is
-    exact (a C-collated index, or one with ``text_pattern_ops``), and else filters. SQLite:
-    the range itself (``>= prefix AND < prefix with its last character raised``), exact for
-    its BINARY ordering; its own LIKE is case-blind and never reads an index on BINARY text.
-    """
-    return _StartsWith(column, prefix, fold)
-
-
-@compiles(_StartsWith)
-def _like(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
-    column = func.lower(element.column) if element.fold else element.column
-    escaped = "".join("\\" + c if c in "\\%_" else c for c in element.prefix)
-    pattern: ColumnElement[str] = literal(escaped + "%")
-    if element.fold:
-        pattern = func.lower(pattern)  # the database's own case folding, on both sides
-    return compiler.process(column.like(pattern, escape="\\"), **kw)
-
-
-@compiles(_StartsWith, "sqlite")
-def _range(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite's lower() folds ASCII letters only: fold the prefix the same way
-    prefix = _ascii_lower(element.prefix) if element.fold else element.prefix
-    column = func.lower(element.column) if element.fold else element.column
-    above = _raised(prefix)
-    bounds = [column >= prefix] + ([] if above is None else [column < above])
-    return compiler.process(and_(*bounds), **kw)
-
-
-def _ascii_lower(text: str) -> str:
-    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
-
-
-def _raised(prefix: str) -> str | None:
-    """The first string after every string that begins with ``prefix``, in code point order
-    (None: there is none, every string from ``prefix`` on begins with it)."""
-    text = prefix
-    while text:
-        last = ord(text[-1]) + 1
-        if last == 0xD800:
-            last = 0xE000  # surrogates cannot be stored
-        if last <= 0x10FFFF:
-            return text[:-1] + chr(last)
-        text = text[:-1]
-    return None
-
-
 # --- queries ----------------------------------------------------------------------------------
 
 
@@ -493,5 +423,4 @@ __all__ = [
     "Subscription",
     "Suppression",
     "SuppressionPage",
-    "starts_with",
 ]

@@ -2,7 +2,9 @@
 what the database can do (:class:`Capabilities`).
 
 The only module of mailer that names a dialect: everything else branches on a capability
-(``db.capabilities.shares_leases``...), read once from the dialect by :func:`capabilities`.
+(``db.capabilities.shares_leases``...), read once from the dialect by :func:`capabilities`,
+or uses a condition each dialect writes its own way (:func:`starts_with`, a prefix an index
+reads).
 Nothing above ``storage`` sees a SQLAlchemy or driver exception: they become
 :class:`~mailer.errors.StorageUnavailable` or :class:`~mailer.errors.StorageError` here
 and in ``database``. Writes no table.
@@ -20,11 +22,25 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Dialect, Integer, Table, event
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Dialect,
+    Integer,
+    Table,
+    and_,
+    event,
+    func,
+    literal,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import Grouping
 
 from mailer.errors import ConfigError, SendingLocked, StorageUnavailable
 from mailer.settings import Settings, mask_url
@@ -289,3 +305,71 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | No
     except (DBAPIError, OSError) as exc:
         raise StorageUnavailable(describe_failure(engine, exc)) from None
     return before, await current_revision(engine)
+
+
+# --- prefixes: the one condition each dialect writes its own way -------------------------------
+
+
+class _StartsWith(ColumnElement[bool]):
+    type = Boolean()
+    inherit_cache = False  # its SQL depends on the prefix itself (see the compilers below)
+
+    def __init__(self, column: ColumnElement[Any], prefix: str, fold: bool) -> None:
+        self.column = column
+        self.prefix = prefix
+        self.fold = fold
+
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        # A condition in parentheses, not a boolean value: without this, a database with no
+        # boolean type gets ``(...) = 1``, whose range no index reads.
+        return Grouping(self)
+
+
+def starts_with(column: Any, prefix: str, *, fold: bool = False) -> ColumnElement[bool]:
+    """``column`` begins with ``prefix`` (``fold``: ASCII letters case-insensitive), in the
+    form each database reads from an index on ``column`` (or on ``lower(column)``).
+
+    PostgreSQL: ``LIKE 'prefix%'``, which it turns into an index range itself where that is
+    exact (a C-collated index, or one with ``text_pattern_ops``), and else filters. SQLite:
+    the range itself (``>= prefix AND < prefix with its last character raised``), exact for
+    its BINARY ordering; its own LIKE is case-blind and never reads an index on BINARY text.
+    """
+    return _StartsWith(column, prefix, fold)
+
+
+@compiles(_StartsWith)
+def _like(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    column = func.lower(element.column) if element.fold else element.column
+    escaped = "".join("\\" + c if c in "\\%_" else c for c in element.prefix)
+    pattern: ColumnElement[str] = literal(escaped + "%")
+    if element.fold:
+        pattern = func.lower(pattern)  # the database's own case folding, on both sides
+    return compiler.process(column.like(pattern, escape="\\"), **kw)
+
+
+@compiles(_StartsWith, "sqlite")
+def _range(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite's lower() folds ASCII letters only: fold the prefix the same way
+    prefix = _ascii_lower(element.prefix) if element.fold else element.prefix
+    column = func.lower(element.column) if element.fold else element.column
+    above = _raised(prefix)
+    bounds = [column >= prefix] + ([] if above is None else [column < above])
+    return compiler.process(and_(*bounds), **kw)
+
+
+def _ascii_lower(text: str) -> str:
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
+
+
+def _raised(prefix: str) -> str | None:
+    """The first string after every string that begins with ``prefix``, in code point order
+    (None: there is none, every string from ``prefix`` on begins with it)."""
+    text = prefix
+    while text:
+        last = ord(text[-1]) + 1
+        if last == 0xD800:
+            last = 0xE000  # surrogates cannot be stored
+        if last <= 0x10FFFF:
+            return text[:-1] + chr(last)
+        text = text[:-1]
+    return None

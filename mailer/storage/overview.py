@@ -22,6 +22,7 @@ from mailer.lifecycle import ENDED
 from mailer.models import DeliveryCounts, DeliveryStatus, SendStatus, SubscriptionStatus
 from mailer.storage.database import Database
 from mailer.storage.deliveries import EVENT_MAILS
+from mailer.storage.engine import starts_with
 from mailer.storage.tables import (
     campaign_lists,
     campaigns,
@@ -239,7 +240,7 @@ class Overview:
         key = search.strip().casefold()
         query = _report_query(send_id, status)
         if key:
-            query = query.where(*_prefix(subscribers.c.email_key, key)).order_by(
+            query = query.where(starts_with(subscribers.c.email_key, key)).order_by(
                 subscribers.c.email_key
             )
             if after:
@@ -427,13 +428,6 @@ def _report_query(send_id: int, status: DeliveryStatus | None) -> Select[Any]:
         .where(deliveries.c.send_id == send_id)
     )  # fmt: skip
     return query if status is None else query.where(deliveries.c.status == status.value)
-
-
-def _prefix(column: Any, key: str) -> list[ColumnElement[bool]]:
-    """``column`` begins with ``key``: a range the index reads (up to the key with its last
-    character raised by one), and the exact test."""
-    above = key[:-1] + chr(min(ord(key[-1]) + 1, 0x10FFFF))
-    return [column >= key, column < above, column.startswith(key, autoescape=True)]
 
 
 def _cursor(after: str | None) -> tuple[str, int] | None:
