@@ -311,10 +311,10 @@ async def _counts(conn: AsyncConnection, send_id: int) -> DeliveryCounts:
 
 
 async def _rate(conn: AsyncConnection, send_id: int, now: datetime) -> float:
-    """Messages sent per second over the last minute, from the send's last sent rows by id
-    (at most :data:`RATE_SAMPLE`, read backwards on the index): when all of them are within
-    the minute, the rate is measured over the time they span instead. A retry sent late
-    with a low id may be left out of the sample."""
+    """Messages sent per second lately, from the send's last sent rows by id (at most
+    :data:`RATE_SAMPLE`, read backwards on the index) sent within the last minute, over the
+    time they span (at least 1 s): a send that began 10 s ago is measured over those 10 s. A
+    retry sent late with a low id may be left out of the sample."""
     since = now - RATE_WINDOW
     last = (
         select(deliveries.c.sent_at)
@@ -329,10 +329,12 @@ async def _rate(conn: AsyncConnection, send_id: int, now: datetime) -> float:
         )
     ).one()
     count = int(found or 0)
-    if count >= RATE_SAMPLE and isinstance(oldest, datetime):
-        span = max(1.0, (now - oldest).total_seconds())
+    if count and isinstance(oldest, datetime):
+        # over the time the counted messages span (a send that began 10 s ago is measured
+        # over those 10 s, not the whole minute)
+        span = min(RATE_WINDOW.total_seconds(), max(1.0, (now - oldest).total_seconds()))
         return count / span
-    return count / RATE_WINDOW.total_seconds()
+    return 0.0
 
 
 async def _progress(conn: AsyncConnection, line: SendLine, now: datetime) -> Progress:
