@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -124,6 +125,12 @@ subscribers = Table(
     _updated(),
     Index(None, "public_id", unique=True),
 )
+# A name prefix with ASCII letters folded (the console's member search; migration 0006):
+# ``lower(name) text_pattern_ops`` on PostgreSQL (LIKE 'x%' reads it under any collation).
+# SQLite builds it as ``name COLLATE NOCASE``, the same order (NOCASE folds ASCII letters, as
+# SQLite's lower() does), which SQLAlchemy reflects where it skips an expression index; a
+# query reads it with ``name COLLATE NOCASE >= ...``, not with ``lower(name)``.
+Index("ix_subscribers_name_folded", func.lower(subscribers.c.name))
 
 subscriptions = Table(
     "subscriptions",
