@@ -35,6 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from mailer.errors import AccountError
 
 MIN_PASSWORD = 12
+MAX_PASSWORD = 1024  # a sign-in form is 64 KiB at most; a passphrase is far shorter
 TOTP_DIGITS = 6
 # The whole local part or name is looked for when it has this many characters; its pieces
 # (marie, curie in marie.curie) when they have PIECE_MIN: shorter ones are everywhere.
@@ -101,7 +102,9 @@ def fold(text: str) -> str:
 
 def check_password(password: str, *, email: str, name: str | None) -> None:
     """Refuse a password that breaks the rules, raising :class:`AccountError` with a reason:
-    ``too_short``, ``contains_email``, ``contains_name`` or ``too_common``."""
+    ``too_short``, ``too_long``, ``contains_email``, ``contains_name`` or ``too_common``."""
+    if len(password) > MAX_PASSWORD:
+        raise AccountError("too_long", f"the password must have at most {MAX_PASSWORD} characters")
     if len(password) < MIN_PASSWORD:
         raise AccountError(
             "too_short",

@@ -26,7 +26,7 @@ from mailer.lists import ImportReport, import_file, report_lines
 from mailer.models import ListMeta, Role, SuppressionReason
 from mailer.storage import Store, SubscriberRow
 from mailer.storage.tables import lists as lists_table
-from mailer.web.console import imports
+from mailer.web.console import import_desk, imports
 from tests.console_support import Console, open_console
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,10 +90,10 @@ async def upload(
     return await client.post("/admin/import", data=data, files=files, headers=english)
 
 
-async def finished(answer: httpx.Response) -> imports.ImportJob:
+async def finished(answer: httpx.Response) -> import_desk.ImportJob:
     """The import a redirect names, once its running pass is over."""
     assert answer.status_code == 303, answer.text[:500]
-    job = imports.find(answer.headers["location"].rsplit("/", 1)[1])
+    job = import_desk.find(answer.headers["location"].rsplit("/", 1)[1])
     assert job is not None
     assert job.task is not None
     await job.task
@@ -241,7 +241,7 @@ async def test_apply_stores_what_the_cli_import_reports(console: Console, tmp_pa
     applied = await admin.post(f"/admin/import/{job.id}/apply", data={"csrf": csrf})
     assert applied.headers["location"] == where
     await finished(applied)
-    assert job.stage is imports.Stage.APPLIED
+    assert job.stage is import_desk.Stage.APPLIED
     page = await admin.get(where, headers={"Accept-Language": "en"})
     assert "Import done: the list “researchers” is up to date." in page.text
     assert counts_shown(page.text) == labelled(expected, prune=True)
@@ -304,7 +304,7 @@ async def test_the_progress_bar_while_the_import_waits(console: Console) -> None
         assert "<html" not in bar.text
         assert "HX-Refresh" not in bar.headers
         await blocker.rollback()
-    job = imports.find(where.rsplit("/", 1)[1])
+    job = import_desk.find(where.rsplit("/", 1)[1])
     assert job is not None
     assert job.task is not None
     await job.task
@@ -357,7 +357,7 @@ async def test_a_file_the_import_cannot_read_is_refused_with_its_reason(
     answer = await upload(admin, await console.csrf(admin), content,
                           new_slug="patients", new_title="Patients")  # fmt: skip
     job = await finished(answer)
-    assert job.stage is imports.Stage.FAILED
+    assert job.stage is import_desk.Stage.FAILED
     page = await admin.get(answer.headers["location"], headers={"Accept-Language": "en"})
     shown = html.unescape(page.text)
     assert "The file cannot be imported, nothing was stored: " + says in shown
@@ -443,7 +443,7 @@ async def test_a_job_is_refused_below_admin(console: Console) -> None:
     for path in ("/apply", "/cancel"):
         answer = await sender.post(f"/admin/import/{job.id}{path}", data={"csrf": csrf})
         assert answer.status_code == 403
-    assert job.stage is imports.Stage.CHECKED
+    assert job.stage is import_desk.Stage.CHECKED
     assert await console.store.lists.meta("patients") is None
 
 
@@ -459,7 +459,7 @@ async def test_without_the_csrf_token_nothing_happens(console: Console) -> None:
                                       new_slug="patients", new_title="Patients"))  # fmt: skip
     for path in ("/apply", "/cancel"):
         assert (await admin.post(f"/admin/import/{job.id}{path}")).status_code == 403
-    assert job.stage is imports.Stage.CHECKED
+    assert job.stage is import_desk.Stage.CHECKED
     assert len(uploads(console)) == 1
     assert await snapshot(console.store) == before
     assert await imports_audited(console.store) == []
@@ -481,7 +481,7 @@ async def test_a_day_old_upload_of_another_process_is_swept(console: Console) ->
     old, fresh = folder / ("a" * 32 + ".csv"), folder / ("b" * 32 + ".csv")
     for path in (old, fresh):
         path.write_bytes(b"email\n")
-    day_ago = time.time() - imports.KEPT - 60
+    day_ago = time.time() - import_desk.KEPT - 60
     os.utime(old, (day_ago, day_ago))
     await finished(await upload(admin, await console.csrf(admin), BAD_ROWS,
                                 new_slug="patients", new_title="Patients"))  # fmt: skip

@@ -10,6 +10,7 @@ process (:func:`~mailer.settings.load_settings`, the edge), and tests build it w
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -197,6 +198,19 @@ class WebSettings(Section):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return split_commas(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (such as 10.0.0.1 or "
+                    "10.0.0.0/8); '*' is refused: it would let any client forge its address"
+                ) from None
+        return value
 
 
 # RFC 9110's token characters: what a header field name may be made of.

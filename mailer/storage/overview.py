@@ -437,7 +437,11 @@ def _cursor(after: str | None) -> tuple[str, int] | None:
     if not after or ":" not in after:
         return None
     status, _, last = after.rpartition(":")
-    if status not in {s.value for s in DeliveryStatus} or not last.isdigit():
+    if (
+        status not in {s.value for s in DeliveryStatus}
+        or not (last.isascii() and last.isdigit())
+        or len(last) > 18
+    ):
         return None
     return status, int(last)
 

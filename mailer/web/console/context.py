@@ -62,10 +62,15 @@ class ConsoleContext:
     def absolute(self) -> timedelta:
         return timedelta(seconds=self.settings.console.session_max)
 
-    @property
-    def secure_cookies(self) -> bool:
-        """``Secure`` cookies when the console is reached over https (the base URL says)."""
-        return self.settings.web.base_url.startswith("https://")
+    def secure_cookies(self, request: Request) -> bool:
+        """``Secure`` cookies when the console is reached over https: the request says so
+        (a trusted proxy's X-Forwarded-Proto included), or, on the web port, the public base
+        URL is https. The console's own listener may be plain http on an internal address
+        while the public base URL is https: there, only the request decides."""
+        if request.url.scheme == "https":
+            return True
+        own_listener = self.settings.console.port is not None
+        return not own_listener and self.settings.web.base_url.startswith("https://")
 
     async def audit(
         self,

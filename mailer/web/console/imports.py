@@ -9,7 +9,7 @@ without JavaScript the page reloads itself), then the CLI's per-line report
 (:func:`mailer.lists.report_lines`) and counts, with *apply* and *cancel*. *Apply* runs the
 real import the same way and writes ``list.import`` to the audit log (counts, no address).
 
-An import in progress lives in the memory of this process only (:class:`ImportDesk`): another
+An import in progress lives in the memory of this process only (``import_desk``): another
 daemon does not see it, a restart forgets it. Its file is deleted once applied or cancelled,
 and after a day in any case.
 """
@@ -21,11 +21,6 @@ import logging
 import os
 import re
 import secrets
-import time
-import weakref
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,126 +34,19 @@ from mailer.errors import AddressError, ListImportError, MailerError
 from mailer.models import ListMeta, Role
 from mailer.web.console.context import ConsoleContext, Staffer
 from mailer.web.console.guard import ConsoleRoute, form_of
+from mailer.web.console.import_desk import ImportJob, Stage, desk
 
 log = logging.getLogger("mailer.console")
 
 UPLOAD_PATHS: tuple[str, ...] = ("/admin/import",)  # allowed MAILER_CONSOLE__UPLOAD_MAX_BYTES
 CHUNK = 1 << 20
-KEPT = 24 * 3600.0  # seconds an upload (and its report) is kept, applied or not
-MAX_JOBS = 10  # imports held at once by this process
+MAX_JOBS = 10  # imports checking, awaiting apply or applying at once in this process
 SHOWN = 2000  # report lines shown on the page; the command line prints them all
 SUFFIXES = (".csv", ".txt", ".tsv")
 FIELDS = ("list", "new_slug", "new_title", "new_locale", "prune")  # given back after a mistake
 WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # .xlsx/.ods (zip), .xls (OLE)
 UTF16 = (b"\xff\xfe", b"\xfe\xff")
 NAME_CUT = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Stage(StrEnum):
-    CHECKING = "checking"  # the dry run is running
-    CHECKED = "checked"  # the dry run's report is ready: apply or cancel
-    APPLYING = "applying"
-    APPLIED = "applied"
-    FAILED = "failed"  # the file could not be imported; nothing was stored
-
-
-@dataclass(eq=False)
-class ImportJob:
-    """One upload on its way into a list."""
-
-    id: str
-    path: Path
-    name: str  # the uploaded file's name, as shown (and in the consent source)
-    meta: ListMeta
-    new_list: bool
-    prune: bool
-    size: int
-    owner: str
-    created_at: datetime
-    started: float = field(default_factory=time.monotonic)
-    stage: Stage = Stage.CHECKING
-    done: int = 0  # bytes of the file read by the running pass
-    report: lists.ImportReport | None = None
-    error: str | None = None  # the reason the file was refused (English, as the CLI says it)
-    task: asyncio.Task[None] | None = None
-    timer: asyncio.TimerHandle | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.stage in (Stage.CHECKING, Stage.APPLYING)
-
-    @property
-    def percent(self) -> int:
-        return 100 if self.size <= 0 else min(100, self.done * 100 // self.size)
-
-    def advance(self, done: int) -> None:
-        self.done = done
-
-
-class ImportDesk:
-    """The imports this process holds, by id; their files under ``folder``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.jobs: dict[str, ImportJob] = {}
-        self._swept = float("-inf")
-
-    def get(self, job_id: str) -> ImportJob | None:
-        return self.jobs.get(job_id)
-
-    def add(self, job: ImportJob) -> None:
-        self.jobs[job.id] = job
-        job.timer = asyncio.get_running_loop().call_later(KEPT, self._expire, job.id)
-
-    def drop(self, job: ImportJob) -> None:
-        """Forget ``job``: its task cancelled, its file deleted."""
-        self.jobs.pop(job.id, None)
-        if job.timer is not None:
-            job.timer.cancel()
-        if job.task is not None and not job.task.done():
-            job.task.cancel()
-        job.path.unlink(missing_ok=True)
-
-    def _expire(self, job_id: str) -> None:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return
-        if job.running:  # an apply past a day: look again in an hour
-            job.timer = asyncio.get_running_loop().call_later(3600, self._expire, job_id)
-        else:
-            self.drop(job)
-
-    def sweep(self) -> None:
-        """Delete the uploads older than a day that no import holds (a previous process's),
-        at most once an hour."""
-        now = time.monotonic()
-        if now - self._swept < 3600:
-            return
-        self._swept = now
-        cutoff = time.time() - KEPT
-        try:
-            for path in self.folder.glob("*.csv"):
-                if path.stem not in self.jobs and path.stat().st_mtime < cutoff:
-                    path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("console: cannot clean %s: %s", self.folder, exc)
-
-
-_desks: dict[int, ImportDesk] = {}
-
-
-def desk(ctx: ConsoleContext) -> ImportDesk:
-    """The import desk of this console (one per app built, forgotten with it)."""
-    found = _desks.get(id(ctx))
-    if found is None:
-        found = _desks[id(ctx)] = ImportDesk(ctx.settings.paths.data_dir / "uploads")
-        weakref.finalize(ctx, _desks.pop, id(ctx), None)
-    return found
-
-
-def find(job_id: str) -> ImportJob | None:
-    """The import ``job_id`` in any console of this process (tests await its ``task``)."""
-    return next((d.jobs[job_id] for d in _desks.values() if job_id in d.jobs), None)
 
 
 # --- the upload -----------------------------------------------------------------------------
@@ -248,7 +136,9 @@ async def _receive(ctx: ConsoleContext, form: FormData, staff: Staffer) -> Impor
         raise _Refused("import_no_file")
     name = shown_name(upload.filename)
     here = desk(ctx)
-    if len(here.jobs) >= MAX_JOBS:
+    here.sweep()
+    active = (Stage.CHECKING, Stage.CHECKED, Stage.APPLYING)
+    if sum(job.stage in active for job in here.jobs.values()) >= MAX_JOBS:
         raise _Refused("import_too_many", status=429, count=MAX_JOBS)
     here.sweep()
     job_id = secrets.token_hex(16)
@@ -296,8 +186,13 @@ async def _run(
     job.done = 0
     meta = job.meta
     try:
-        if not dry_run and not job.new_list:  # the list as it is now, kept as it is
-            meta = await ctx.store.lists.meta(meta.slug) or meta
+        if not dry_run:
+            stored = await ctx.store.lists.meta(meta.slug)
+            if job.new_list and stored is not None:  # created elsewhere since the dry run
+                _failed(job, f"{job.name}: the list {meta.slug} was created meanwhile; nothing "
+                             "was stored: import the file into it again")  # fmt: skip
+                return
+            meta = stored or meta  # an existing list as it is now, kept as it is
         report = await lists.import_file(
             ctx.store, job.path, now=ctx.clock(), meta=meta, prune=job.prune,
             progress=job.advance, dry_run=dry_run, source=f"import:{job.name}",

@@ -69,7 +69,7 @@ def _login_page(
         next=safe_next(request.query_params.get("next")),
         status=status,
     )
-    set_cookie(ctx, response, LOGIN_COOKIE, token, path="/admin/login", samesite="strict")
+    set_cookie(ctx, request, response, LOGIN_COOKIE, token, path="/admin/login", samesite="strict")
     return response
 
 
@@ -80,11 +80,12 @@ async def login(request: Request, ctx: ConsoleContext) -> Response:
         return _login_page(ctx, request)
     lang = pick_locale(request)
     form = await read_form(request) or {}
-    if not same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "\0")):
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    if not cookie or not same(form.get("csrf"), cookie):
         return _login_page(ctx, request, error=ctx.views.say(lang, "login_expired"), status=403)
-    email = form.get("email", "").strip()[:320]
+    email = form.get("email", "").strip()[:320].replace("\0", "")
     address = client_ip(request)
-    wait = ctx.throttle.blocked(email, address)
+    wait = ctx.throttle.begin(email, address)  # counted now: parallel attempts count too
     if wait:
         minutes = max(1, round(wait / 60))
         text = ctx.views.say(lang, "login_throttled", minutes=minutes)
@@ -93,19 +94,18 @@ async def login(request: Request, ctx: ConsoleContext) -> Response:
         return response
     user = await _check(ctx, email, form.get("password", ""), form.get("code", ""))
     if user is None:
-        ctx.throttle.failed(email, address)
         log.info("console: sign-in refused for %r from %s", email[:80], address)
         return _login_page(
             ctx, request, error=ctx.views.say(lang, "login_failed"), status=401, email=email
         )
-    ctx.throttle.succeeded(email)
+    ctx.throttle.succeeded(email, address)
     await ctx.store.staff.purge_sessions(now=ctx.clock(), idle=ctx.idle, absolute=ctx.absolute)
     session_id, csrf = await open_session(ctx, request, user.id)
     staff = Staffer(user, csrf, language(ctx, request, user.locale), "")
     await ctx.audit(staff, request, "staff.sign_in", user.email, {"how": "password"})
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-    set_cookie(ctx, response, COOKIE, session_id)
-    clear_cookie(ctx, response, LOGIN_COOKIE)
+    set_cookie(ctx, request, response, COOKIE, session_id)
+    clear_cookie(ctx, request, response, LOGIN_COOKIE)
     return response
 
 
@@ -114,7 +114,7 @@ async def _check(ctx: ConsoleContext, email: str, password: str, code: str) -> S
     user = await ctx.store.staff.get(email) if "@" in email else None
     stored = user.password_hash if user is not None and not user.disabled else None
     # argon2 takes ~50 ms of CPU: off the event loop, and run for an unknown user too
-    ok = await asyncio.to_thread(accounts.verify_password, stored, password[:1024])
+    ok = await asyncio.to_thread(accounts.verify_password, stored, password)
     if not ok or user is None or user.disabled:
         return None
     if user.totp_secret:
@@ -134,7 +134,7 @@ async def logout(ctx: ConsoleContext, request: Request, staff: Staffer) -> Respo
     await ctx.store.staff.close_session(staff.session_hash)
     await ctx.audit(staff, request, "staff.sign_out", staff.user.email)
     response = RedirectResponse("/admin/login", status_code=303)
-    clear_cookie(ctx, response)
+    clear_cookie(ctx, request, response)
     return response
 
 
@@ -154,7 +154,7 @@ async def me(ctx: ConsoleContext, request: Request, staff: Staffer) -> Response:
             error = await _new_password(ctx, request, staff, form)
             if error is None:
                 response = RedirectResponse("/admin/login", status_code=303)
-                clear_cookie(ctx, response)
+                clear_cookie(ctx, request, response)
                 return response
     return ctx.views.render(
         "me.html",
@@ -173,9 +173,14 @@ async def _new_password(
     get = form.get  # type: ignore[attr-defined]
     lang, user = staff.lang, staff.user
     current_pw, new, again = (str(get(k) or "") for k in ("current", "new", "again"))
-    ok = await asyncio.to_thread(accounts.verify_password, user.password_hash, current_pw[:1024])
+    address = client_ip(request)
+    wait = ctx.throttle.begin(user.email, address)  # a stolen session guesses no faster
+    if wait:
+        return ctx.views.say(lang, "login_throttled", minutes=max(1, round(wait / 60)))
+    ok = await asyncio.to_thread(accounts.verify_password, user.password_hash, current_pw)
     if not ok:
         return ctx.views.say(lang, "me_wrong_password")
+    ctx.throttle.succeeded(user.email, address)
     if new != again:
         return ctx.views.say(lang, "me_mismatch")
     try:

@@ -50,7 +50,7 @@ def actor_of(staff: Staffer) -> str:
 def cursor(request: Request, name: str = "before") -> int | None:
     """A keyset cursor from the query string; one that does not parse starts from the top."""
     value = request.query_params.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 def search_of(request: Request) -> str:
@@ -63,7 +63,11 @@ def notice_of(ctx: ConsoleContext, staff: Staffer, request: Request) -> str | No
     if done not in DONE:
         return None
     count = request.query_params.get("n", "")
-    n = ctx.views.number(int(count), staff.lang) if count.isdigit() and len(count) < 10 else "0"
+    n = (
+        ctx.views.number(int(count), staff.lang)
+        if count.isascii() and count.isdigit() and len(count) < 10
+        else "0"
+    )
     return ctx.views.say(staff.lang, f"people_done_{done}", n=n)
 
 

@@ -13,10 +13,10 @@ scheduler); the console never sends anything itself. Every action is written to 
 from __future__ import annotations
 
 import csv
-import io
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlencode
 
 from babel.dates import format_timedelta
@@ -35,6 +35,7 @@ from mailer.web.console.views import BABEL
 
 PAGE = 50
 STAFF_CANCEL = "cancelled by staff"
+SPOOL = 8 << 20  # a report larger than this is spooled to disk
 FLUSH = 64 * 1024  # CSV bytes gathered before a chunk is sent
 DONE = ("paused", "resumed", "scheduled", "cancelled", "retried", "nothing")
 
@@ -118,7 +119,11 @@ async def _render_send(
     done, count = request.query_params.get("done", ""), request.query_params.get("queued", "")
     notice = None
     if done in DONE:
-        queued = ctx.views.number(int(count), staff.lang) if count.isdigit() else "?"
+        queued = (
+            ctx.views.number(int(count), staff.lang)
+            if count.isascii() and count.isdigit() and len(count) < 10
+            else "?"
+        )
         notice = ctx.views.say(staff.lang, f"sends_done_{done}", count=queued)
     title = ctx.views.say(staff.lang, "sends_title", id=send_id, campaign=line.campaign)
     return ctx.views.render(
@@ -158,20 +163,31 @@ async def report_csv(ctx: ConsoleContext, request: Request, staff: Staffer) -> R
         await ctx.store.overview.send(send_id)
     except NotFoundError:
         return _not_found(ctx, staff, send_id)
-    await ctx.audit(staff, request, "send.export", f"send {send_id}", {"what": "report"})
-
-    async def chunks() -> AsyncIterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+    if request.method == "HEAD":  # no file made, nothing audited: only a GET exports
+        return Response(media_type="text/csv; charset=utf-8")
+    # Written to a spool file at the database's pace, then sent at the client's: a slow or
+    # stalled download holds no database connection.
+    spool: IO[str] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by the stream)
+        max_size=SPOOL, mode="w+", encoding="utf-8", newline=""
+    )
+    try:
+        writer = csv.writer(spool, lineterminator="\n")
         writer.writerow(REPORT_COLUMNS)
         async for row in ctx.store.figures.report(send_id):
             values = (row.value(c) for c in REPORT_COLUMNS)
             writer.writerow([neutralise("" if v is None else str(v)) for v in values])
-            if buffer.tell() >= FLUSH:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+    except BaseException:
+        spool.close()
+        raise
+    await ctx.audit(staff, request, "send.export", f"send {send_id}", {"what": "report"})
+    spool.seek(0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := spool.read(FLUSH):
+                yield chunk.encode("utf-8")
+        finally:
+            spool.close()
 
     name = f"send-{send_id}-report.csv"
     return StreamingResponse(

@@ -46,7 +46,12 @@ def same(given: str | None, expected: str) -> bool:
 
 
 def set_cookie(
-    ctx: ConsoleContext, response: Response, name: str, value: str, **extra: object
+    ctx: ConsoleContext,
+    request: Request,
+    response: Response,
+    name: str,
+    value: str,
+    **extra: object,
 ) -> None:
     response.set_cookie(
         name,
@@ -54,13 +59,15 @@ def set_cookie(
         path=str(extra.get("path", PATH)),
         httponly=True,
         samesite=str(extra.get("samesite", "lax")),  # type: ignore[arg-type]
-        secure=ctx.secure_cookies,
+        secure=ctx.secure_cookies(request),
     )
 
 
-def clear_cookie(ctx: ConsoleContext, response: Response, name: str = COOKIE) -> None:
+def clear_cookie(
+    ctx: ConsoleContext, request: Request, response: Response, name: str = COOKIE
+) -> None:
     response.delete_cookie(
-        name, path=PATH, httponly=True, samesite="lax", secure=ctx.secure_cookies
+        name, path=PATH, httponly=True, samesite="lax", secure=ctx.secure_cookies(request)
     )
 
 
@@ -103,9 +110,13 @@ def proxy_user(ctx: ConsoleContext, request: Request) -> str | None:
     header = ctx.settings.console.trusted_header
     if not header or request.client is None:
         return None
-    value = request.headers.get(header)
-    if not value:
+    values = request.headers.getlist(header)
+    if not values or not values[0]:
         return None
+    if len(values) > 1:  # the proxy's and a client's: which is which cannot be told
+        log.warning("%s header sent %d times: ignored", header, len(values))
+        return None
+    value = values[0]
     if not _from_trusted_proxy(ctx, request):
         log.warning("%s header from %s ignored: not a trusted proxy", header, client_ip(request))
         return None
