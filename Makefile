@@ -20,7 +20,8 @@ run: $(STAMP)
 	$(BIN)/mailer campaign create campaigns/actualites-car-t.toml
 	$(BIN)/mailer campaign create campaigns/journee-recherche-2024.toml --demo
 	@echo "Sent mail goes to the Maildir data/outbox/ (mutt -f data/outbox); the subscriber"
-	@echo "pages are on http://127.0.0.1:8000/ ; Ctrl-C stops."
+	@echo "pages are on http://127.0.0.1:8000/ ; the staff console on http://127.0.0.1:8000/admin/"
+	@echo "(first: .venv/bin/mailer users add you@example.org --role admin); Ctrl-C stops."
 	$(BIN)/mailer run
 
 ## Set up, then lint, type-check, check the layers (docs/architecture.md) and run the whole
