@@ -4,6 +4,12 @@ The PostgreSQL server is real: the session runs ``initdb`` and ``pg_ctl`` in a t
 folder (as the unprivileged ``postgres``/``nobody`` user when the tests run as root, since
 PostgreSQL refuses root) and gives each test its own database. Without PostgreSQL binaries
 the PostgreSQL variants are skipped with the reason, except under CI, where that fails.
+
+A test that asks for ``store`` gets its database already at the head revision, copied from a
+template migrated once per session (``CREATE DATABASE ... TEMPLATE`` on PostgreSQL, a file
+copy on SQLite): the migrations run once instead of once per test. A test that asks only for
+``database_url`` (the migration tests, the commands that create their database) gets an empty
+one.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class PostgresServer:
             shutil.chown(self.base, user=user)
             self.prefix = ["runuser", "-u", user, "--"]
         self._counter = itertools.count()
+        self._template: str | None = None
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=120)
@@ -97,16 +104,45 @@ class PostgresServer:
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    async def create_database(self) -> str:
+    async def create_database(self, *, migrated: bool = False) -> str:
+        """A new database: empty, or (``migrated``) a copy of the session's one at head."""
+        template = await self._migrated() if migrated else None
         name = f"test_{os.getpid()}_{next(self._counter)}"
         conn = await asyncpg.connect(
             host="127.0.0.1", port=self.port, user="mailer", database="postgres"
         )
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+            await conn.execute(f'CREATE DATABASE "{name}"{copy}')
         finally:
             await conn.close()
         return f"postgresql+asyncpg://mailer@127.0.0.1:{self.port}/{name}"
+
+    async def _migrated(self) -> str:
+        """The session's database at the head revision (made once, then only copied)."""
+        if self._template is None:
+            url = await self.create_database()
+            await _upgrade(url)
+            self._template = url.rsplit("/", 1)[1]
+        return self._template
+
+
+async def _upgrade(url: str) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        async with Store.open(make_settings(Path(scratch), database={"url": url})) as store:
+            await store.upgrade()
+
+
+_SQLITE_TEMPLATE: list[Path] = []  # the session's SQLite file at head, made at first need
+
+
+async def _sqlite_template() -> Path:
+    if not _SQLITE_TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="mailer-sqlite-template-"))
+        path = folder / "template.sqlite3"
+        await _upgrade(f"sqlite+aiosqlite:///{path}")  # closed: its WAL checkpointed, gone
+        _SQLITE_TEMPLATE.append(path)
+    return _SQLITE_TEMPLATE[0]
 
 
 @pytest.fixture(scope="session")
@@ -146,10 +182,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of this test's own database: already at head when the test uses ``store``."""
+    migrated = "store" in request.fixturenames
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'mailer.sqlite3'}"
+        path = tmp_path / "data" / "mailer.sqlite3"
+        if migrated:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(await _sqlite_template(), path)
+        return f"sqlite+aiosqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("postgres")
-    return await server.create_database()
+    return await server.create_database(migrated=migrated)
 
 
 @pytest.fixture
