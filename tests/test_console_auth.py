@@ -18,7 +18,12 @@ from mailer.models import ROLES, Role, role_allows
 from mailer.web.console import CONSOLE_ROUTES
 from tests.console_support import PASSWORD, Console, csrf_of, now, open_console
 
-pytestmark = pytest.mark.timeout(60)
+# The gate does not depend on the database: staff storage runs on both in test_staff_storage,
+# and each page's queries on both in its own tests.
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
 
 
 def cookie_header(response: httpx.Response, name: str) -> str:

@@ -24,8 +24,12 @@ from mailer.web.console import throttle
 from tests.console_support import KEY, PASSWORD, Console, console_settings, csrf_of
 
 pytestmark = pytest.mark.timeout(60)
+# The gate does not depend on the database: staff storage runs on both in test_staff_storage,
+# and each page's queries on both in its own tests.
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
+@SQLITE
 async def test_attempts_sent_at_once_are_counted_like_one_after_another(
     console: Console,
 ) -> None:
@@ -72,6 +76,7 @@ def test_ipv6_clients_are_counted_by_their_64() -> None:
     assert key("::ffff:192.0.2.1") == "192.0.2.1"
 
 
+@SQLITE
 async def test_the_sign_in_form_without_its_cookie_is_refused(console: Console) -> None:
     email = await console.user("admin")
     client = console.anonymous()
@@ -125,6 +130,7 @@ def test_a_password_longer_than_1024_characters_is_refused() -> None:
     assert refused.value.reason == "too_long"
 
 
+@SQLITE
 async def test_changing_ones_password_is_throttled_like_signing_in(console: Console) -> None:
     client = await console.client("editor")
     limit = console.settings.console.login_attempts
@@ -150,6 +156,7 @@ async def test_changing_ones_password_is_throttled_like_signing_in(console: Cons
     assert accounts.verify_password(user.password_hash, PASSWORD)
 
 
+@SQLITE
 async def test_head_on_an_export_exports_nothing(console: Console, tmp_path: Path) -> None:
     from tests.test_console_sends import a_list, a_send, start
 
@@ -172,6 +179,7 @@ def test_a_wildcard_trusted_proxy_is_refused(tmp_path: Path) -> None:
         Settings.model_validate({"web": {"trusted_proxies": "*"}})
 
 
+@SQLITE
 async def test_a_doubled_or_changed_proxy_header(
     store: Store, tmp_path: Path, database_url: str
 ) -> None:
@@ -193,6 +201,7 @@ async def test_a_doubled_or_changed_proxy_header(
         assert page.status_code == 200
 
 
+@SQLITE
 async def test_the_cookie_of_a_plain_http_own_listener_is_not_secure(
     store: Store, tmp_path: Path, database_url: str
 ) -> None:

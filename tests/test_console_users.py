@@ -14,7 +14,11 @@ from mailer.web import WebServer, create_app
 from mailer.web.app import create_console_app
 from tests.console_support import PASSWORD, Console, console_settings
 
-pytestmark = pytest.mark.timeout(60)
+# staff storage runs on both databases in test_staff_storage; the page itself on SQLite
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
 
 
 async def post(console: Console, client: httpx.AsyncClient, **data: str) -> httpx.Response:
@@ -102,7 +106,6 @@ async def test_a_sender_cannot_reach_the_accounts(console: Console) -> None:
     assert found.role is Role.SENDER
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_console_on_its_own_listener_leaves_the_web_port(
     store: Store, tmp_path: Path, database_url: str
 ) -> None:
