@@ -267,6 +267,14 @@ class ConsoleSettings(Section):
         ge=1,
         description="Failed sign-ins per client address in 15 minutes before it is refused.",
     )
+    cache_counts: bool = Field(
+        default=True,
+        description=(
+            "Show the costly counts of large lists and sends (progress, members by status, "
+            "audiences) from a reading a few seconds old, made once for everyone looking, "
+            "instead of counting at every look; false: count at every look."
+        ),
+    )
     upload_max_bytes: int = Field(
         default=50 * MIB,
         ge=1024,

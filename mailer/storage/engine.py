@@ -349,9 +349,10 @@ def _like(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(_StartsWith, "sqlite")
 def _range(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite's lower() folds ASCII letters only: fold the prefix the same way
+    # NOCASE folds ASCII letters only, as SQLite's lower() does: fold the prefix the same
+    # way; the column compared under NOCASE reads an index made with that collation (0006)
     prefix = _ascii_lower(element.prefix) if element.fold else element.prefix
-    column = func.lower(element.column) if element.fold else element.column
+    column = element.column.collate("NOCASE") if element.fold else element.column
     above = _raised(prefix)
     bounds = [column >= prefix] + ([] if above is None else [column < above])
     return compiler.process(and_(*bounds), **kw)

@@ -34,6 +34,7 @@ from mailer.storage.tables import (
 )
 
 RATE_WINDOW = timedelta(minutes=1)
+FEW_NAMED = 2000  # a search naming at most this many subscribers looks each one up
 RATE_SAMPLE = 3000  # the last sent rows read for the rate: up to 50 msg/s measured over 60 s
 MAX_PAGE = 200
 # The reasons a staff pause stores (`send pause` and the console; `campaign pause`): any
@@ -92,7 +93,7 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class Upcoming:
     line: SendLine
-    audience: int  # subscribed members of its lists (or those its event's mails reached)
+    audience: int | None  # subscribed members of its lists (or whom its event's mails reached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +172,13 @@ class Overview:
         every running send with its progress, the last ``recent`` ended sends, the paused
         ones, those missed within ``within``, and the active sends with deferred deliveries
         or halted by their pass. ``counted=False``: the running sends come without their
-        progress (None), for a caller that keeps its own readings (the console's)."""
+        progress (None) and the upcoming ones without their audience (None), for a caller that
+        keeps its own readings of these counts (the console's: :meth:`audiences`)."""
         async with self._db.begin() as conn:
             coming = await _lines(
                 conn, sends.c.status == SendStatus.SCHEDULED, sends.c.due_at, limit=upcoming
             )
-            audiences = await _audiences(conn, [line.id for line in coming])
+            audiences = await _audiences(conn, [line.id for line in coming]) if counted else {}
             running = await _lines(conn, sends.c.status == SendStatus.RUNNING, sends.c.id)
             progress = [
                 (line, await _progress(conn, line, now) if counted else None) for line in running
@@ -195,13 +197,23 @@ class Overview:
                 if (trouble := await _trouble(conn, line)).deferred or line.halted
             ]
         return Dashboard(
-            upcoming=[Upcoming(line, audiences.get(line.id, 0)) for line in coming],
+            upcoming=[
+                Upcoming(line, audiences.get(line.id, 0) if counted else None) for line in coming
+            ],
             running=progress,
             recent=ended,
             paused=paused,
             missed=missed,
             troubles=troubles,
         )
+
+    async def audiences(self, send_ids: list[int]) -> dict[int, int]:
+        """The audience of scheduled sends (what the dashboard shows beside each): the
+        subscribed members of their campaign's lists, each once, or, for an event's update or
+        cancellation, everyone its mails reached. Costly on large lists (a count of distinct
+        members over every subscription of the lists)."""
+        async with self._db.begin() as conn:
+            return await _audiences(conn, send_ids)
 
     async def send(self, send_id: int) -> SendLine:
         """One send; NotFoundError for an unknown one."""
@@ -239,24 +251,46 @@ class Overview:
         limit = max(1, min(limit, MAX_PAGE))
         key = search.strip().casefold()
         query = _report_query(send_id, status)
-        if key:
-            query = query.where(starts_with(subscribers.c.email_key, key)).order_by(
-                subscribers.c.email_key
-            )
-            if after:
-                query = query.where(subscribers.c.email_key > after)
-        else:
-            cursor = _cursor(after)
-            if cursor is not None:
-                query = query.where(tuple_(deliveries.c.status, deliveries.c.id) > tuple_(*cursor))
-            query = query.order_by(deliveries.c.status, deliveries.c.id)
         async with self._db.begin() as conn:
+            if key:
+                query = await _searched(conn, query, send_id, key, after)
+            else:
+                cursor = _cursor(after)
+                if cursor is not None:
+                    query = query.where(
+                        tuple_(deliveries.c.status, deliveries.c.id) > tuple_(*cursor)
+                    )
+                query = query.order_by(deliveries.c.status, deliveries.c.id)
             rows = (await conn.execute(query.limit(limit + 1))).mappings().all()
         lines = [ReportLine(**r) for r in rows[:limit]]
         if len(rows) <= limit or not lines:
             return ReportPage(lines, None)
         last = lines[-1]
         return ReportPage(lines, last.email_key if key else f"{last.status}:{last.id}")
+
+
+async def _searched(
+    conn: AsyncConnection, query: Select[Any], send_id: int, key: str, after: str | None
+) -> Select[Any]:
+    """``query`` kept to the recipients whose address begins with ``key``, by address.
+
+    First the subscribers the prefix names (the ``email_key`` index), at most
+    :data:`FEW_NAMED`: each is then looked up in the send by its unique ``(send_id,
+    subscriber_id)`` key, so a rare prefix costs a few look-ups however large the send, where
+    joining first walked the send's million deliveries. A prefix naming more is common enough
+    that walking the addresses in order meets a page of the send's soon.
+    """
+    condition = starts_with(subscribers.c.email_key, key)
+    if after:
+        condition = condition & (subscribers.c.email_key > after)
+    named = (
+        (await conn.execute(select(subscribers.c.id).where(condition).limit(FEW_NAMED + 1)))
+        .scalars()
+        .all()
+    )
+    if len(named) > FEW_NAMED:
+        return query.where(condition).order_by(subscribers.c.email_key)
+    return query.where(deliveries.c.subscriber_id.in_(named)).order_by(subscribers.c.email_key)
 
 
 def _line_query() -> Select[Any]:

@@ -18,7 +18,7 @@ from mailer.clock import Clock, utc_now
 from mailer.models import Role, StaffUser, role_allows
 from mailer.settings import Settings
 from mailer.storage import Store
-from mailer.web.console.live import LiveProgress
+from mailer.web.console.live import CHEAP, LiveProgress
 from mailer.web.console.throttle import SignInThrottle
 from mailer.web.console.views import ConsoleViews
 from mailer.web.limits import client_ip
@@ -48,7 +48,8 @@ class ConsoleContext:
     live: LiveProgress = field(init=False)
 
     def __post_init__(self) -> None:
-        self.live = LiveProgress(self.store, self.clock)
+        cheap = CHEAP if self.settings.console.cache_counts else float("inf")
+        self.live = LiveProgress(self.store, self.clock, cheap=cheap)
         console = self.settings.console
         self.throttle = SignInThrottle(
             per_account=console.login_attempts, per_address=console.login_attempts_per_ip
@@ -80,7 +81,9 @@ class ConsoleContext:
         target: str,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write what ``staff`` just changed to the audit log (who, what, when, from where)."""
+        """Write what ``staff`` just changed to the audit log (who, what, when, from where);
+        the slow figures kept in memory are read again at the next look."""
+        self.live.forget()
         await self.store.audit.record(
             actor=staff.user.email,
             action=action,

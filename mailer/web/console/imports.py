@@ -282,7 +282,7 @@ async def _form_page(
         title=ctx.views.say(staff.lang, "import_title"),
         staff=staff,
         section="import",
-        lists=await ctx.store.lists.summaries(),
+        lists=await ctx.live.get(("summaries",), ctx.store.lists.summaries, fresh=30.0),
         values=values,
         held=held,
         max_size=size_text(ctx.settings.console.upload_max_bytes, staff.lang),

@@ -1,14 +1,18 @@
-"""Live progress for the console (:class:`LiveProgress`): a send's counts, read at most once
-every :data:`FRESH` seconds whoever is watching, and answered at once from the last reading
-while a new one is made (stale while revalidate).
+"""Readings of slow figures for the console (:class:`Readings`): a count that takes long is
+made at most once every few seconds whoever is looking, and answered at once from the last
+reading while a new one is made (stale while revalidate); :class:`LiveProgress`, a send's
+progress read that way.
 
-Counting a send's deliveries by status is proportional to its size (about 70-150 ms for
-1,000,000 deliveries on SQLite); the dashboard and the send's page poll every 2 s, and several
-staff may watch one send. A send whose count takes less than :data:`CHEAP` is counted at every
-look (its figures are exact). A larger one is counted at the first look; later looks answer
-from memory (under a millisecond) and start the next count in the background when theirs is
-older than :data:`FRESH`: figures at most about 2 s behind, the status always the send's own
-(read fresh by the caller, by primary key). Per process; nothing stored.
+Counting a send's deliveries by status, or a million-member list's members by status, is
+proportional to its size (70-150 ms for 1,000,000 deliveries on SQLite, several hundred for
+the lists page); the dashboard and a send's page poll every 2 s, and several staff may watch
+at once. A figure whose reading takes less than :data:`CHEAP` is read at every look (exact).
+A costlier one is read at the first look; later looks answer from memory (under a
+millisecond) and start the next reading in the background once theirs is older than its
+``fresh`` seconds. Any change made through the console (:meth:`Readings.forget`, called with
+every audit line) drops every reading, so staff see their own change at once. A send's status
+is always its own (read fresh by the caller, by primary key). Per process; nothing stored.
+``MAILER_CONSOLE__CACHE_COUNTS=false`` reads every figure at every look.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from mailer.clock import Clock
 from mailer.errors import MailerError
@@ -26,57 +32,82 @@ from mailer.storage.overview import Progress, SendLine
 
 log = logging.getLogger("mailer.console")
 
-FRESH = 2.0  # seconds a reading is answered without starting another
-CHEAP = 0.02  # a count that took less is made again at every look
-KEPT = 200  # sends remembered at most
+T = TypeVar("T")
+FRESH = 2.0  # seconds a send's progress is answered without starting another reading
+CHEAP = 0.02  # a reading that took less is made again at every look
+KEPT = 200  # readings remembered at most
 
 
-class LiveProgress:
-    """The last progress reading of each watched send, refreshed in the background."""
+class Readings:
+    """The last reading of each slow figure, by key, refreshed in the background."""
 
-    def __init__(self, store: Store, clock: Clock, *, cheap: float = CHEAP) -> None:
-        self.store = store
-        self.clock = clock
+    def __init__(self, *, cheap: float = CHEAP) -> None:
         self.cheap = cheap
-        self._readings: dict[int, tuple[float, Progress]] = {}
-        self._refreshing: dict[int, asyncio.Task[None]] = {}
+        self._readings: dict[Hashable, tuple[float, Any]] = {}
+        self._refreshing: dict[Hashable, asyncio.Task[None]] = {}
 
-    async def of(self, line: SendLine) -> Progress:
-        """``line``'s progress: its counts and rate from the last reading (a new one started
-        when that is older than FRESH; made now when there is none), its status and reason
-        from ``line`` itself."""
-        found = self._readings.get(line.id)
+    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]], *, fresh: float) -> T:
+        """The figure ``key``: read now if cheap or never read, else the last reading (a new
+        one started in the background when that is older than ``fresh`` seconds)."""
+        found = self._readings.get(key)
         if found is None:
-            progress = await self._read(line.id)
-        else:
-            taken, progress = found
-            if time.monotonic() - taken >= FRESH and line.id not in self._refreshing:
-                task = asyncio.create_task(self._refresh(line.id), name=f"progress-{line.id}")
-                self._refreshing[line.id] = task
-        return replace(progress, status=line.status, reason=line.reason)
+            value: T = await self._read(key, read)
+            return value
+        taken, kept = found
+        if time.monotonic() - taken >= fresh and key not in self._refreshing:
+            task = asyncio.create_task(self._refresh(key, read), name=f"reading {key!r}")
+            self._refreshing[key] = task
+        return kept  # type: ignore[no-any-return]
 
-    async def _read(self, send_id: int) -> Progress:
+    def forget(self) -> None:
+        """Drop every reading (something changed): the next looks read again."""
+        self._readings.clear()
+
+    async def _read(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
         started = time.monotonic()
-        progress = await self.store.overview.progress(send_id, now=self.clock())
-        self._readings.pop(send_id, None)
+        value = await read()
+        self._readings.pop(key, None)
         if time.monotonic() - started < self.cheap:
-            return progress  # cheap to count: counted again at the next look
-        self._readings[send_id] = (time.monotonic(), progress)
+            return value  # cheap: read again at the next look
+        self._readings[key] = (time.monotonic(), value)
         while len(self._readings) > KEPT:
             self._readings.pop(next(iter(self._readings)))
-        return progress
+        return value
 
-    async def _refresh(self, send_id: int) -> None:
+    async def _refresh(self, key: Hashable, read: Callable[[], Awaitable[Any]]) -> None:
         try:
-            await self._read(send_id)
+            await self._read(key, read)
         except MailerError as exc:  # storage trouble: the next look tries again
-            log.warning("console: progress of send %d not refreshed: %s", send_id, exc)
+            log.warning("console: %r not refreshed: %s", key, exc)
         finally:
-            self._refreshing.pop(send_id, None)
+            self._refreshing.pop(key, None)
 
     async def close(self) -> None:
-        """Wait for the counts in flight (the app's shutdown)."""
+        """Stop the readings in flight (the app's shutdown)."""
         for task in list(self._refreshing.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class LiveProgress(Readings):
+    """Each watched send's progress, read at most every :data:`FRESH` seconds."""
+
+    def __init__(self, store: Store, clock: Clock, *, cheap: float = CHEAP) -> None:
+        super().__init__(cheap=cheap)
+        self.store = store
+        self.clock = clock
+
+    async def of(self, line: SendLine) -> Progress:
+        """``line``'s progress: its counts and rate from the last reading, its status and
+        reason from ``line`` itself."""
+
+        async def read() -> Progress:
+            return await self.store.overview.progress(line.id, now=self.clock())
+
+        progress = await self.get(("progress", line.id), read, fresh=_fresh())
+        return replace(progress, status=line.status, reason=line.reason)
+
+
+def _fresh() -> float:
+    return FRESH  # read at each call, so that a test may change it

@@ -27,6 +27,7 @@ from mailer.storage.browse import MEMBER_FILTERS, Person
 from mailer.web.console.context import ConsoleContext, Staffer
 from mailer.web.console.guard import ConsoleRoute, form_of
 
+COUNTS_FRESH = 30.0  # seconds the lists' counts are shown before a new count
 MAX_SEARCH = 200
 MAX_REASON = 500
 PUBLIC_ID_MAX = 64
@@ -111,7 +112,8 @@ def done(path: str, what: str, **extra: int) -> RedirectResponse:
 
 async def lists_page(ctx: ConsoleContext, request: Request, staff: Staffer) -> Response:
     """Every list with its members by status, and how many subscribed ones are suppressed."""
-    found = await ctx.store.browse.lists()
+    # counts over every subscription: read at most every 30 s (at once after a console change)
+    found = await ctx.live.get(("lists",), ctx.store.browse.lists, fresh=COUNTS_FRESH)
     return ctx.views.render(
         "lists.html",
         staff.lang,
