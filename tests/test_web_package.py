@@ -119,3 +119,13 @@ def test_the_page_table_lists_every_subscriber_page() -> None:
     assert paths == ["/", "/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}", "/e/{token}.ics"]
     posting = {page.path for page in PAGES if page.methods and "POST" in page.methods}
     assert {"/u/{token}", "/s/{slug}", "/c/{token}", "/p/{token}"} == posting
+
+
+def test_a_templates_folder_without_the_console_says_what_to_do(tmp_path: Path) -> None:
+    """An operator's own templates folder from before the console stops start-up with the
+    folder named and both ways out, not a traceback."""
+    from mailer.errors import ConfigError
+    from mailer.web.console.views import ConsoleViews
+
+    with pytest.raises(ConfigError, match=r"console/ folder of this release.*ENABLED=false"):
+        ConsoleViews(tmp_path, zone="Europe/Paris")

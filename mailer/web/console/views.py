@@ -35,7 +35,11 @@ def read_words(folder: Path) -> dict[str, dict[str, str]]:
     where: dict[str, Path] = {}
     files = sorted((folder / "strings").glob("*.toml"))
     if not files:
-        raise ConfigError(f"{folder / 'strings'}: no words for the console (*.toml)")
+        raise ConfigError(
+            f"{folder / 'strings'}: no words for the console (*.toml); a templates folder of "
+            "your own (MAILER_PATHS__TEMPLATES_DIR) needs the console/ folder of this release "
+            "copied into it, or turn the console off with MAILER_CONSOLE__ENABLED=false"
+        )
     for path in files:
         try:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
