@@ -362,6 +362,7 @@ class Timing:
     name: str
     target: float
     samples: list[float] = field(default_factory=list)
+    first: float = 0.0  # the first, cold request (a reading made, nothing cached yet)
     note: str = ""
 
     def _ms(self, q: float) -> float:
@@ -375,7 +376,8 @@ class Timing:
         verdict = "ok" if p95 <= 1000 * self.target else "SLOW"
         return (
             f"{self.backend:<10} {self.name:<46} {p50:8.1f} {p95:8.1f} "
-            f"{1000 * max(self.samples):8.1f}  < {1000 * self.target:.0f} {verdict} {self.note}"
+            f"{1000 * max(self.samples):8.1f}  < {1000 * self.target:.0f} {verdict} "
+            f"(first {1000 * self.first:.0f}) {self.note}"
         )
 
 
@@ -421,7 +423,9 @@ async def timed(
 ) -> Timing:
     timing = Timing(backend, name, target)
     try:
-        await work()  # warm-up: caches, prepared statements
+        start = time.perf_counter()
+        await work()  # warm-up: caches, prepared statements, the console's readings
+        timing.first = time.perf_counter() - start
         for _ in range(repeat):
             start = time.perf_counter()
             await work()
@@ -561,7 +565,8 @@ async def run_backend(backend: str, args: argparse.Namespace, sizes: Sizes,
     else:
         assert server is not None
         url = await server.create_database()
-    settings = console_settings(workdir, url)
+    # the product's default: costly counts read once for everyone (the tests count at every look)
+    settings = console_settings(workdir, url, cache_counts=True)
     print(f"\n== {backend}: {sizes.subscribers:,} subscribers, "
           f"{sizes.subscribers * sizes.sends:,} deliveries ({workdir})", flush=True)  # fmt: skip
     timings: list[Timing] = []
