@@ -64,3 +64,23 @@ async def test_the_status_is_always_the_sends_own(store: Store, tmp_path: Path) 
     assert (paused.status, paused.reason) == ("paused", "paused by staff")
     assert paused.eta is None
     await live.close()
+
+
+async def test_a_reading_begun_before_a_change_is_not_kept() -> None:
+    """forget() during a slow reading: that reading answers its caller but is not kept."""
+    from mailer.web.console.live import Readings
+
+    readings = Readings(cheap=0.0)
+    gate = asyncio.Event()
+    values = iter([1, 2])
+
+    async def read() -> int:
+        await gate.wait()
+        return next(values)
+
+    first = asyncio.create_task(readings.get("k", read, fresh=60))
+    await asyncio.sleep(0)
+    readings.forget()  # a change lands while the first reading runs
+    gate.set()
+    assert await first == 1
+    assert await readings.get("k", read, fresh=60) == 2  # read again, not the stale 1

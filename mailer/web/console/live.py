@@ -45,6 +45,7 @@ class Readings:
         self.cheap = cheap
         self._readings: dict[Hashable, tuple[float, Any]] = {}
         self._refreshing: dict[Hashable, asyncio.Task[None]] = {}
+        self._generation = 0  # bumped by forget: a reading begun before is not kept
 
     async def get(self, key: Hashable, read: Callable[[], Awaitable[T]], *, fresh: float) -> T:
         """The figure ``key``: read now if cheap or never read, else the last reading (a new
@@ -61,14 +62,15 @@ class Readings:
 
     def forget(self) -> None:
         """Drop every reading (something changed): the next looks read again."""
+        self._generation += 1
         self._readings.clear()
 
     async def _read(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
-        started = time.monotonic()
+        started, generation = time.monotonic(), self._generation
         value = await read()
         self._readings.pop(key, None)
-        if time.monotonic() - started < self.cheap:
-            return value  # cheap: read again at the next look
+        if time.monotonic() - started < self.cheap or generation != self._generation:
+            return value  # cheap (read again at the next look), or begun before a change
         self._readings[key] = (time.monotonic(), value)
         while len(self._readings) > KEPT:
             self._readings.pop(next(iter(self._readings)))
