@@ -273,7 +273,7 @@ async def _console_listener(
     if not settings.console.enabled:
         return "; console off (MAILER_CONSOLE__ENABLED=false)"
     if not own_console_listener(settings):
-        return " (console on /admin/)"
+        return " (console on /admin/)" if settings.web.enabled else "; console off (web pages off)"
     console = settings.console
     assert console.port is not None
     listen = (
