@@ -427,3 +427,39 @@ def test_the_event_title_is_header_text_too(tmp_path: Path) -> None:
         tmp_path, EVENT.replace("Journée de recherche", "Journée\\u2028Bcc: x@example.org")
     )
     assert load_error(path).startswith(f"{path}: event.title: contains LINE SEPARATOR")
+
+
+def test_a_campaign_as_data_validates_again_into_the_same_campaign(tmp_path: Path) -> None:
+    """What the console stores (``Campaign.spec``: JSON types, bodies inlined) is read back by
+    ``from_data`` into the same campaign, local times included (text in JSON)."""
+    from mailer.campaigns import from_data
+
+    (tmp_path / "day.fr.md").write_text("Bonjour {{ name }}", encoding="utf-8")
+    path = tmp_path / "day.toml"
+    path.write_text(
+        'name = "day"\nkind = "event"\nlists = ["researchers"]\n'
+        '[content.fr]\nbody_file = "day.fr.md"\n[content.en]\nbody = "Hello"\n'
+        '[event]\ntitle = "Journée"\nstart = 2027-01-15T09:00:00\nannounce = 2027-01-02T10:00:00\n'
+        'reminders = ["7d"]\n',
+        encoding="utf-8",
+    )
+    first = campaigns.load(path)
+    spec = first.spec()
+    assert spec["content"]["fr"] == {"subject": "", "body": "Bonjour {{ name }}", "preheader": ""}
+    again = from_data(spec, source=Path("day"))
+    assert again.data == first.data.model_copy(
+        update={"content": {**first.data.content, "fr": again.data.content["fr"]}}
+    )
+    assert again.data.event is not None
+    assert isinstance(again.data.event.announce, datetime)
+    assert again.content == first.content
+
+
+def test_data_from_the_console_may_not_name_a_body_file() -> None:
+    from mailer.campaigns import from_data
+
+    with pytest.raises(campaigns.CampaignFileError, match=r"^web: body_file: give the body"):
+        from_data(
+            {"name": "x", "kind": "announcement", "lists": ["a"], "body_file": "/etc/passwd"},
+            source=Path("web"),
+        )

@@ -32,7 +32,7 @@ console and the API describe campaigns with it. Every error names the file, the 
 is expected.
 """
 
-from mailer.campaigns.files import DEMO_DAY, Campaign, demo_start, load, plan
+from mailer.campaigns.files import DEMO_DAY, Campaign, demo_start, from_data, load, plan
 from mailer.campaigns.model import (
     EARLIEST,
     MAX_AHEAD,
@@ -64,6 +64,7 @@ __all__ = [
     "NewsletterSection",
     "SenderOverride",
     "demo_start",
+    "from_data",
     "header_text",
     "language_code",
     "load",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ class Campaign:
     ) -> None:
         self.path = path
         self.data = data
+        self.bodies = dict(bodies)
         self.zone = ZoneInfo(data.timezone or zone)
         sections = data.sections()
         # A file with no words at all (a template-only newsletter, say) is neutral: every
@@ -60,6 +62,20 @@ class Campaign:
             for locale, s in sections.items()
             if s.event is not None
         )
+
+    def spec(self) -> dict[str, Any]:
+        """The campaign as data (JSON types), every body inlined (``body_file`` replaced by
+        the text read): what is stored, shown in the console, and validated again by
+        :func:`from_data` into the same campaign."""
+        data = self.data.model_dump(mode="json", exclude_none=True)
+        for locale, text in self.bodies.items():
+            if data.get("content"):
+                data["content"][locale].pop("body_file", None)
+                data["content"][locale]["body"] = text
+            else:
+                data.pop("body_file", None)
+                data["body"] = text
+        return data
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -227,30 +243,73 @@ def load(
         raise CampaignFileError(
             f"{path}: not valid TOML for a campaign (arrays or tables nested too deeply)"
         ) from None
+    return from_data(
+        raw, source=path, default_zone=default_zone, templates_dir=templates_dir, folder=path.parent
+    )
+
+
+def from_data(
+    raw: dict[str, Any],
+    *,
+    source: Path,
+    default_zone: str = "Europe/Paris",
+    templates_dir: Path | None = None,
+    folder: Path | None = None,
+) -> Campaign:
+    """Validate a campaign given as data (a file's tables, a stored spec, the console's
+    form) with :class:`CampaignFile`; :class:`CampaignFileError` names ``source`` and the field,
+    one line per error (``source: field: message``), the same words wherever it comes from.
+
+    ``body_file`` is read from ``folder`` (refused without one: data from the console or the
+    API carries its bodies). A local time given as text (``"2027-01-15T09:00"``, as JSON and
+    HTML forms give them) is read as one."""
     try:
-        data = CampaignFile.model_validate(raw)
+        data = CampaignFile.model_validate(_times_read(raw))
     except RecursionError:
-        raise CampaignFileError(f"{path}: values nested too deeply for a campaign file") from None
+        raise CampaignFileError(f"{source}: values nested too deeply for a campaign") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"]) or "(file)"
             message = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{path}: {field}: {message}")
+            lines.append(f"{source}: {field}: {message}")
         raise CampaignFileError("\n".join(lines)) from None
     bodies: dict[str, str] = {}
     for locale, section in data.sections().items():
         if not section.body_file:
             continue
         field = f"content.{locale}.body_file" if data.content else "body_file"
-        body_path = _inside(path, path.parent, section.body_file, field, "the campaign's folder")
+        if folder is None:
+            raise CampaignFileError(f"{source}: {field}: give the body itself, not a file name")
+        body_path = _inside(source, folder, section.body_file, field, "the campaign's folder")
         try:
             bodies[locale] = body_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise CampaignFileError(f"{path}: {field}: cannot read {body_path} ({exc})") from None
+            raise CampaignFileError(f"{source}: {field}: cannot read {body_path} ({exc})") from None
     if templates_dir is not None:
-        _check_template(path, templates_dir, data.template or data.kind.value, data.languages())
-    return Campaign(path, data, bodies, zone=default_zone)
+        _check_template(source, templates_dir, data.template or data.kind.value, data.languages())
+    return Campaign(source, data, bodies, zone=default_zone)
+
+
+def _times_read(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``send_at`` and ``event.announce`` read as local times when they are text
+    in ISO form (a union of text and time would otherwise keep the text)."""
+    out = dict(raw)
+
+    def read(value: Any) -> Any:
+        if isinstance(value, str) and value not in ("", "now"):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                return value
+        return value
+
+    if "send_at" in out:
+        out["send_at"] = read(out["send_at"])
+    event = out.get("event")
+    if isinstance(event, dict) and "announce" in event:
+        out["event"] = {**event, "announce": read(event["announce"])}
+    return out
 
 
 def _inside(path: Path, folder: Path, name: str, field: str, what: str) -> Path:
