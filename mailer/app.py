@@ -30,7 +30,10 @@ from mailer.storage import Store, ensure_data_dir, head_revision, sending_lock
 from mailer.tokens import load_signer
 
 if TYPE_CHECKING:
+    from mailer.message import Built
     from mailer.scheduler import Scheduler
+    from mailer.transport import Transport
+    from mailer.web.console.context import TestMail, TestResult
 
 # Dispatch, the scheduler, the transport and the web server are imported by the functions
 # that start them: a command that only reads or stores (`campaign create`, `status`...)
@@ -131,13 +134,15 @@ async def run(
             server = WebServer(
                 create_app(
                     settings, store, signer=engine.signer, scheduler=scheduler,
-                    on_send=scheduler.enqueue,
+                    on_send=scheduler.enqueue, test_mail=_test_mail(sender),
                 ),
                 settings,
             )  # fmt: skip
             pages = await server.start()
             stack.push_async_callback(server.stop)  # after the sends have drained
-        pages += await _console_listener(stack, settings, store, on_send=scheduler.enqueue)
+        pages += await _console_listener(
+            stack, settings, store, on_send=scheduler.enqueue, test_mail=_test_mail(sender)
+        )
         log.info(
             "mailer started: database %s (schema %s), transport %s, web pages %s; waiting for work",
             mask_url(settings.database_url),
@@ -193,7 +198,9 @@ async def serve_web(settings: Settings, *, stop: asyncio.Event | None = None) ->
         server = WebServer(create_app(settings, store, signer=signer), settings)
         url = await server.start()
         stack.push_async_callback(server.stop)
-        url += await _console_listener(stack, settings, store, on_send=None)
+        url += await _console_listener(
+            stack, settings, store, on_send=None, test_mail=_test_mail_opening(settings)
+        )
         log.info("web pages on %s (links use %s)", url, settings.web.base_url)
         notify("READY=1")
         await stop.wait()
@@ -264,6 +271,7 @@ async def _console_listener(
     store: Store,
     *,
     on_send: Callable[[int], None] | None,
+    test_mail: TestMail,
 ) -> str:
     """Start the console's own listener when ``MAILER_CONSOLE__PORT`` is set; what to add to
     the start-up line."""
@@ -282,8 +290,37 @@ async def _console_listener(
         "MAILER_CONSOLE__HOST/MAILER_CONSOLE__PORT",
     )
     server = WebServer(
-        create_console_app(settings, store, on_send=on_send), settings, listen=listen
+        create_console_app(settings, store, on_send=on_send, test_mail=test_mail),
+        settings,
+        listen=listen,
     )
     url = await server.start()
     stack.push_async_callback(server.stop)
     return f"; console on {url}/admin/"
+
+
+def _test_mail(transport: Transport) -> TestMail:
+    """How the console's test sends leave: through the daemon's own transport (its relay,
+    its limits), one message each; the console never imports the transport itself."""
+    from mailer.transport import Outcome
+    from mailer.web.console.context import TestResult
+
+    async def send(built: Built) -> TestResult:
+        result = await transport.send(built)
+        reply = f"{result.code or ''} {result.reply or ''}".strip()
+        return TestResult(result.outcome == Outcome.SENT, reply)
+
+    return send
+
+
+def _test_mail_opening(settings: Settings) -> TestMail:
+    """Test sends for ``mailer web`` (no daemon): a transport opened for each, checked as a
+    send would be (:func:`check_sending`)."""
+    from mailer.transport import open_transport
+
+    async def send(built: Built) -> TestResult:
+        check_sending(settings)
+        async with open_transport(settings) as transport:
+            return await _test_mail(transport)(built)
+
+    return send

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,6 +38,9 @@ from mailer.web.metrics import Monitor, SchedulerProbe
 from mailer.web.pages import PAGES
 from mailer.web.views import Views
 
+if TYPE_CHECKING:  # the console loads only when it is mounted
+    from mailer.web.console.context import TestMail
+
 log = logging.getLogger("mailer.web")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -49,6 +54,7 @@ def create_app(
     signer: Signer,
     scheduler: SchedulerProbe | None = None,
     on_send: Callable[[int], None] | None = None,
+    test_mail: TestMail | None = None,
     clock: Clock = utc_now,
 ) -> ASGIApp:
     """The subscriber pages, ``/healthz`` and ``/metrics`` as one ASGI app, and the staff
@@ -66,7 +72,9 @@ def create_app(
     ]
     closers: list[Callable[[], Awaitable[None]]] = []
     if settings.console.enabled and not own_console_listener(settings):
-        routes += _console(settings, store, views, closers, on_send=on_send, clock=clock)
+        routes += _console(
+            settings, store, views, closers, on_send=on_send, test_mail=test_mail, clock=clock
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -87,7 +95,7 @@ def create_app(
     )
     # Starlette's own trailing-slash redirect builds its URL from the Host header.
     app.router.redirect_slashes = False
-    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=_uploads(settings)))
+    return _limited(app, settings, views)
 
 
 def create_console_app(
@@ -95,6 +103,7 @@ def create_console_app(
     store: Store,
     *,
     on_send: Callable[[int], None] | None = None,
+    test_mail: TestMail | None = None,
     clock: Clock = utc_now,
 ) -> ASGIApp:
     """The staff console alone, for its own listener (``MAILER_CONSOLE__HOST``/``PORT``)."""
@@ -109,13 +118,14 @@ def create_console_app(
             await close()
 
     app = Starlette(
-        routes=_console(settings, store, views, closers, on_send=on_send, clock=clock),
+        routes=_console(settings, store, views, closers, on_send=on_send, test_mail=test_mail,
+                        clock=clock),
         exception_handlers={404: errors.not_found, 405: errors.not_found,
                             Exception: errors.server_error},
         lifespan=lifespan,
     )  # fmt: skip
     app.router.redirect_slashes = False
-    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=_uploads(settings)))
+    return _limited(app, settings, views)
 
 
 def own_console_listener(settings: Settings) -> bool:
@@ -131,13 +141,14 @@ def _console(
     closers: list[Callable[[], Awaitable[None]]],
     *,
     on_send: Callable[[int], None] | None,
+    test_mail: TestMail | None,
     clock: Clock,
 ) -> list[Route]:
     """The console's routes, each wrapped like the pages' (413, 400, 503 answered); what to
     await at shutdown goes to ``closers``."""
     from mailer.web.console import console_routes
 
-    mounted = console_routes(settings, store, on_send=on_send, clock=clock)
+    mounted = console_routes(settings, store, on_send=on_send, test_mail=test_mail, clock=clock)
     closers.append(mounted.close)
     return [
         Route(route.path, _guarded(views, route.endpoint), methods=route.methods)
@@ -145,10 +156,27 @@ def _console(
     ]
 
 
-def _uploads(settings: Settings) -> dict[str, int]:
+# The console's campaign form (and its live preview) carries a body per language.
+CAMPAIGN_FORMS = re.compile(r"^/admin/(compose|preview|campaigns/[^/]+/(edit|event))$")
+CAMPAIGN_FORM_MAX = 8 << 20  # bytes: two bodies of MAX_BODY characters, URL-encoded
+
+
+def _limited(app: ASGIApp, settings: Settings, views: Views) -> ASGIApp:
+    """``app`` behind the body limit (wider for the console's upload and campaign form; a
+    413 page in the reader's language) and the security headers."""
     from mailer.web.console.imports import UPLOAD_PATHS
 
-    return dict.fromkeys(UPLOAD_PATHS, settings.console.upload_max_bytes + 64 * 1024)
+    uploads = dict.fromkeys(UPLOAD_PATHS, settings.console.upload_max_bytes + 64 * 1024)
+
+    def wider(path: str) -> int | None:
+        if path in uploads:
+            return uploads[path]
+        return CAMPAIGN_FORM_MAX if CAMPAIGN_FORMS.match(path) else None
+
+    def page(scope: Scope) -> Response:
+        return views.message(pick_locale(Request(scope)), "too_large", status=413)
+
+    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=wider, page=page))
 
 
 def _guarded(views: Views, view: Endpoint) -> Endpoint:

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -29,21 +30,30 @@ class TooLarge(Exception):
 
 class BodyLimit:
     """Refuse a request body over ``limit`` bytes with 413, before anything reads it all;
-    ``wider`` names the paths allowed more (the console's CSV upload)."""
+    ``wider`` says which paths are allowed more (the console's CSV upload, its campaign form),
+    ``page`` makes the 413 answer (a page in the reader's language; plain text without)."""
 
-    def __init__(self, app: ASGIApp, limit: int, *, wider: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        *,
+        wider: Callable[[str], int | None] | None = None,
+        page: Callable[[Scope], Response] | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
-        self.wider = wider or {}
+        self.wider = wider or (lambda path: None)
+        self.page = page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.wider.get(str(scope.get("path", "")), self.limit)
+        limit = self.wider(str(scope.get("path", ""))) or self.limit
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await _too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
         seen = 0
         started = False
@@ -66,12 +76,17 @@ class BodyLimit:
             await self.app(scope, limited, watch)
         except TooLarge:
             if not started:
-                await _too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
 
-
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    response = Response("request body too large\n", status_code=413, media_type="text/plain")
-    await response(scope, receive, send)
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.page is not None:
+            response = self.page(scope)
+        else:
+            response = Response(
+                "request body too large\n", status_code=413, media_type="text/plain"
+            )
+        response.headers["Connection"] = "close"  # the rest of the body is not read
+        await response(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,14 @@
 """What every console page is handed (:class:`ConsoleContext`): the settings, the store, the
-console's views, the clock, the sign-in throttle and the daemon's ``on_send``; and the signed-in
-staff member of a request (:class:`Staffer`).
+console's views, the clock, the sign-in throttle, the daemon's ``on_send`` and ``test_mail``
+(how a test send leaves: the console never imports the transport), the pre-flights running;
+and the signed-in staff member of a request (:class:`Staffer`).
 
 Built once by :func:`mailer.web.console.routes.console_routes`; holds no route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,10 +16,12 @@ from typing import Any
 from starlette.requests import Request
 
 from mailer.clock import Clock, utc_now
+from mailer.message import Built
 from mailer.models import Role, StaffUser, role_allows
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.web.console.live import CHEAP, LiveProgress
+from mailer.web.console.preflight_runs import PreflightRuns
 from mailer.web.console.throttle import SignInThrottle
 from mailer.web.console.views import ConsoleViews
 from mailer.web.limits import client_ip
@@ -37,23 +40,42 @@ class Staffer:
         return role_allows(self.user.role, needed)
 
 
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """What the relay answered to a test send."""
+
+    delivered: bool
+    reply: str
+
+
+TestMail = Callable[[Built], Awaitable[TestResult]]
+
+
 @dataclass
 class ConsoleContext:
     settings: Settings
     store: Store
     views: ConsoleViews
     on_send: Callable[[int], None] | None = None
+    test_mail: TestMail | None = None  # None: test sends are unavailable here
     clock: Clock = utc_now
     throttle: SignInThrottle = field(init=False)
     live: LiveProgress = field(init=False)
+    preflights: PreflightRuns = field(init=False)
 
     def __post_init__(self) -> None:
         cheap = CHEAP if self.settings.console.cache_counts else float("inf")
         self.live = LiveProgress(self.store, self.clock, cheap=cheap)
+        self.preflights = PreflightRuns()
         console = self.settings.console
         self.throttle = SignInThrottle(
             per_account=console.login_attempts, per_address=console.login_attempts_per_ip
         )
+
+    async def close(self) -> None:
+        """What the app awaits when it stops: counts in flight, pre-flights running."""
+        await self.live.close()
+        await self.preflights.close()
 
     @property
     def idle(self) -> timedelta:

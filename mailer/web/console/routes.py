@@ -17,16 +17,22 @@ from mailer.clock import Clock, utc_now
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.web.console import (
+    approval,
     audit,
+    campaign_control,
+    campaigns,
+    compose,
     dashboard,
     imports,
     login,
     people,
+    preflight,
+    preview,
     sends,
     suppressions,
     users,
 )
-from mailer.web.console.context import ConsoleContext
+from mailer.web.console.context import ConsoleContext, TestMail
 from mailer.web.console.guard import ConsoleRoute, guarded
 from mailer.web.console.static import static_file
 from mailer.web.console.views import ConsoleViews
@@ -35,6 +41,12 @@ PREFIX = "/admin"
 CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
     *dashboard.ROUTES,
     *sends.ROUTES,
+    *compose.ROUTES,  # /compose before the campaigns' {name} paths
+    *campaigns.ROUTES,
+    *approval.ROUTES,
+    *campaign_control.ROUTES,
+    *preview.ROUTES,
+    *preflight.ROUTES,
     *people.ROUTES,
     *imports.ROUTES,
     *suppressions.ROUTES,
@@ -60,11 +72,12 @@ def console_routes(
     store: Store,
     *,
     on_send: Callable[[int], None] | None = None,
+    test_mail: TestMail | None = None,
     clock: Clock = utc_now,
 ) -> Mounted:
     """The console's routes, ready to mount on the web app (or on its own listener)."""
     views = ConsoleViews(settings.paths.templates_dir, zone=settings.scheduler.timezone)
-    ctx = ConsoleContext(settings, store, views, on_send=on_send, clock=clock)
+    ctx = ConsoleContext(settings, store, views, on_send=on_send, test_mail=test_mail, clock=clock)
     routes: list[Route] = [
         Route(PREFIX, _to_home),
         Route(PREFIX + "/login", partial(login.login, ctx=ctx), methods=["GET", "HEAD", "POST"]),
@@ -74,4 +87,4 @@ def console_routes(
         Route(PREFIX + route.path, guarded(ctx, route), methods=route.methods)
         for route in CONSOLE_ROUTES
     ]
-    return Mounted(routes, ctx.live.close)
+    return Mounted(routes, ctx.close)
