@@ -7,6 +7,8 @@ Pure ASGI; knows nothing of routes, storage or tokens.
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -30,9 +32,20 @@ CONSOLE_CSP = (
     b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 CONSOLE_PREFIX = "/admin"
+# The console's pages that show a campaign's mail in a sandboxed ``<iframe srcdoc>``: the frame
+# inherits the page's policy, and a mail is styled inline and shows its images. Scripts stay
+# the console's own; the frame's sandbox runs none of the mail's anyway.
+PREVIEW_PATHS = re.compile(r"^/admin/(compose|preview|campaigns/[^/]+/(edit|preview))$")
+PREVIEW_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data: https:; connect-src 'self'; form-action 'self'; "
+    b"frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def _headers_for(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    if PREVIEW_PATHS.match(path):
+        return ((b"content-security-policy", PREVIEW_CSP), *SECURITY_HEADERS[1:])
     if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
         return ((b"content-security-policy", CONSOLE_CSP), *SECURITY_HEADERS[1:])
     return SECURITY_HEADERS
