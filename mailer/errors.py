@@ -13,12 +13,15 @@ Classified by what the caller should do about them::
     ├── MessageError (ValueError)         a header value or address cannot go on the wire
     ├── AccountError (ValueError)         a staff password breaks the rules (reason)
     ├── transport.TransportFatal (ConnectionError)  login, TLS or relay set-up refused: pause
-    └── StateError (ValueError)           an illegal transition (``mailer.lifecycle`` refuses the
-        │                                 move; subscribing a suppressed address)
-        └── SendingLocked                 another process sends from this SQLite file
+    ├── StateError (ValueError)           an illegal transition (``mailer.lifecycle`` refuses the
+    │   │                                 move; subscribing a suppressed address)
+    │   └── SendingLocked                 another process sends from this SQLite file
+    └── StaleEdit                         a campaign changed since it was read (by, at): reload
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class MailerError(Exception):
@@ -80,3 +83,16 @@ class StateError(MailerError, ValueError):
 
 class SendingLocked(StateError):
     """Another mailer process sends from this SQLite file (one sender per file)."""
+
+
+class StaleEdit(MailerError):
+    """A campaign was changed by someone else since this version was read: the save, submit
+    or approval that expected the older version changed nothing (``by`` and ``at`` say whose
+    change won, ``at`` in UTC)."""
+
+    def __init__(self, by: str | None, at: datetime) -> None:
+        super().__init__(
+            f"changed by {by or 'someone'} at {at:%Y-%m-%d %H:%M} UTC; reload to see their change"
+        )
+        self.by = by
+        self.at = at

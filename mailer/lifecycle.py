@@ -40,6 +40,13 @@ class SendMove(StrEnum):
 
 
 class CampaignMove(StrEnum):
+    """The moves of a campaign, each one row of :data:`CAMPAIGN_MOVES`."""
+
+    SUBMIT = "submit"  # an editor asks for approval
+    APPROVE = "approve"  # a sender approves: a snapshot of content and audience is frozen
+    SCHEDULE = "schedule"  # its sends are planned (after approval)
+    RETURN = "send back"  # a sender returns a submitted or approved campaign to its editor
+    EDIT = "edit"  # a change of its content: back to draft, any approval gone
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
@@ -78,17 +85,32 @@ SEND_MOVES: Mapping[SendMove, Move[SendStatus]] = MappingProxyType(
     }
 )
 
-# Campaign moves carry no condition today: a campaign's status follows what staff asked
-# last (its sends carry the conditions above). Written out so that tightening one is a
-# one-line change here, e.g. refusing to resume a cancelled campaign.
+# A campaign is written (draft), submitted, approved, then scheduled; any edit takes it
+# back to draft, and its approval with it (the workflow refuses an edit once a send of it
+# started). Pause and resume are the sending's moves: never from a campaign not yet
+# scheduled; from an ended one (done, cancelled) they stay unconditional, as they were
+# before approvals (its sends carry their own conditions). Cancel goes from anywhere.
 C_ = CampaignStatus
-_ANY_CAMPAIGN = tuple(CampaignStatus)
+_UNSENT = (C_.DRAFT, C_.SUBMITTED, C_.APPROVED)
+_SENDING = tuple(s for s in CampaignStatus if s not in _UNSENT)
 CAMPAIGN_MOVES: Mapping[CampaignMove, Move[CampaignStatus]] = MappingProxyType(
     {
-        CampaignMove.PAUSE: _move(C_.PAUSED, *_ANY_CAMPAIGN),
-        CampaignMove.RESUME: _move(C_.SCHEDULED, *_ANY_CAMPAIGN),
-        CampaignMove.CANCEL: _move(C_.CANCELLED, *_ANY_CAMPAIGN),
+        CampaignMove.SUBMIT: _move(C_.SUBMITTED, C_.DRAFT),
+        CampaignMove.APPROVE: _move(C_.APPROVED, C_.SUBMITTED),
+        CampaignMove.SCHEDULE: _move(C_.SCHEDULED, C_.APPROVED),
+        CampaignMove.RETURN: _move(C_.DRAFT, C_.SUBMITTED, C_.APPROVED),
+        CampaignMove.EDIT: _move(C_.DRAFT, C_.DRAFT, C_.SUBMITTED, C_.APPROVED, C_.SCHEDULED),
+        CampaignMove.PAUSE: _move(C_.PAUSED, *_SENDING),
+        CampaignMove.RESUME: _move(C_.SCHEDULED, *_SENDING),
+        CampaignMove.CANCEL: _move(C_.CANCELLED, *CampaignStatus),
     }
+)
+
+# Where a schedule that records its own approval may start (`campaign create` of a file, the
+# operator's approval; or a console with MAILER_CONSOLE__REQUIRE_APPROVAL=false): before
+# approval, or a campaign already scheduled whose file is created again.
+SELF_APPROVED_SCHEDULE: frozenset[CampaignStatus] = frozenset(
+    {C_.DRAFT, C_.SUBMITTED, C_.APPROVED, C_.SCHEDULED}
 )
 
 ENDED: frozenset[SendStatus] = frozenset({S_.DONE, S_.CANCELLED, S_.MISSED})
@@ -112,13 +134,36 @@ def campaign_target(move: CampaignMove) -> CampaignStatus:
     return CAMPAIGN_MOVES[move].target
 
 
+def campaign_sources(move: CampaignMove) -> list[CampaignStatus]:
+    """The statuses a campaign may be in for ``move``, in a stable order (for SQL)."""
+    return sorted(CAMPAIGN_MOVES[move].sources)
+
+
+def schedule_sources(*, self_approved: bool) -> list[CampaignStatus]:
+    """Where a schedule may start: approved, or (recording its own approval) also draft,
+    submitted and scheduled (:data:`SELF_APPROVED_SCHEDULE`)."""
+    if self_approved:
+        return sorted(SELF_APPROVED_SCHEDULE)
+    return campaign_sources(CampaignMove.SCHEDULE)
+
+
 def check_send(send_id: int, current: str, move: SendMove) -> SendStatus:
     """The status ``move`` leads to from ``current``; StateError if the table refuses it."""
     return _check(f"send {send_id}", current, move, SEND_MOVES[move])
 
 
 def check_campaign(name: str, current: str, move: CampaignMove) -> CampaignStatus:
+    """The status ``move`` leads to from ``current``; StateError if the table refuses it."""
     return _check(f"campaign {name}", current, move, CAMPAIGN_MOVES[move])
+
+
+def check_schedule(name: str, current: str, *, self_approved: bool) -> CampaignStatus:
+    """Like :func:`check_campaign` for SCHEDULE, with the wider sources of a schedule that
+    records its own approval."""
+    rule = CAMPAIGN_MOVES[CampaignMove.SCHEDULE]
+    if self_approved:
+        rule = Move(SELF_APPROVED_SCHEDULE, rule.target)
+    return _check(f"campaign {name}", current, CampaignMove.SCHEDULE, rule)
 
 
 def _check(what: str, current: str, move: StrEnum, rule: Move[S]) -> S:
@@ -134,14 +179,18 @@ def _check(what: str, current: str, move: StrEnum, rule: Move[S]) -> S:
 __all__ = [
     "CAMPAIGN_MOVES",
     "ENDED",
+    "SELF_APPROVED_SCHEDULE",
     "SEND_MOVES",
     "SEND_TRANSITIONS",
     "CampaignMove",
     "Move",
     "SendMove",
+    "campaign_sources",
     "campaign_target",
     "check_campaign",
+    "check_schedule",
     "check_send",
+    "schedule_sources",
     "send_sources",
     "send_target",
 ]

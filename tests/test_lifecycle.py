@@ -15,7 +15,9 @@ from mailer.lifecycle import (
     CampaignMove,
     SendMove,
     check_campaign,
+    check_schedule,
     check_send,
+    schedule_sources,
     send_sources,
 )
 from mailer.models import CampaignStatus, SendStatus
@@ -94,9 +96,67 @@ def test_a_refused_move_says_which_send_from_what_to_what_and_what_is_allowed() 
     )
 
 
-def test_campaign_moves_keep_todays_unconditional_changes() -> None:
-    """A campaign's own status follows what staff asked last, from any status (as before)."""
-    for move in CampaignMove:
-        assert CAMPAIGN_MOVES[move].sources == frozenset(CampaignStatus)
-        for current in CampaignStatus:
-            assert check_campaign("c", current, move) == CAMPAIGN_MOVES[move].target
+C = CampaignStatus
+
+# Every (from, to) pair a campaign may take, written out by hand (issue 15's approvals).
+EXPECTED_CAMPAIGN_MOVES = {
+    CampaignMove.SUBMIT: ({C.DRAFT}, C.SUBMITTED),
+    CampaignMove.APPROVE: ({C.SUBMITTED}, C.APPROVED),
+    CampaignMove.SCHEDULE: ({C.APPROVED}, C.SCHEDULED),
+    CampaignMove.RETURN: ({C.SUBMITTED, C.APPROVED}, C.DRAFT),
+    CampaignMove.EDIT: ({C.DRAFT, C.SUBMITTED, C.APPROVED, C.SCHEDULED}, C.DRAFT),
+    # Pause and resume: as before approvals from every status but the three before sending.
+    CampaignMove.PAUSE: ({C.SCHEDULED, C.PAUSED, C.DONE, C.CANCELLED}, C.PAUSED),
+    CampaignMove.RESUME: ({C.SCHEDULED, C.PAUSED, C.DONE, C.CANCELLED}, C.SCHEDULED),
+    CampaignMove.CANCEL: (set(CampaignStatus), C.CANCELLED),
+}
+
+
+def test_the_campaign_table_is_exactly_the_approval_workflow() -> None:
+    """draft -> submitted -> approved -> scheduled, back to draft by an edit or a send-back;
+    no move is allowed that the hand-written table does not name."""
+    assert {
+        move: (set(rule.sources), rule.target) for move, rule in CAMPAIGN_MOVES.items()
+    } == EXPECTED_CAMPAIGN_MOVES
+
+
+@pytest.mark.parametrize(("current", "move"), list(itertools.product(CampaignStatus, CampaignMove)))
+def test_check_campaign_agrees_with_the_table(current: CampaignStatus, move: CampaignMove) -> None:
+    """check_campaign allows a move exactly when the current status is among its sources."""
+    sources, target = EXPECTED_CAMPAIGN_MOVES[move]
+    if current in sources:
+        assert check_campaign("c", current, move) == target
+    else:
+        with pytest.raises(StateError):
+            check_campaign("c", current, move)
+
+
+@pytest.mark.parametrize("unsent", [C.DRAFT, C.SUBMITTED, C.APPROVED])
+def test_a_campaign_not_yet_scheduled_cannot_pause_or_resume(unsent: CampaignStatus) -> None:
+    """Pausing a draft says what it is and where pause goes from."""
+    with pytest.raises(StateError) as refused:
+        check_campaign("news", unsent, CampaignMove.PAUSE)
+    assert str(refused.value) == (
+        f"campaign news is {unsent}: it cannot pause (to paused); pause goes from cancelled, "
+        "done, paused, scheduled only"
+    )
+    with pytest.raises(StateError):
+        check_campaign("news", unsent, CampaignMove.RESUME)
+
+
+def test_scheduling_needs_an_approval_unless_it_records_its_own() -> None:
+    """A draft is scheduled only by a schedule that approves it (a file's `campaign create`,
+    or approval not required); a paused or cancelled campaign is not scheduled either way."""
+    with pytest.raises(StateError) as refused:
+        check_schedule("news", C.DRAFT, self_approved=False)
+    assert str(refused.value) == (
+        "campaign news is draft: it cannot schedule (to scheduled); schedule goes from "
+        "approved only"
+    )
+    assert check_schedule("news", C.APPROVED, self_approved=False) == C.SCHEDULED
+    for current in (C.DRAFT, C.SUBMITTED, C.APPROVED, C.SCHEDULED):
+        assert check_schedule("news", current, self_approved=True) == C.SCHEDULED
+    for ended in (C.PAUSED, C.CANCELLED, C.DONE):
+        with pytest.raises(StateError):
+            check_schedule("news", ended, self_approved=True)
+    assert schedule_sources(self_approved=False) == [C.APPROVED]

@@ -4,12 +4,14 @@
 - ``values``: what the stages pass each other (recipients, lists, content, links...);
 - ``subscribers``: what storage takes and returns about lists, subscribers and consent;
 - ``sending``: what storage takes and returns about campaigns, sends and deliveries;
+- ``drafts``: what storage takes and returns about a campaign's spec, approval and schedule;
 - ``staff``: staff roles, accounts, sessions and the audit log.
 
 Imports nothing else from the package (foundation layer); ``from mailer.models import X`` is
 the way in.
 """
 
+from mailer.models.drafts import CampaignListing, CampaignRecord, PlannedSend, ScheduleResult
 from mailer.models.sending import (
     REPORT_COLUMNS,
     Campaign,
@@ -82,6 +84,8 @@ __all__ = [
     "AuditEntry",
     "Campaign",
     "CampaignKind",
+    "CampaignListing",
+    "CampaignRecord",
     "CampaignStatus",
     "CampaignSummary",
     "Confirmed",
@@ -107,6 +111,7 @@ __all__ = [
     "Metrics",
     "Newsletter",
     "OptInMode",
+    "PlannedSend",
     "Preferences",
     "PublicList",
     "Recipient",
@@ -114,6 +119,7 @@ __all__ = [
     "ReportRow",
     "Requested",
     "Role",
+    "ScheduleResult",
     "Send",
     "SendAction",
     "SendFigures",

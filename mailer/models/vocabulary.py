@@ -59,7 +59,12 @@ class CampaignKind(StrEnum):
 
 
 class CampaignStatus(StrEnum):
+    """Where a campaign stands: written (draft), awaiting a second person (submitted),
+    approved (a snapshot frozen, nothing planned yet), then sending (``mailer.lifecycle``)."""
+
     DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
     SCHEDULED = "scheduled"
     PAUSED = "paused"
     DONE = "done"

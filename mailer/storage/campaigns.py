@@ -1,7 +1,8 @@
 """Campaigns: what staff wrote (content, lists, sender, options) and their event.
 
-Writes ``campaigns``, ``campaign_lists`` and ``events`` (and no other table): a campaign's
-pause, resume or cancel moves its sends through ``sends``, in the same transaction.
+Writes ``campaigns``, ``campaign_lists`` and ``events`` (and no other table; its drafts,
+approvals and schedules are its part in ``storage.drafts``): a campaign's pause, resume or
+cancel moves its sends through ``sends``, in the same transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.errors import NotFoundError
@@ -31,18 +32,26 @@ from mailer.models import (
     SendStatus,
 )
 from mailer.storage import sends as send_writer
-from mailer.storage.database import Database
-from mailer.storage.tables import campaign_lists, campaigns, events, lists, sends
-from mailer.storage.words import details_json, event_of, texts_json, texts_of
+from mailer.storage.drafts import (
+    _NO_APPROVAL,
+    CampaignDrafts,
+    content_values,
+    list_ids_of,
+    not_found,
+    put_event,
+    set_lists,
+)
+from mailer.storage.tables import campaign_lists, campaigns, events, sends
+from mailer.storage.words import details_json, event_of, texts_of
+
+_UNSENT = (CampaignStatus.DRAFT, CampaignStatus.SUBMITTED, CampaignStatus.APPROVED)
 
 CONFIRM_TEMPLATE = "confirm"
 
 
-class Campaigns:
-    """The campaigns (``store.campaigns``)."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
+class Campaigns(CampaignDrafts):
+    """The campaigns (``store.campaigns``); their drafts, approvals and schedules are
+    :class:`~mailer.storage.drafts.CampaignDrafts`' methods."""
 
     async def save(
         self,
@@ -54,50 +63,49 @@ class Campaigns:
         event: EventInfo | None,
         now: datetime,
         options: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
+        approved_by: str | None = "cli",
+        snapshot: dict[str, Any] | None = None,
     ) -> int:
-        """Create or update a campaign by name; return its id."""
+        """Create or update a campaign by name (``campaign create`` of a file); return its
+        id. Its version grows by one. With ``approved_by`` (the operator's approval, by
+        default "cli") the approval is recorded with ``snapshot`` and a campaign not yet
+        sending is scheduled, as before approvals; without, it is a draft, unapproved."""
         async with self._db.begin(write=True) as conn:
-            list_ids = await _list_ids(conn, list_slugs, campaign=content.name)
-            values = {
-                "kind": content.kind,
-                "template": content.template_name,
-                "subject": content.subject,
-                "body": content.body,
-                "body_format": content.body_format,
-                "timezone": content.timezone,
-                "sender_name": sender_name,
-                "sender_address": sender_address,
-                "options": options or {},
-                "texts": texts_json(content),
-                "updated_at": now,
-            }
+            list_ids = await list_ids_of(conn, list_slugs, campaign=content.name)
+            values = content_values(content, sender_name, sender_address, options, now=now)
+            values.update(spec=spec, updated_by=approved_by)
+            if approved_by is None:
+                values.update(_NO_APPROVAL, status=CampaignStatus.DRAFT.value)
+            else:
+                values.update(approved_by=approved_by, approved_at=now, approval=snapshot)
             existing = (
-                await conn.execute(select(campaigns.c.id).where(campaigns.c.name == content.name))
-            ).scalar()
+                await conn.execute(
+                    select(campaigns.c.id, campaigns.c.status).where(
+                        campaigns.c.name == content.name
+                    )
+                )
+            ).one_or_none()
             if existing is None:
+                values.setdefault("status", CampaignStatus.SCHEDULED.value)
                 result = await conn.execute(
                     campaigns.insert().values(
-                        name=content.name,
-                        status=CampaignStatus.SCHEDULED.value,
-                        created_at=now,
-                        **values,
+                        name=content.name, created_at=now, version=1, **values
                     )
                 )
                 campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             else:
-                campaign_id = int(existing)
+                campaign_id = int(existing.id)
+                if approved_by is not None and existing.status in _UNSENT:
+                    values["status"] = CampaignStatus.SCHEDULED.value
                 await conn.execute(
-                    update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(version=campaigns.c.version + 1, **values)
                 )
-            await conn.execute(
-                delete(campaign_lists).where(campaign_lists.c.campaign_id == campaign_id)
-            )
-            await conn.execute(
-                campaign_lists.insert(),
-                [{"campaign_id": campaign_id, "list_id": list_id} for list_id in list_ids],
-            )
+            await set_lists(conn, campaign_id, list_ids)
             if event is not None:
-                await _add_event(conn, campaign_id, event, now=now)
+                await put_event(conn, campaign_id, event, replace_details=False, now=now)
             return campaign_id
 
     async def get(self, name: str) -> Campaign:
@@ -108,13 +116,7 @@ class Campaigns:
                 .one_or_none()
             )
             if row is None:
-                known = (
-                    (await conn.execute(select(campaigns.c.name).order_by(campaigns.c.name)))
-                    .scalars()
-                    .all()
-                )
-                hint = f"; known: {', '.join(known)}" if known else "; none is stored yet"
-                raise NotFoundError(f"no campaign named {name!r}{hint}")
+                raise await not_found(conn, name)
             return Campaign(
                 id=row["id"], name=row["name"], kind=row["kind"], status=row["status"],
                 template=row["template"], subject=row["subject"], body=row["body"],
@@ -252,36 +254,6 @@ class Campaigns:
             return out
 
 
-async def _list_ids(conn: AsyncConnection, slugs: Sequence[str], *, campaign: str) -> list[int]:
-    list_ids = []
-    for slug in slugs:
-        found = (await conn.execute(select(lists.c.id).where(lists.c.slug == slug))).scalar()
-        if found is None:
-            raise NotFoundError(f"unknown list {slug!r} in campaign {campaign!r}")
-        list_ids.append(int(found))
-    return list_ids
-
-
-async def _add_event(
-    conn: AsyncConnection, campaign_id: int, event: EventInfo, *, now: datetime
-) -> None:
-    """A campaign's event, stored the first time only (its changes go through
-    :meth:`Campaigns.update_event`, which counts the SEQUENCE)."""
-    found = (
-        await conn.execute(select(events.c.id).where(events.c.campaign_id == campaign_id))
-    ).scalar()
-    if found is not None:
-        return
-    await conn.execute(
-        events.insert().values(
-            campaign_id=campaign_id, sequence=event.sequence, status=EventStatus.CONFIRMED.value,
-            created_at=now, uid=event.uid, title=event.title, starts_at=event.start,
-            ends_at=event.end, timezone=event.timezone, place=event.place, link=event.link,
-            description=event.description, details=details_json(event), updated_at=now,
-        )
-    )  # fmt: skip
-
-
 async def _set_status(
     conn: AsyncConnection, campaign_id: int, move: CampaignMove, *, now: datetime
 ) -> None:
@@ -308,7 +280,7 @@ async def confirm_campaign(
             name=name, kind=CONFIRM_KIND, status=CampaignStatus.SCHEDULED.value,
             template=CONFIRM_TEMPLATE, subject="", body="", body_format="markdown",
             sender_name=None, sender_address=None, timezone=timezone, options={},
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, approved_by="system", approved_at=now,
         )
     )  # fmt: skip
     campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]

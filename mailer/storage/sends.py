@@ -4,10 +4,15 @@ Writes ``sends`` (and no other table; the deliveries a move starts or ends go th
 ``deliveries``). Every move is a conditional ``UPDATE ... WHERE status IN (...)`` whose
 statuses come from the table of ``mailer.lifecycle``: a send is claimed once, a move that
 lost a race changes nothing and says so (False).
+
+THE GATE: a send of a campaign that is not approved (``campaigns.approved_at`` NULL: a draft,
+a submitted campaign, one edited since its approval) is held: :meth:`Sends.scheduled` leaves
+it out, so no job is made for it, and a claim of it changes nothing (defence in depth).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +28,7 @@ from mailer.models import (
     DeliveryStatus,
     EventInfo,
     ListInfo,
+    PlannedSend,
     Send,
     SendAction,
     SendListing,
@@ -200,10 +206,13 @@ class Sends:
             return [int(r) for r in rows.scalars()]
 
     async def scheduled(self) -> list[tuple[int, datetime]]:
-        """Every scheduled send with its due time: what the scheduler's jobs are built from."""
+        """Every scheduled send of an approved campaign with its due time: what the
+        scheduler's jobs are built from (the gate: a held send gets no job)."""
         async with self._db.begin() as conn:
             rows = await conn.execute(
-                select(sends.c.id, sends.c.due_at).where(sends.c.status == SendStatus.SCHEDULED)
+                select(sends.c.id, sends.c.due_at)
+                .join(campaigns, campaigns.c.id == sends.c.campaign_id)
+                .where(sends.c.status == SendStatus.SCHEDULED, campaigns.c.approved_at.is_not(None))
             )
             return [(int(i), due) for i, due in rows.all()]
 
@@ -299,10 +308,20 @@ async def _event(conn: AsyncConnection, campaign_id: int) -> EventInfo | None:
     return None if row is None else event_of(row)
 
 
+def _approved() -> Any:
+    """The send's campaign is approved (the gate, inside a statement on ``sends``)."""
+    return (
+        select(campaigns.c.id)
+        .where(campaigns.c.id == sends.c.campaign_id, campaigns.c.approved_at.is_not(None))
+        .exists()
+    )
+
+
 async def _claim(conn: AsyncConnection, send_id: int, *, node: str, now: datetime) -> bool:
+    """scheduled -> running, once, and only when its campaign is approved (the gate)."""
     result = await conn.execute(
         update(sends)
-        .where(sends.c.id == send_id, sends.c.status.in_(send_sources(SendMove.CLAIM)))
+        .where(sends.c.id == send_id, sends.c.status.in_(send_sources(SendMove.CLAIM)), _approved())
         .values(
             status=send_target(SendMove.CLAIM).value,
             claimed_by=node,
@@ -373,3 +392,65 @@ async def move_of_campaign(
     if target in (SendStatus.CANCELLED, SendStatus.MISSED):
         await delivery_writer.skip_rest(conn, ids, reason or target.value, now)
     return ids
+
+
+async def plan_of_campaign(
+    conn: AsyncConnection,
+    campaign_id: int,
+    planned: Sequence[PlannedSend],
+    *,
+    now: datetime,
+    reason: str,
+    only_missing: bool = False,
+) -> tuple[list[str], list[str], list[str]]:
+    """Make the campaign's sends what ``planned`` says, by key; returns the keys (created,
+    moved, dropped). A scheduled send moves to its planned time; one that ran, or ended,
+    stays; a missing one is made; a scheduled send no longer planned is cancelled with
+    ``reason`` (move DROP). With ``only_missing``, only the missing ones are made."""
+    rows = await conn.execute(
+        select(sends.c.id, sends.c.key, sends.c.status, sends.c.due_at).where(
+            sends.c.campaign_id == campaign_id
+        )
+    )
+    stored = {row.key: row for row in rows.all()}
+    created: list[str] = []
+    moved: list[str] = []
+    for p in planned:
+        row = stored.get(p.key)
+        if row is None:
+            await _insert(conn, campaign_id, key=p.key, action=SendAction(p.action),
+                          due_at=p.due, now=now)  # fmt: skip
+            created.append(p.key)
+        elif not only_missing and row.status == SendStatus.SCHEDULED and row.due_at != p.due:
+            result = await conn.execute(
+                update(sends)
+                .where(sends.c.id == row.id, sends.c.status == SendStatus.SCHEDULED)
+                .values(due_at=p.due, updated_at=now)
+            )
+            if result.rowcount:
+                moved.append(p.key)
+    keys = {p.key for p in planned}
+    left = sorted(
+        (
+            row
+            for key, row in stored.items()
+            if key not in keys and row.status == SendStatus.SCHEDULED
+        ),
+        key=lambda row: row.key,
+    )
+    dropped: list[str] = []
+    if left and not only_missing:
+        result = await conn.execute(
+            update(sends)
+            .where(
+                sends.c.id.in_([row.id for row in left]),
+                sends.c.status.in_(send_sources(SendMove.DROP)),
+            )
+            .values(status=send_target(SendMove.DROP).value, reason=reason, finished_at=now,
+                    updated_at=now)
+            .returning(sends.c.id, sends.c.key)
+        )  # fmt: skip
+        gone = result.all()
+        await delivery_writer.skip_rest(conn, [int(r.id) for r in gone], reason, now)
+        dropped = sorted(str(r.key) for r in gone)
+    return created, moved, dropped

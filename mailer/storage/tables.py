@@ -220,6 +220,19 @@ campaigns = Table(
     # first (migration 0004); NULL for a campaign stored before, whose subject and body go to
     # every language.
     Column("texts", JSON(none_as_null=True), nullable=True),
+    # Approvals (migration 0007). The campaign as a CampaignFile in JSON, its bodies inlined
+    # (NULL: stored before); its version, one more at each save (a save that expected
+    # another version is refused: two staff editing one draft); who saved, submitted and
+    # approved it, when; the snapshot approval froze (content and templates by hash, lists
+    # and audience). The daemon sends nothing of a campaign whose approved_at is NULL.
+    Column("spec", JSON(none_as_null=True), nullable=True),
+    Column("version", Integer, nullable=False, default=1, server_default="1"),
+    Column("updated_by", String(320), nullable=True),
+    Column("submitted_by", String(320), nullable=True),
+    Column("submitted_at", UTCDateTime(), nullable=True),
+    Column("approved_by", String(320), nullable=True),
+    Column("approved_at", UTCDateTime(), nullable=True),
+    Column("approval", JSON(none_as_null=True), nullable=True),
     _created(),
     _updated(),
 )
