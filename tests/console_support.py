@@ -18,11 +18,13 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher
 
+from mailer.message import Built
 from mailer.models import Role
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import Signer
 from mailer.web import create_app
+from mailer.web.console.context import TestResult
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,8 @@ class Console:
     app: Any
     queued: list[int] = field(default_factory=list)
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    # the test sends the console handed to the daemon's transport (``test_mail``), in order
+    mailed: list[Built] = field(default_factory=list)
 
     def anonymous(self, ip: str = "192.0.2.10") -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
@@ -103,8 +107,17 @@ async def open_console(
 ) -> AsyncIterator[Console]:
     settings = console_settings(tmp_path, database_url, **console)
     queued: list[int] = []
-    app = create_app(settings, store, signer=Signer([KEY]), on_send=queued.append)
-    found = Console(store, settings, app, queued)
+    mailed: list[Built] = []
+
+    async def test_mail(built: Built) -> TestResult:
+        """The daemon's side of a test send, as the relay would answer: taken."""
+        mailed.append(built)
+        return TestResult(True, "250 2.0.0 queued as TEST")
+
+    app = create_app(
+        settings, store, signer=Signer([KEY]), on_send=queued.append, test_mail=test_mail
+    )
+    found = Console(store, settings, app, queued, mailed=mailed)
     try:
         yield found
     finally:
