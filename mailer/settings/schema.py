@@ -25,7 +25,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from mailer.settings.values import base_url, database_url, split_commas, zone_name
+from mailer.settings.values import (
+    base_url,
+    database_url,
+    email_addresses,
+    split_commas,
+    zone_name,
+)
 
 ENV_PREFIX = "MAILER_"
 NESTED_DELIMITER = "__"
@@ -280,6 +286,31 @@ class ConsoleSettings(Section):
         ge=1024,
         description="Largest list file (CSV) the console accepts for an import, in bytes.",
     )
+    test_recipients: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated addresses (a seed list: a@example.org,b@example.org) a test "
+            "send may go to besides the staff member's own; no other. Empty: one's own only."
+        ),
+    )
+    require_approval: bool = Field(
+        default=True,
+        description=(
+            "A campaign made in the console is scheduled only once a sender approved it "
+            "(its content and audience frozen); false: a sender may schedule a draft "
+            "directly, recorded as approved by them."
+        ),
+    )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Who last saved or submitted a campaign may approve it; false: another.",
+    )
+
+    @field_validator("test_recipients", mode="before")
+    @classmethod
+    def _recipients(cls, value: Any) -> Any:
+        value = split_commas(value)
+        return email_addresses(value) if isinstance(value, list) else value
 
     @field_validator("host", "trusted_header")
     @classmethod

@@ -1,5 +1,5 @@
-"""Single values of the settings: what a time zone, a base URL, a database URL and a comma
-list must be, and a database URL shown with its passwords hidden.
+"""Single values of the settings: what a time zone, a base URL, a database URL, a comma
+list and a list of e-mail addresses must be, and a database URL shown with its passwords hidden.
 
 Plain functions on strings, used by the validators of :mod:`mailer.settings.schema` and by
 what shows the settings; they know no section and no variable. A wrong value is a
@@ -12,6 +12,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
 
 
 def zone_name(value: str) -> str:
@@ -90,6 +92,20 @@ def split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def email_addresses(entries: list[Any]) -> list[str]:
+    """Each address validated and normalised as ``mailer.addresses.normalize`` does (the
+    same library and rule; settings sit below ``addresses`` in the layers), once each
+    (compared case-insensitively); a bad one is named, with the reason."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        try:
+            email = validate_email(str(entry).strip(), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"{entry!r} is not an e-mail address: {exc}") from None
+        found.setdefault(email.casefold(), email)
+    return list(found.values())
 
 
 # Query parameters that hold a secret: password=, sslpassword=, PWD=, token=, secret=...
