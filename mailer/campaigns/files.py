@@ -192,6 +192,9 @@ def plan(
         shift = demo_start(now) - real.start
     event = campaign.event(domain=domain, shift=shift)
     assert event is not None
+    for value, what in ((section.start, "event.start"), (section.end, "event.end")):
+        note = campaign.local(value, what)[1] if value is not None and not demo else None
+        notes += [note] if note else []
     campaign.ahead(event.start, "event.start", now=now)
     if event.end is not None:
         campaign.ahead(event.end, "event.end", now=now)

@@ -206,6 +206,16 @@ def split_error(line: str, source: str, *, known: Iterable[str]) -> tuple[str, s
         name = ".".join(parts[:size])
         if name in fields:
             return name, message
+    # a check of a whole section ("event: end must be after start"): beside the field of the
+    # section its message names first
+    named = [
+        (found.start(), name)
+        for name in fields
+        if name.startswith(path + ".")
+        and (found := re.search(rf"\b{re.escape(name.rpartition('.')[2])}\b", message))
+    ]
+    if named:
+        return min(named)[1], message
     if parts[0] == "content" and len(parts) >= 3:  # content.fr (a whole section)
         return "languages", message
     return GENERAL, f"{path}: {message}"
