@@ -8,7 +8,6 @@ named here and judged by :mod:`mailer.lifecycle`.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -18,7 +17,6 @@ from rich.table import Table
 
 from mailer import app, campaigns
 from mailer.addresses import address_key, normalize
-from mailer.campaigns import demo_start
 from mailer.cli.support import (
     EXIT_REJECTED,
     current_settings,
@@ -30,14 +28,16 @@ from mailer.cli.support import (
     safe,
     visible,
 )
+from mailer.cli.users import _actor as cli_actor  # the audit log's "cli:<unix user>"
 from mailer.clock import utc_now
 from mailer.errors import ConfigError, NotFoundError
 from mailer.lifecycle import CampaignMove, check_campaign
-from mailer.models import Recipient, SendInfo
+from mailer.models import CampaignRecord, Recipient, SendInfo
 from mailer.schedule import Planned
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import load_signer
+from mailer.workflow import scheduling
 
 if TYPE_CHECKING:  # rendering and the transport load where a command needs them
     from mailer.render import LanguageTally
@@ -128,56 +128,43 @@ async def _languages(
 )  # fmt: skip
 @run_async
 async def campaign_create(path: Path, demo: bool) -> None:
-    """Validate, store, compute the sends, and print the schedule (local time and UTC)."""
+    """Validate, store, compute the sends, and print the schedule (local time and UTC).
+
+    Creating a campaign from a file counts as the operator's approval (cli:<unix user>)."""
     settings = current_settings()
     campaign = load_campaign(path)
-    now = utc_now()
-    planned, notes = campaigns.plan(campaign, now=now, domain=settings.sender.domain, demo=demo)
-    event = None
-    if campaign.data.event is not None:
-        real = campaign.event(domain=settings.sender.domain)
-        assert real is not None
-        shift = None
-        if demo:
-            shift = demo_start(now) - real.start
-        event = campaign.event(domain=settings.sender.domain, shift=shift)
-        if demo and event is not None:  # a day of reminder offset lasts DEMO_DAY seconds
-            event = replace(event, day_seconds=campaigns.DEMO_DAY)
-    options: dict[str, str] = {}
-    if campaign.data.newsletter is not None:
-        options["cron"] = campaign.data.newsletter.cron
-        if campaign.data.newsletter.until is not None:
-            until, _ = campaign.local(campaign.data.newsletter.until, "newsletter.until")
-            options["until"] = until.isoformat()
+    actor = cli_actor()
     async with open_store() as store:
         await _check_lists(store, campaign)
-        campaign_id = await store.campaigns.save(
-            campaign.content, list_slugs=campaign.data.lists,
-            sender_name=campaign.data.sender.name, sender_address=campaign.data.sender.address,
-            event=event, now=now, options=options,
-        )  # fmt: skip
-        created: list[Planned] = []
-        for p in planned:
-            _, new = await store.sends.create(
-                campaign_id, key=p.key, action=p.action, due_at=p.due, now=now
-            )
-            if new:
-                created.append(p)
-    if not created:
-        # The sends were stored by an earlier run; their times are those stored then, so
-        # printing the times planned now would show times that will never be used.
+        done = await scheduling.create_from_file(
+            store, settings, campaign, now=utc_now(), actor=actor, demo=demo
+        )
+    created = set(done.result.created)
+    if done.unchanged and not created:
+        # Stored before as it is: the times are those stored then, so printing the times
+        # planned now would show times that will never be used.
         out.print(
             visible(
-                f"campaign {campaign.name} stored; nothing new to schedule: its {len(planned)} "
-                f"send(s) were stored before (see `mailer campaign show {campaign.name}`)"
+                f"campaign {campaign.name} stored; nothing new to schedule: its "
+                f"{len(done.planned)} send(s) were stored before (see `mailer campaign show "
+                f"{campaign.name}`)"
             ),
             markup=False,
         )
         return
+    changed = [p for p in done.planned if p.key in created or p.key in done.result.moved]
     out.print(
         visible(f"campaign {campaign.name} stored; {len(created)} new send(s):"), markup=False
     )
-    _print_plan(created, campaign.zone, notes)
+    _print_plan(changed, campaign.zone, done.notes)
+    if done.result.moved:
+        out.print(visible(f"moved: {', '.join(done.result.moved)}"), markup=False)
+    if done.result.dropped:
+        out.print(visible(f"no longer planned, cancelled: {', '.join(done.result.dropped)}"),
+                  markup=False)  # fmt: skip
+    if not done.unchanged:
+        out.print(visible(f"approved by {actor}: campaign create of a file counts as the "
+                          "operator's approval"), markup=False)  # fmt: skip
 
 
 @campaign_group.command("list")
@@ -186,11 +173,23 @@ async def campaign_list() -> None:
     """Stored campaigns, their status and next send."""
     async with open_store() as store:
         rows = await store.campaigns.summaries()
-    table = Table("campaign", "kind", "status", "next send (UTC)")
+        records = {r.name: await store.campaigns.record(r.name) for r in rows}
+    table = Table("campaign", "kind", "status", "approved by", "next send (UTC)")
     for r in rows:
         next_due = f"{r.next_due:%Y-%m-%d %H:%M}" if r.next_due else ""
-        table.add_row(safe(r.name), safe(r.kind), safe(r.status), next_due)
+        table.add_row(
+            safe(r.name), safe(r.kind), safe(r.status), safe(_approval(records[r.name])), next_due
+        )
     out.print(table)
+
+
+def _approval(record: CampaignRecord) -> str:
+    """Who approved the campaign, or where it stands on the way: "submitted by X"..."""
+    if record.approved_by is not None:
+        return record.approved_by
+    if record.submitted_by is not None:
+        return f"(submitted by {record.submitted_by})"
+    return "(not approved)"
 
 
 @campaign_group.command("show")
@@ -200,12 +199,14 @@ async def campaign_show(name: str) -> None:
     """A campaign and each of its sends."""
     async with open_store() as store:
         row = await store.campaigns.get(name)
+        record = await store.campaigns.record(name)
         sends = await store.sends.of_campaign(row.id)
         counts = {s.id: await store.figures.counts(s.id) for s in sends}
     zone = ZoneInfo(row.timezone)
     languages = ", ".join(t.locale for t in row.texts) or "every template's (one text for all)"
     out.print(visible(f"{row.name}: {row.kind}, {row.status}, template {row.template}, "
                       f"time zone {zone.key}, written in {languages}"), markup=False)  # fmt: skip
+    out.print(visible(_standing(record)), markup=False)
     table = Table("send", "key", "status", "due (local)", "sent", "failed", "skipped", "reason")
     for s in sends:
         c = counts[s.id]
@@ -215,6 +216,20 @@ async def campaign_show(name: str) -> None:
             str(c.sent), str(c.failed), str(c.skipped), safe(s.reason or ""),
         )  # fmt: skip
     out.print(table)
+
+
+def _standing(record: CampaignRecord) -> str:
+    """Version, who saved it, and its submission and approval, in one line."""
+    said = f"version {record.version}"
+    if record.updated_by:
+        said += f", saved by {record.updated_by} at {record.updated_at:%Y-%m-%d %H:%M} UTC"
+    if record.submitted_by and record.submitted_at:
+        said += f"; submitted by {record.submitted_by} at {record.submitted_at:%Y-%m-%d %H:%M} UTC"
+    if record.approved_by and record.approved_at:
+        said += f"; approved by {record.approved_by} at {record.approved_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        said += "; not approved: its sends wait for an approval"
+    return said
 
 
 async def campaign_id_of(store: Store, name: str) -> int:
