@@ -193,8 +193,8 @@ def plan(
     event = campaign.event(domain=domain, shift=shift)
     assert event is not None
     for value, what in ((section.start, "event.start"), (section.end, "event.end")):
-        note = campaign.local(value, what)[1] if value is not None and not demo else None
-        notes += [note] if note else []
+        fold = campaign.local(value, what)[1] if value is not None and not demo else None
+        notes += [fold] if fold else []
     campaign.ahead(event.start, "event.start", now=now)
     if event.end is not None:
         campaign.ahead(event.end, "event.end", now=now)
