@@ -7,9 +7,10 @@ rolls it back).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -152,6 +153,22 @@ class Lists:
                     public_id=row.public_id,
                 )
 
+    async def audience(self, slugs: Sequence[str]) -> tuple[dict[str, int], int]:
+        """How many members of each list would get mail now (the rule of :meth:`recipients`:
+        subscribed, active, not suppressed), and how many people that is across the lists
+        (someone on two lists gets one mail); counted in the database. NotFoundError for a
+        list that does not exist (any more)."""
+        async with self._db.begin() as conn:
+            ids = {slug: await lookups.list_id(conn, slug) for slug in slugs}
+            counts: dict[str, int] = {}
+            for slug, list_id in ids.items():
+                query = _would_get([list_id], func.count())
+                counts[slug] = int((await conn.execute(query)).scalar() or 0)
+            if len(set(ids.values())) <= 1:
+                return counts, sum(counts.values()) if ids else 0
+            people = _would_get(list(ids.values()), func.count(subscribers.c.id.distinct()))
+            return counts, int((await conn.execute(people)).scalar() or 0)
+
     async def export_rows(self, slug: str) -> AsyncIterator[ExportRow]:
         """Subscribed members of a list, in address order, streamed."""
         async with self._db.begin() as conn:
@@ -223,3 +240,19 @@ async def _upsert(conn: AsyncConnection, meta: ListMeta, now: datetime) -> int:
             update(lists).where(lists.c.id == found.id).values(updated_at=now, **values)
         )
     return int(found.id)
+
+
+def _would_get(list_ids: list[int], counted: Any) -> Any:
+    """``counted`` over the members of ``list_ids`` who would get mail now."""
+    return (
+        select(counted)
+        .select_from(subscriptions)
+        .join(subscribers, subscriptions.c.subscriber_id == subscribers.c.id)
+        .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+        .where(
+            subscriptions.c.list_id.in_(list_ids),
+            subscriptions.c.status == SubscriptionStatus.SUBSCRIBED,
+            subscribers.c.status == SubscriberStatus.ACTIVE,
+            suppressions.c.id.is_(None),
+        )
+    )
