@@ -2,7 +2,9 @@
 French, logging what the page's CSP refuses (:func:`chromium`), and :class:`Browser`, which
 finds form controls by their label's text and buttons by theirs, presses them and waits for
 the next page, runs axe-core, measures a page against a phone's width and takes whole-page
-screenshots into ``artifacts/screenshots/`` (or ``$MAILER_TEST_ARTIFACTS``).
+screenshots into ``artifacts/screenshots/`` (or ``$MAILER_TEST_ARTIFACTS``). :class:`Walk`
+gathers what each page visited showed (:func:`visit` a path, :func:`look` at the page the
+browser is on): axe's violations, the CSP's refusals, how much wider than a phone it is.
 
 Words are the console's own (``templates/console/strings/*.toml``): a test says
 ``say("import_apply")``, never a copy of the French, so a reworded button does not break it.
@@ -12,9 +14,11 @@ reader and the vendored axe-core ``tests/test_vendored.py``'s.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,11 @@ from tests.test_browser import CHROMEDRIVER, CHROMIUM, SHOTS
 from tests.test_vendored import VENDOR, refused
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = SHOTS.parent
 WIDE, PHONE = 1280, 375
 HEIGHT = 900
 TALLEST = 6000  # px of a page's screenshot at most
+BLOCKING = ("serious", "critical")  # axe's impacts that fail a page
 
 
 @cache
@@ -282,3 +288,70 @@ class Browser:
 @cache
 def axe_source() -> str:
     return (VENDOR / "axe.min.js").read_text(encoding="utf-8")
+
+
+# --- what the pages visited showed -----------------------------------------------------------
+
+
+@dataclass
+class Walk:
+    """What every page showed: axe's violations, CSP refusals, px wider than a phone."""
+
+    violations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refusals: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    overflow: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)  # page: where the browser ended up
+
+    def problems(self) -> dict[str, Any]:
+        found: dict[str, Any] = {f"{page}: redirected": path for page, path in self.lost.items()}
+        for page, violations in self.violations.items():
+            if blocking := [v for v in violations if v["impact"] in BLOCKING]:
+                found[f"{page}: axe"] = blocking
+        found |= {f"{page}: CSP": seen for page, seen in self.refusals.items() if seen}
+        found |= {
+            f"{page}: {PHONE} px": f"{px} px too wide: {', '.join(culprits)}"
+            for page, (px, culprits) in self.overflow.items()
+            if px > 1
+        }
+        return found
+
+    def report(self) -> str:
+        """Every violation axe found, minor ones included, one line each."""
+        lines = [
+            f"{page}: {v['id']} ({v['impact']}) {v['help']} - {', '.join(v['nodes'])}"
+            for page, violations in self.violations.items()
+            for v in violations
+        ]
+        return "\n".join(lines) or "axe found nothing on any page"
+
+    def write(self, name: str) -> Path:
+        """Every violation, as ``artifacts/<name>.json``; the report printed."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        target = ARTIFACTS / f"{name}.json"
+        text = json.dumps(self.violations, indent=2, ensure_ascii=False)
+        target.write_text(text, encoding="utf-8")
+        print(self.report())
+        return target
+
+
+def look(browser: Browser, walk: Walk, name: str) -> None:
+    """The page the browser is on: axe and the CSP at 1280 px, then its width at 375 px;
+    both screenshots (``console-<name>-1280.png``, ``console-<name>-375.png``)."""
+    browser.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+    browser.width(WIDE)
+    walk.violations[name] = browser.axe()
+    walk.refusals[name] = browser.refusals()
+    browser.shoot(f"console-{name}-{WIDE}", WIDE)
+    browser.width(PHONE)
+    walk.overflow[name] = (browser.overflow(), browser.sticking_out())
+    browser.shoot(f"console-{name}-{PHONE}", PHONE)
+    browser.width(WIDE)
+
+
+def visit(browser: Browser, walk: Walk, name: str, path: str) -> None:
+    """One page by its path (a redirect elsewhere is noted), then :func:`look` at it."""
+    browser.go(path)
+    browser.wait(lambda d: d.execute_script("return document.readyState") == "complete")
+    if browser.path.split("?")[0] != path.split("?")[0]:
+        walk.lost[name] = browser.path
+    look(browser, walk, name)

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,15 +45,13 @@ from mailer.storage import Store
 from mailer.tokens import Signer
 from mailer.transport import CaptureTransport, open_transport
 from mailer.web import WebServer, create_app
-from tests.browser_support import PHONE, WIDE, Browser, chromium, say, worded
+from tests.browser_support import PHONE, WIDE, Browser, Walk, chromium, say, visit, worded
 from tests.conftest import make_settings
 from tests.console_support import FAST, KEY, PASSWORD
 from tests.smtpd import SmtpServer
-from tests.test_browser import SHOTS, in_thread
+from tests.test_browser import in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = SHOTS.parent
-BLOCKING = ("serious", "critical")
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -374,53 +372,6 @@ ines.dubois@example.org,Inès Dubois,fr
 """
 
 
-@dataclass
-class Walk:
-    """What every page showed: axe's violations, CSP refusals, px wider than a phone."""
-
-    violations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    refusals: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    overflow: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
-    lost: dict[str, str] = field(default_factory=dict)  # page: where the browser ended up
-
-    def problems(self) -> dict[str, Any]:
-        found: dict[str, Any] = {f"{page}: redirected": path for page, path in self.lost.items()}
-        for page, violations in self.violations.items():
-            if blocking := [v for v in violations if v["impact"] in BLOCKING]:
-                found[f"{page}: axe"] = blocking
-        found |= {f"{page}: CSP": seen for page, seen in self.refusals.items() if seen}
-        found |= {
-            f"{page}: {PHONE} px": f"{px} px too wide: {', '.join(culprits)}"
-            for page, (px, culprits) in self.overflow.items()
-            if px > 1
-        }
-        return found
-
-    def report(self) -> str:
-        """Every violation axe found, minor ones included, one line each."""
-        lines = [
-            f"{page}: {v['id']} ({v['impact']}) {v['help']} - {', '.join(v['nodes'])}"
-            for page, violations in self.violations.items()
-            for v in violations
-        ]
-        return "\n".join(lines) or "axe found nothing on any page"
-
-
-def visit(browser: Browser, walk: Walk, name: str, path: str) -> None:
-    """One page: axe and the CSP at 1280 px, then its width at 375 px; both screenshots."""
-    browser.go(path)
-    browser.wait(lambda d: d.execute_script("return document.readyState") == "complete")
-    if browser.path.split("?")[0] != path.split("?")[0]:
-        walk.lost[name] = browser.path
-    walk.violations[name] = browser.axe()
-    walk.refusals[name] = browser.refusals()
-    browser.shoot(f"console-{name}-{WIDE}", WIDE)
-    browser.width(PHONE)
-    walk.overflow[name] = (browser.overflow(), browser.sticking_out())
-    browser.shoot(f"console-{name}-{PHONE}", PHONE)
-    browser.width(WIDE)
-
-
 async def populate(site: Site) -> dict[str, str]:
     """Something on every page: two lists, a suppressed member, a send done, one paused,
     one coming up; the paths of the pages that name them."""
@@ -491,11 +442,7 @@ async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(
         browser.width(WIDE)
 
     await in_thread(tour)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "axe-console.json").write_text(
-        json.dumps(walk.violations, indent=2, ensure_ascii=False), encoding="utf-8"
-    )
-    print(walk.report())
+    walk.write("axe-console")
     assert len(walk.violations) == len(pages) + 2
     problems = walk.problems()
     assert problems == {}, json.dumps(problems, indent=1, ensure_ascii=False)
