@@ -183,6 +183,34 @@ class Browser:
         """Follow the link of this text and wait for the next page."""
         self.leave(self.find(f"//a[normalize-space()={literal(text)}]"))
 
+    def named(self, name: str) -> Any:
+        """The form control of this ``name`` (the campaign form's are the model's paths,
+        ``event.start``, ``content.en.subject``, where one label, "Titre", names three)."""
+        return self.find(
+            f"//*[self::input or self::select or self::textarea][@name={literal(name)}]"
+        )
+
+    def fill(self, control: Any, value: str) -> None:
+        """``value`` in a text control, emptied first. A date or time input gets it as its
+        value, with the events typing sends (what typing one takes depends on the locale)."""
+        if control.get_attribute("type") in ("date", "datetime-local", "time"):
+            self.driver.execute_script(
+                "const c = arguments[0]; c.value = arguments[1];"
+                "for (const e of ['input', 'change']) c.dispatchEvent(new Event(e, {bubbles: true}))",
+                control,
+                value,
+            )
+            assert control.get_attribute("value") == value, f"{value!r} refused by the input"
+            return
+        control.clear()
+        control.send_keys(value)
+
+    def tick(self, name: str, value: str, on: bool = True) -> None:
+        """The checkbox (or radio) ``name`` of this ``value`` ticked, or unticked."""
+        box = self.find(f"//input[@name={literal(name)}][@value={literal(value)}]")
+        if box.is_selected() != on:
+            box.click()
+
     def choose(self, label: str, value: str) -> None:
         from selenium.webdriver.support.ui import Select
 
