@@ -59,17 +59,10 @@ def templates_hash(templates_dir: Path) -> str:
 
 async def audience(store: Store, slugs: Iterable[str]) -> Audience:
     """How many members of each list would get mail now (subscribed, active, not
-    suppressed), and how many people that is across the lists; NotFoundError for a list
-    that does not exist (any more)."""
-    counts: dict[str, int] = {}
-    people: set[int] = set()
-    for slug in slugs:
-        count = 0
-        async for recipient in store.lists.recipients(slug):
-            count += 1
-            people.add(recipient.id)
-        counts[slug] = count
-    return Audience(counts, len(people))
+    suppressed), and how many people that is across the lists, counted in the database;
+    NotFoundError for a list that does not exist (any more)."""
+    counts, total = await store.lists.audience(list(slugs))
+    return Audience(counts, total)
 
 
 def snapshot(
