@@ -32,7 +32,7 @@ from mailer.dispatch import Engine
 from mailer.dispatch.policy import past_grace
 from mailer.errors import MailerError, StorageError
 from mailer.lifecycle import SendMove
-from mailer.models import SendStatus
+from mailer.models import SendAction, SendStatus
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -169,6 +169,23 @@ class Scheduler:
             for issue in issues:
                 await self.store.sends.create(
                     campaign.id, key=issue.key, action=issue.action, due_at=issue.due, now=now
+                )
+            await self._drop_unplanned(campaign.id, {issue.key for issue in issues}, now)
+
+    async def _drop_unplanned(self, campaign_id: int, planned: set[str], now: datetime) -> None:
+        """Drop the scheduled issues still ahead that the cron no longer plans: made under an
+        earlier reading of it (weekday numbers before they were read as crontab's, 1 =
+        Monday), they would go beside the right ones. An issue already due is left to go."""
+        for send in await self.store.sends.of_campaign(campaign_id):
+            if (
+                send.action == SendAction.NEWSLETTER
+                and send.status == SendStatus.SCHEDULED
+                and send.due_at > now
+                and send.key not in planned
+            ):
+                log.warning("newsletter issue %s dropped: its cron no longer plans it", send.key)
+                await self.store.sends.move(
+                    send.id, SendMove.DROP, now=now, reason="not in the newsletter's schedule"
                 )
 
     async def _sync_loop(self) -> None:
