@@ -19,6 +19,7 @@ from mailer import app, campaigns
 from mailer.addresses import address_key, normalize
 from mailer.cli.support import (
     EXIT_REJECTED,
+    cli_actor,
     current_settings,
     err,
     load_campaign,
@@ -28,7 +29,6 @@ from mailer.cli.support import (
     safe,
     visible,
 )
-from mailer.cli.users import _actor as cli_actor  # the audit log's "cli:<unix user>"
 from mailer.clock import utc_now
 from mailer.errors import ConfigError, NotFoundError
 from mailer.lifecycle import CampaignMove, check_campaign

@@ -7,15 +7,21 @@ module parses the options into a row and says what was and was not applied.
 
 from __future__ import annotations
 
-import getpass
-import os
-
 import click
 from rich.table import Table
 
 from mailer import lists
 from mailer.addresses import address_key, normalize
-from mailer.cli.support import EXIT_REJECTED, err, open_store, out, run_async, safe, visible
+from mailer.cli.support import (
+    EXIT_REJECTED,
+    cli_actor,
+    err,
+    open_store,
+    out,
+    run_async,
+    safe,
+    visible,
+)
 from mailer.clock import utc_now
 from mailer.errors import ConfigError, NotFoundError
 from mailer.models import SuppressionAction, SuppressionReason
@@ -149,7 +155,7 @@ async def subscribers_suppress(email: str, reason: str, detail: str) -> None:
     key = normalize(email).key
     async with open_store() as store:
         added = await store.subscribers.suppress(
-            key, reason=SuppressionReason(reason), detail=detail, now=utc_now(), actor=_actor()
+            key, reason=SuppressionReason(reason), detail=detail, now=utc_now(), actor=cli_actor()
         )
     out.print(f"{email}: " + ("suppressed" if added else "was already suppressed"), markup=False)
 
@@ -166,7 +172,7 @@ async def subscribers_unsuppress(email: str, why: str) -> None:
     key = normalize(email).key
     async with open_store() as store:
         was = await store.subscribers.unsuppress(
-            key, why=why.strip(), actor=_actor(), now=utc_now()
+            key, why=why.strip(), actor=cli_actor(), now=utc_now()
         )
     out.print(
         visible(
@@ -175,14 +181,6 @@ async def subscribers_unsuppress(email: str, why: str) -> None:
         ),
         markup=False,
     )
-
-
-def _actor() -> str:
-    """Who runs this command, for the suppression history: ``cli:<unix user>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no login name, no passwd entry (a container)
-        return f"cli:uid {os.getuid()}"
 
 
 __all__ = ["subscribers"]

@@ -8,6 +8,8 @@ It holds no command and decides nothing: the command modules beside it do.
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -95,6 +97,14 @@ def load_campaign(path: Path) -> Campaign:
     )
 
 
+def cli_actor() -> str:
+    """Who runs this command, for the audit log and the histories: ``cli:<unix user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name, no passwd entry (a container)
+        return f"cli:uid {os.getuid()}"
+
+
 def current_settings() -> Settings:
     """The settings the root group built for this invocation."""
     settings = click.get_current_context().find_object(Settings)
@@ -105,6 +115,7 @@ def current_settings() -> Settings:
 __all__ = [
     "EXIT_ERROR",
     "EXIT_REJECTED",
+    "cli_actor",
     "current_settings",
     "err",
     "load_campaign",

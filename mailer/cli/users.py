@@ -9,8 +9,6 @@ except the new TOTP secret, shown once to whoever sets it.
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 
 import click
@@ -18,7 +16,7 @@ from rich.table import Table
 
 from mailer.accounts import check_password, hash_password, new_totp_secret, totp_uri
 from mailer.addresses import check_name, normalize
-from mailer.cli.support import open_store, out, run_async, safe, visible
+from mailer.cli.support import cli_actor, open_store, out, run_async, safe, visible
 from mailer.clock import utc_now
 from mailer.errors import AddressError, ConfigError, NotFoundError, StateError
 from mailer.models import ROLES, Role, StaffUser
@@ -227,17 +225,9 @@ def _new_password(from_stdin: bool) -> str:
 
 async def _audit(store: Store, action: str, user: StaffUser, **details: str | bool) -> None:
     await store.audit.record(
-        actor=_actor(), action=action, target=user.email, details=details, client=None,
+        actor=cli_actor(), action=action, target=user.email, details=details, client=None,
         now=utc_now(),
     )  # fmt: skip
-
-
-def _actor() -> str:
-    """Who runs this command, for the audit log: ``cli:<unix user>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no login name, no passwd entry (a container)
-        return f"cli:uid {os.getuid()}"
 
 
 __all__ = ["users_group"]
