@@ -126,6 +126,8 @@ async def test_a_running_preflight_is_polled_and_not_started_twice(
     assert 'action="/admin/campaigns/nouvelles/preflight"' not in page.text  # no second start
     await start(console, client)  # shows the one running
     assert len(await store.audit.page(action="campaign.preflight")) == 1
+    late = SubscriberRow(0, "late@example.org", "late@example.org", False)
+    await store.subscribers.add(late, slug="researchers", source="cli", now=now())  # not blocked
     held.set()
     text = await finished(client)
     assert re.search(r'data-figure="failed">0<', text)

@@ -22,6 +22,8 @@ from mailer.storage import Store
 from tests.console_support import Console, now
 
 pytestmark = pytest.mark.timeout(60)
+# What rendering alone decides (the frame, a template's errors, the limits): one backend is enough
+RENDERING_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 FRAME = re.compile(r"<iframe ([^>]*)>")
 SRCDOC = re.compile(r'srcdoc="([^"]*)"')
@@ -192,6 +194,7 @@ async def test_without_htmx_the_live_preview_is_a_page(console: Console) -> None
 # --- what a body cannot do -----------------------------------------------------------------------
 
 
+@RENDERING_ONLY
 async def test_a_script_in_the_body_or_subject_never_runs(console: Console) -> None:
     """The frame is sandboxed without scripts or origin, its srcdoc escaped (a subject that
     closes the frame stays text), and the page allows only the console's own scripts."""
@@ -222,6 +225,7 @@ async def test_a_script_in_the_body_or_subject_never_runs(console: Console) -> N
     assert "'unsafe-inline'" not in csp.split("script-src", 1)[1].split(";")[0]
 
 
+@RENDERING_ONLY
 async def test_a_template_error_is_shown_with_its_line(console: Console) -> None:
     await people(console.store)
     client = await console.client("editor")
@@ -234,6 +238,7 @@ async def test_a_template_error_is_shown_with_its_line(console: Console) -> None
     assert re.search(r"campaign body or subject:\d+", html.unescape(error.group(1)))
 
 
+@RENDERING_ONLY
 async def test_a_runaway_loop_is_stopped_by_the_render_limits(console: Console) -> None:
     """A loop of a billion steps answers (no hang, no 500) with the limit's message."""
     await people(console.store)
