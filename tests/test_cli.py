@@ -1,4 +1,6 @@
-"""The `mailer` command as a user runs it: a real process, real files, real exit codes."""
+"""The `mailer` command as a user runs it: real files, real exit codes; the daemon (and the
+`python -m mailer` entry) as a real process, the other commands in this process
+(tests/cli_support.py: same arguments, folder and environment, without Python's start-up)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import cli_support
+from tests.cli_support import Ran
+
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = [sys.executable, "-m", "mailer"]
 
@@ -35,17 +40,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def mailer(
     cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MAILER, *args],
-        cwd=cwd,
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input=stdin,
-        check=False,
-    )
+) -> Ran:
+    return cli_support.mailer(cwd, *args, env=env or clean_env(), stdin=stdin)
 
 
 @pytest.fixture
