@@ -3,13 +3,14 @@ process itself: same arguments, working folder and environment as a subprocess w
 streams isolated by click's runner, and the result shaped like ``subprocess.CompletedProcess``
 (``returncode``, ``stdout``, ``stderr``), without Python's start-up and imports each time.
 
-What must stay a real process stays one in the tests: the daemon (``mailer run``: its
-signals, its start-up), rich's terminal detection (``FORCE_COLOR`` is read when the consoles
-are made, at import), kill -9 and SIGTERM. :func:`run_mailer` runs in the calling thread, so a
-sync test may run ``send run`` (it installs signal handlers: main thread only);
-:func:`arun_mailer` runs in a worker thread, for async tests whose SMTP server turns in the
-test's loop, and refuses the commands that need the main thread.
-"""
+:func:`mailer` (sync tests) and :func:`amailer` (async tests, whose SMTP server turns in the
+test's loop: the command runs in a worker thread) choose: in this process, unless
+:func:`needs_process` says the command must be a real process to behave as a user's would (the
+daemon: its signals and start-up; a terminal asked for with FORCE_COLOR, which rich reads when
+its consoles are made, at import; in a thread, ``send run`` and ``send retry-failed``, which
+install signal handlers: main thread only). :func:`run_mailer` and :func:`arun_mailer` always
+run in this process; :func:`process` always starts one. Tests about kill -9, SIGTERM, stdin
+or a tty keep their own processes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mailer.cli import run_cli
+from mailer.cli import run_cli, support
 
 # Loggers whose level the CLI's logging set-up changes (mailer.logs.configure).
 _TUNED_LOGGERS = ("aiosmtplib", "apscheduler", "alembic")
@@ -94,13 +95,51 @@ def process(
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
+def needs_process(args: tuple[str, ...], env: Mapping[str, str], *, in_thread: bool) -> bool:
+    """Whether `mailer ARGS...` must be a real process to behave as a user's would: a daemon;
+    a terminal asked for (FORCE_COLOR, TTY_COMPATIBLE) or the consoles made with colours (the
+    tests run on a terminal with ``-s``, or under FORCE_COLOR): rich settles its colours when
+    the consoles are made, at import; in a worker thread, what installs signal handlers."""
+    if tuple(args[:1]) in DAEMONS or {"FORCE_COLOR", "TTY_COMPATIBLE"} & set(env):
+        return True
+    if in_thread and tuple(args[:2]) in _MAIN_THREAD_ONLY:
+        return True
+    return support.out.color_system is not None or support.err.color_system is not None
+
+
 def mailer(
     cwd: Path, *args: str, env: Mapping[str, str], stdin: str | None = None, timeout: float = 60
 ) -> Ran:
-    """A command in this process, except the daemons (``run``, ``web``): a real process."""
-    if tuple(args[:1]) in DAEMONS:
+    """A command in this process unless :func:`needs_process` says it must be a process."""
+    if needs_process(args, env, in_thread=False):
         return process(cwd, *args, env=env, stdin=stdin, timeout=timeout)
     return run_mailer(cwd, *args, env=env, stdin=stdin)
 
 
-__all__ = ["DAEMONS", "Ran", "arun_mailer", "mailer", "process", "run_mailer"]
+async def amailer(cwd: Path, *args: str, env: Mapping[str, str], stdin: str | None = None) -> Ran:
+    """:func:`mailer` for async tests: the loop keeps turning (a thread, or asyncio's
+    subprocesses)."""
+    if not needs_process(args, env, in_thread=True):
+        return await arun_mailer(cwd, *args, env=env, stdin=stdin)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailer", *args, cwd=cwd, env=dict(env),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    data = stdin.encode() if stdin is not None else b""
+    async with asyncio.timeout(60):
+        out, err = await child.communicate(data)
+    assert child.returncode is not None
+    return Ran(child.returncode, out.decode(), err.decode())
+
+
+__all__ = [
+    "DAEMONS",
+    "Ran",
+    "amailer",
+    "arun_mailer",
+    "mailer",
+    "needs_process",
+    "process",
+    "run_mailer",
+]

@@ -1,8 +1,9 @@
 """The command line against hostile data and user mistakes: no terminal injection, no
 traceback, no secret printed, no sending with links that cannot work.
 
-Real processes on real files, like tests/test_cli.py; the SMTP relay is the aiosmtpd test
-server on 127.0.0.1.
+Real files, like tests/test_cli.py: the commands in this process (tests/cli_support.py), the
+daemon and what asks for a terminal (FORCE_COLOR) as real processes; the SMTP relay is the
+aiosmtpd test server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import cli_support
+from tests.cli_support import Ran
 from tests.smtpd import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,32 +39,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def mailer(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MAILER, *args],
-        cwd=cwd,
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def mailer(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Ran:
+    """`mailer ARGS...` (in this process unless it must be a real one: tests/cli_support.py)."""
+    return cli_support.mailer(cwd, *args, env=env or clean_env(), timeout=timeout)
 
 
 async def amailer(cwd: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """``mailer`` as a subprocess without blocking the loop the test SMTP server runs in."""
-    process = await asyncio.create_subprocess_exec(
-        *MAILER, *args, cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """``mailer`` without blocking the loop the test SMTP server runs in."""
+    ran = await cli_support.amailer(cwd, *args, env=env)
+    return ran.returncode, ran.stdout, ran.stderr
 
 
-def one_error(result: subprocess.CompletedProcess[str]) -> str:
+def one_error(result: Ran) -> str:
     """The single `error:` line of a failed command (and no traceback)."""
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr, result.stderr
