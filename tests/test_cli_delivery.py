@@ -1,32 +1,28 @@
 """The delivery commands as a user runs them: `send run`, `send retry-failed` and their exit
 codes, and suppressions that can be lifted (`subscribers suppress`, `unsuppress`, `show`).
 
-Real `mailer` processes, a real SQLite file and the real SMTP server of tests/smtpd.py (in
-this test's event loop, so the process is started with asyncio's subprocess API).
+A real SQLite file and the real SMTP server of tests/smtpd.py (in this test's event loop):
+the commands run in this process, in a worker thread, except `send run` and `send
+retry-failed` (signal handlers: the main thread), real processes started with asyncio's
+subprocess API (tests/cli_support.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import cli_support
+from tests.cli_support import Ran
 from tests.smtpd import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "delivery-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # 256 bits, as required
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Ran:
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = code, stdout, stderr
 
 
 def environment(server: SmtpServer | None) -> dict[str, str]:
@@ -42,13 +38,8 @@ def environment(server: SmtpServer | None) -> dict[str, str]:
 
 
 async def mailer(cwd: Path, server: SmtpServer | None, *args: str) -> Ran:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailer", *args, cwd=cwd, env=environment(server),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    """In this process, or a real one for `send run`/`retry-failed` (tests/cli_support.py)."""
+    return await cli_support.amailer(cwd, *args, env=environment(server))
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +57,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
         'body = "Des nouvelles du réseau."\nsend_at = "now"\n',
         encoding="utf-8",
     )
-    synced = subprocess.run(
-        [sys.executable, "-m", "mailer", "lists", "sync"], cwd=folder, env=environment(None),
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    synced = cli_support.mailer(folder, "lists", "sync", env=environment(None))
     assert synced.returncode == 0, synced.stderr
     assert "members: 14 rows read; 14 added" in synced.stdout, synced.stdout
     return folder

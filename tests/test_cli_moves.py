@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import cli_support
+from tests.cli_support import Ran
+
 ROOT = Path(__file__).resolve().parent.parent
-MAILER = [sys.executable, "-m", "mailer"]
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,14 +25,12 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def mailer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MAILER, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
+def mailer(cwd: Path, *args: str) -> Ran:
+    """`mailer ARGS...` in this process (tests/cli_support.py): the moves are not about it."""
+    return cli_support.mailer(cwd, *args, env=clean_env())
 
 
-def one_error(result: subprocess.CompletedProcess[str]) -> str:
+def one_error(result: Ran) -> str:
     """The single `error:` line of a refused command (exit 2, and no traceback)."""
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr, result.stderr
