@@ -5,6 +5,9 @@ the next page, runs axe-core, measures a page against a phone's width and takes 
 screenshots into ``artifacts/screenshots/`` (or ``$MAILER_TEST_ARTIFACTS``). :class:`Walk`
 gathers what each page visited showed (:func:`visit` a path, :func:`look` at the page the
 browser is on): axe's violations, the CSP's refusals, how much wider than a phone it is.
+The campaigns' pages of the tour: :func:`research_day` (a campaign's data, whose paths name
+the form's fields), :func:`campaign_pages` (campaigns in each state) and
+:func:`campaign_forms` (the pages a form leads to).
 
 Words are the console's own (``templates/console/strings/*.toml``): a test says
 ``say("import_apply")``, never a copy of the French, so a reworded button does not break it.
@@ -17,15 +20,21 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mailer.campaigns import from_data
+from mailer.settings import Settings
+from mailer.storage import Store
 from mailer.web.console.views import read_words
+from mailer.workflow import approval
+from mailer.workflow.scheduling import create_from_file
 from tests.console_support import PASSWORD
 from tests.test_browser import CHROMEDRIVER, CHROMIUM, SHOTS
 from tests.test_vendored import VENDOR, refused
@@ -311,6 +320,81 @@ class Browser:
     def refusals(self) -> list[tuple[str, str]]:
         """What Chromium refused under the CSP since the last call."""
         return refused(self.driver)
+
+
+def research_day(name: str, lists: Sequence[str], *, day: date) -> dict[str, Any]:
+    """The research day as a campaign's data (a campaign file's tables, whose paths name the
+    console's form fields): an event in French and English on ``day``, 09:00 to 17:00 in
+    Paris, its invitation sent when it is scheduled, reminders 7 days and 1 day before."""
+    return {
+        "name": name, "kind": "event", "lists": list(lists), "timezone": "Europe/Paris",
+        "content": {
+            "fr": {"subject": "Journée de la recherche",
+                   "body": "Le programme de la journée et l’inscription sont en ligne."},
+            "en": {"subject": "Research day", "event": {"title": "The network's research day"},
+                   "body": "The programme of the day and the registration are online."},
+        },
+        "event": {"title": "Journée de la recherche du réseau", "start": f"{day}T09:00",
+                  "end": f"{day}T17:00", "place": "Hôpital Pitié-Salpêtrière, Paris",
+                  "announce": "now", "reminders": ["7d", "1d"]},
+    }  # fmt: skip
+
+
+# --- campaigns in each state, for the tour ---------------------------------------------------
+
+
+async def campaign_pages(store: Store, settings: Settings, editor: str) -> dict[str, str]:
+    """On a site with the lists "chercheurs" and "lettre": a research day scheduled (by
+    ``campaign create``: its timeline, its event's form), one submitted by ``editor`` (to
+    approve) and one approved (to schedule); the paths of the campaigns' pages."""
+    now = datetime.now(UTC)
+    day, sender = date(now.year + 1, 1, 15), "simon.sender@cri.example.org"
+    days = {name: from_data(research_day(name, [slug], day=day), source=Path(name))
+            for name, slug in (("journee", "chercheurs"), ("colloque", "lettre"),
+                               ("seminaire", "lettre"))}  # fmt: skip
+    await create_from_file(store, settings, days["journee"], now=now, actor="cli:tour")
+    for name in ("colloque", "seminaire"):
+        saved = await store.campaigns.save_draft(
+            days[name].content, spec=days[name].spec(), list_slugs=["lettre"], sender_name=None,
+            sender_address=None, options={}, expected_version=None, actor=editor, now=now,
+        )  # fmt: skip
+        await store.campaigns.submit(saved.id, version=saved.version, actor=editor, now=now)
+    snapshot = approval.snapshot(
+        days["seminaire"], templates_dir=ROOT / "templates", version=saved.version, by=sender,
+        now=now, audience=await approval.audience(store, ["lettre"]),
+    )  # fmt: skip
+    await store.campaigns.approve(saved.id, version=saved.version, snapshot=snapshot,
+                                  actor=sender, now=now)  # fmt: skip
+    journee = "/admin/campaigns/journee"
+    return {
+        "campaigns": "/admin/campaigns", "campaign": journee,
+        "compose": "/admin/compose?kind=event", "edit": "/admin/campaigns/colloque/edit",
+        "preview": f"{journee}/preview?as=marc.lefebvre@example.org&width=phone",
+        "preflight": f"{journee}/preflight", "test-send": f"{journee}/test",
+        "approve": "/admin/campaigns/colloque/approve",
+        "schedule": "/admin/campaigns/seminaire/schedule", "event": f"{journee}/event",
+    }  # fmt: skip
+
+
+def campaign_forms(browser: Browser, walk: Walk, pages: dict[str, str]) -> None:
+    """The pages a form leads to: the compose form's errors after a save the browser lets
+    through (what it checks itself filled in) and the server refuses, the review of an
+    event moved by a week."""
+    browser.go(pages["compose"])
+    browser.fill(browser.named("name"), "journee-sans-date")
+    browser.fill(browser.named("event.title"), "Journée")
+    browser.fill(browser.named("event.reminders"), "7 jours")
+    browser.press(say("compose_save_new"))
+    browser.find("//*[@aria-invalid='true']")
+    look(browser, walk, "compose-errors")
+    browser.go(pages["event"])
+    for name in ("event.start", "event.end"):
+        moment = browser.named(name)
+        later = datetime.fromisoformat(moment.get_attribute("value")) + timedelta(days=7)
+        browser.fill(moment, later.isoformat(timespec="minutes"))
+    browser.press(say("camp_event_review_button"))
+    browser.find("//form[.//input[@name='step'][@value='apply']]")
+    look(browser, walk, "event-review")
 
 
 @cache

@@ -8,7 +8,10 @@ by Selenium), served by a real uvicorn in the test's loop, on SQLite.
 - Live progress: a 20,000-recipient send runs (the real ``Engine.run_send``, throttled to
   300 messages a second into aiosmtpd); the dashboard's sent figure moves while the page stays
   the same document, and a sender pauses the send from its page; the engine stops.
-- Every console page at 1280 px: axe-core (``tests/vendor/axe.min.js``, injected by
+- Every console page at 1280 px (the campaigns' too: the list, a scheduled event's page with
+  its timeline, the compose form new, edited and with its errors after a refused save, the
+  preview at a phone's width, the pre-flight, the test send, the approve and schedule
+  confirmations, the event's form and the review of its move): axe-core (``tests/vendor/axe.min.js``, injected by
   Selenium) finds no serious or critical violation, and Chromium refuses nothing under the
   console's CSP. Everything axe finds, minor included, is written to
   ``artifacts/axe-console.json`` and printed.
@@ -45,7 +48,18 @@ from mailer.storage import Store
 from mailer.tokens import Signer
 from mailer.transport import CaptureTransport, open_transport
 from mailer.web import WebServer, create_app
-from tests.browser_support import PHONE, WIDE, Browser, Walk, chromium, say, visit, worded
+from tests.browser_support import (
+    PHONE,
+    WIDE,
+    Browser,
+    Walk,
+    campaign_forms,
+    campaign_pages,
+    chromium,
+    say,
+    visit,
+    worded,
+)
 from tests.conftest import make_settings
 from tests.console_support import FAST, KEY, PASSWORD
 from tests.smtpd import SmtpServer
@@ -415,6 +429,8 @@ async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(
     """Each console page at 1280 px: no serious or critical axe violation, nothing refused by
     the CSP; at 375 px: no horizontal scroll. Screenshots of both widths."""
     pages = await populate(site)
+    editor = await site.user(Role.EDITOR, "elise.editor@cri.example.org")
+    pages |= await campaign_pages(site.store, site.settings, editor)
     admin = await site.user(Role.ADMIN, "claire.admin@cri.example.org", name="Claire Martin")
     walk = Walk()
 
@@ -432,6 +448,7 @@ async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(
         for name, path in pages.items():
             visit(browser, walk, name, path)
         visit(browser, walk, "import-report", report)
+        campaign_forms(browser, walk, pages)
         # The width check can fail: a page made wider than a phone is seen as such.
         browser.width(PHONE)
         browser.driver.execute_script(
@@ -443,6 +460,6 @@ async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(
 
     await in_thread(tour)
     walk.write("axe-console")
-    assert len(walk.violations) == len(pages) + 2
+    assert len(walk.violations) == len(pages) + 4
     problems = walk.problems()
     assert problems == {}, json.dumps(problems, indent=1, ensure_ascii=False)
