@@ -50,9 +50,9 @@ def run_mailer(cwd: Path, *args: str, env: Mapping[str, str], stdin: str | None 
     overlay: dict[str, str | None] = {k: None for k in os.environ if k not in env}
     overlay.update(env)
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    tuned = {name: logging.getLogger(name).level for name in _TUNED_LOGGERS}
-    with _LOCK:
+    with _LOCK:  # the logging state read under the lock: not another command's, mid-run
+        handlers, level = root.handlers[:], root.level
+        tuned = {name: logging.getLogger(name).level for name in _TUNED_LOGGERS}
         before = Path.cwd()
         os.chdir(cwd)
         try:
