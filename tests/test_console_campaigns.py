@@ -14,8 +14,17 @@ import httpx
 import pytest
 
 from mailer.campaigns import Campaign, from_data
-from mailer.models import CampaignRecord, CampaignStatus, DeliveryStatus, EventInfo, SendStatus
+from mailer.models import (
+    ROLES,
+    CampaignRecord,
+    CampaignStatus,
+    DeliveryStatus,
+    EventInfo,
+    SendStatus,
+    role_allows,
+)
 from mailer.storage import Store
+from mailer.web.console import approval, campaign_control, campaigns
 from mailer.workflow.scheduling import options_of, schedule_campaign
 from tests.console_support import ROOT, Console, now
 from tests.test_console_sends import a_list, record, start
@@ -418,3 +427,37 @@ async def test_an_event_cancelled_tells_those_invited_only_when_someone_was(
     [entry] = await store.audit.page(action="event.cancel")
     assert entry.details["cancellation_to"] == invited
     assert (await client.get("/admin/campaigns/journee/event")).status_code == 409
+
+
+# --- every route of these pages x every role ------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_each_route_answers_each_role_and_an_empty_post_never_fails(
+    console: Console, tmp_path: Path
+) -> None:
+    """On a real campaign (scheduled, so every page has something to show): a role below the
+    route's gets 403 and changes nothing; an empty POST (no confirm, no version) shows a page,
+    never a 500 and never a change."""
+    store = console.store
+    await a_list(store, tmp_path, 1)
+    await a_scheduled(console, event_raw("journee"))
+    routes = [*campaigns.ROUTES, *approval.ROUTES, *campaign_control.ROUTES]
+    for role in ROLES:
+        client = await console.client(role)
+        token = await console.csrf(client)
+        for route in routes:
+            path = "/admin" + route.path.replace("{name}", "journee")
+            before = len(await store.audit.page(limit=500))
+            answer = await client.get(path)
+            assert (answer.status_code == 403) is not role_allows(role, route.read), (path, role)
+            assert answer.status_code < 500, (path, role)
+            if route.write is None:
+                continue
+            post = await client.post(path, data={"csrf": token})
+            assert post.status_code < 500, (path, role, post.text[:300])
+            if not role_allows(role, route.write):
+                assert post.status_code == 403, (path, role)
+            assert len(await store.audit.page(limit=500)) == before, (path, role)
+    record_ = await store.campaigns.record("journee")
+    assert record_.status == CampaignStatus.SCHEDULED
