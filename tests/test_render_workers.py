@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,9 +50,7 @@ async def test_a_runaway_body_fails_its_recipient_with_the_reason(tmp_path: Path
     """In the worker the sandbox's budget stops the body: the recipient comes back as the
     reason, the worker goes on with the next batch."""
     async with RenderPool(recipe(tmp_path, SLOW)) as pool:
-        started = time.monotonic()
         [made] = await pool.compose(people(1), date=NOW)
-        assert time.monotonic() - started < 2 + 3
         assert isinstance(made, str)
         assert made.startswith("not built: ")
         assert "took more than 2 s for one recipient" in made
@@ -61,12 +58,12 @@ async def test_a_runaway_body_fails_its_recipient_with_the_reason(tmp_path: Path
 
 async def test_a_worker_stuck_past_its_hard_limit_is_stopped(tmp_path: Path) -> None:
     """What the sandbox cannot see (here: a hard limit below its budget) ends the worker
-    process after the hard limit: the batch is lost, not waited for forever."""
+    process after the hard limit: the batch is lost, not waited for forever. (Lost, not the
+    sandbox's "took more than 2 s" reason: the hard limit ended it first; no clock read, which
+    a loaded machine would make flaky.)"""
     async with RenderPool(recipe(tmp_path, SLOW, hard_limit=0.5)) as pool:
-        started = time.monotonic()
         with pytest.raises(RenderPoolLost):
             await pool.compose(people(1), date=NOW)
-        assert time.monotonic() - started < 2
 
 
 async def test_the_hard_limit_is_per_recipient(tmp_path: Path) -> None:
