@@ -93,6 +93,9 @@ SEND_MOVES: Mapping[SendMove, Move[SendStatus]] = MappingProxyType(
 C_ = CampaignStatus
 _UNSENT = (C_.DRAFT, C_.SUBMITTED, C_.APPROVED)
 _SENDING = tuple(s for s in CampaignStatus if s not in _UNSENT)
+# Where a campaign's sends may go (with its approval): a sender scheduled it. An approved
+# campaign edited after its schedule keeps its old sends held until its new plan is made.
+RELEASED: frozenset[CampaignStatus] = frozenset(_SENDING)
 CAMPAIGN_MOVES: Mapping[CampaignMove, Move[CampaignStatus]] = MappingProxyType(
     {
         CampaignMove.SUBMIT: _move(C_.SUBMITTED, C_.DRAFT),

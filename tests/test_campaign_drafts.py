@@ -169,7 +169,8 @@ async def test_submit_approve_and_send_back_follow_the_lifecycle_and_the_version
 
 async def test_an_edit_after_approval_returns_to_draft_and_holds_the_sends(store: Store) -> None:
     """THE GATE: once edited, the scheduled send is not in scheduled() and cannot be claimed
-    or started; approved again, it is."""
+    or started; approved again it is still held (the new version may plan another date: the
+    old plan goes only once a sender schedules the new one); scheduled again, it goes."""
     await seed(store)
     record = await approved(store)
     result = await schedule(store, record.id, [Planned("announce", "announcement", T0)])
@@ -188,6 +189,10 @@ async def test_an_edit_after_approval_returns_to_draft_and_holds_the_sends(store
         await schedule(store, record.id, [Planned("announce", "announcement", T0)], version=2)
     await store.campaigns.submit(record.id, version=2, actor="ed@example.org", now=T0)
     await store.campaigns.approve(record.id, version=2, snapshot=SNAPSHOT, actor="b", now=T0)
+    assert await store.sends.scheduled() == []
+    assert await store.sends.claim(send.id, node="n", now=T0) is False
+    assert await store.sends.start(spec, node="n", now=T0) is False
+    await schedule(store, record.id, [Planned("announce", "announcement", T0)], version=2)
     assert await store.sends.scheduled() == [(send.id, T0)]
     assert await store.sends.start(spec, node="n", now=T0) is True
 

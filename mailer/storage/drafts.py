@@ -7,7 +7,8 @@ module is its part for approvals), and a schedule's sends through ``sends``, in 
 transaction. Every change is conditional on the version the caller read (``StaleEdit`` when
 someone saved since: "changed by X at T") and on the statuses of ``mailer.lifecycle``
 (``StateError`` in its words). THE GATE lives in ``sends``: nothing of a campaign whose
-``approved_at`` is NULL is scheduled or claimed; every save of a draft clears it.
+``approved_at`` is NULL, or that is not scheduled since its approval, is scheduled or
+claimed; every save of a draft clears the approval.
 """
 
 from __future__ import annotations

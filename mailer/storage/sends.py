@@ -6,8 +6,10 @@ statuses come from the table of ``mailer.lifecycle``: a send is claimed once, a 
 lost a race changes nothing and says so (False).
 
 THE GATE: a send of a campaign that is not approved (``campaigns.approved_at`` NULL: a draft,
-a submitted campaign, one edited since its approval) is held: :meth:`Sends.scheduled` leaves
-it out, so no job is made for it, and a claim of it changes nothing (defence in depth).
+a submitted campaign, one edited since its approval), or approved but not scheduled since
+(status ``approved``: an edited campaign's old plan waits for its new one), is held:
+:meth:`Sends.scheduled` leaves it out, so no job is made for it, and a claim of it changes
+nothing (defence in depth).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.errors import NotFoundError, StateError
-from mailer.lifecycle import SendMove, send_sources, send_target
+from mailer.lifecycle import RELEASED, SendMove, send_sources, send_target
 from mailer.models import (
     CONFIRM_ACTION,
     Content,
@@ -212,7 +214,7 @@ class Sends:
             rows = await conn.execute(
                 select(sends.c.id, sends.c.due_at)
                 .join(campaigns, campaigns.c.id == sends.c.campaign_id)
-                .where(sends.c.status == SendStatus.SCHEDULED, campaigns.c.approved_at.is_not(None))
+                .where(sends.c.status == SendStatus.SCHEDULED, *_released())
             )
             return [(int(i), due) for i, due in rows.all()]
 
@@ -308,12 +310,19 @@ async def _event(conn: AsyncConnection, campaign_id: int) -> EventInfo | None:
     return None if row is None else event_of(row)
 
 
-def _approved() -> Any:
-    """The send's campaign is approved (the gate, inside a statement on ``sends``)."""
+def _released() -> tuple[Any, Any]:
+    """The gate on ``campaigns``: approved, and scheduled by a sender since (an approval of
+    an edited version does not release the sends its old plan left)."""
     return (
-        select(campaigns.c.id)
-        .where(campaigns.c.id == sends.c.campaign_id, campaigns.c.approved_at.is_not(None))
-        .exists()
+        campaigns.c.approved_at.is_not(None),
+        campaigns.c.status.in_([s.value for s in RELEASED]),
+    )
+
+
+def _approved() -> Any:
+    """The send's campaign passes the gate (inside a statement on ``sends``)."""
+    return (
+        select(campaigns.c.id).where(campaigns.c.id == sends.c.campaign_id, *_released()).exists()
     )
 
 
