@@ -87,13 +87,20 @@ class Composer:
         return template.for_attendee(address, name)
 
     def compose(
-        self, recipient: Recipient, *, date: datetime, message_id: str | None = None
+        self,
+        recipient: Recipient,
+        *,
+        date: datetime,
+        message_id: str | None = None,
+        inert: bool = False,
     ) -> Composed:
+        """``recipient``'s mail; ``inert``: with the test links (and calendar) instead of
+        theirs, for a preview that staff see (a copied link changes nothing for them)."""
         if self.compiled.send.action == CONFIRM_ACTION:
             # The name was typed in the sign-up form by whoever typed the address: a
             # confirmation mail must not carry a stranger's words (in To: or the greeting).
             recipient = replace(recipient, name="", attributes={})
-        links = self.links(recipient)
+        links = self.test_links() if inert else self.links(recipient)
         rendered = self.compiled.render(recipient, links)
         built = self.builder.build(
             recipient=recipient,
@@ -104,9 +111,22 @@ class Composer:
             ),
             unsubscribe_url=links.unsubscribe,
             date=date,
-            ics=self._ics(rendered.locale, recipient.email, recipient.name, recipient.smtputf8),
+            ics=self._ics(
+                rendered.locale, recipient.email, recipient.name, recipient.smtputf8, test=inert
+            ),
         )
         return Composed(rendered, built)
+
+    def test_links(self) -> Links:
+        """Links of the test purpose: they open the pages but change nothing for anyone."""
+        return links_for(
+            self.signer,
+            self.base_url,
+            public_id="",
+            list_id=self.compiled.send.list.id,
+            confirm_nonce="" if self.compiled.send.action == CONFIRM_ACTION else None,
+            test=True,
+        )
 
     def links(self, recipient: Recipient) -> Links:
         """The links of ``recipient``'s mail (its confirmation link in a confirmation)."""
@@ -143,14 +163,7 @@ class Composer:
         """What ``recipient`` would get, addressed to ``to`` and marked as a test: its links
         (and List-Unsubscribe) are of the test purpose, so a click on the staff copy changes
         nothing for the subscriber it shows."""
-        links = links_for(
-            self.signer,
-            self.base_url,
-            public_id="",
-            list_id=self.compiled.send.list.id,
-            confirm_nonce="" if self.compiled.send.action == CONFIRM_ACTION else None,
-            test=True,
-        )
+        links = self.test_links()
         rendered = self.compiled.render(recipient, links)
         rendered = replace(rendered, subject=f"[TEST] {rendered.subject}")
         staff = Recipient(id=recipient.id, email=to, name="", smtputf8=not to.isascii())

@@ -338,3 +338,22 @@ async def test_the_live_preview_is_an_editors(console: Console) -> None:
     editor = await console.client("editor")
     no_token = await editor.post("/admin/preview", data=form())
     assert no_token.status_code == 403
+
+
+async def test_a_previews_links_change_nothing_for_the_member_it_shows(console: Console) -> None:
+    """A preview as a member carries inert test links (and List-Unsubscribe), not the member's
+    own: a viewer who may not unsubscribe anyone cannot do it with a link copied from the
+    frame or the headers."""
+    await people(console.store)
+    await save(console.store, spec())
+    client = await console.client("viewer")
+    page = await client.get("/admin/campaigns/nouvelles/preview?as=ada@example.org")
+    text = html.unescape(html.unescape(page.text))  # the srcdoc is escaped within the page
+    tokens = set(re.findall(r"/u/([A-Za-z0-9_\-.=]+)", text))
+    assert tokens, "the preview shows an unsubscribe link"
+    anonymous = console.anonymous()
+    for token in tokens:
+        answer = await anonymous.post(f"/u/{token}", data={"action": "list"})
+        assert answer.status_code < 500
+    members = [r.email async for r in console.store.lists.recipients("researchers")]
+    assert "ada@example.org" in members

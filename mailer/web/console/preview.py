@@ -173,7 +173,7 @@ async def render_mail(
         try:
             composer = composer_for(ctx, campaign, list_info, action, now)
             why = "forced" if lang else composer.compiled.choice(recipient).how
-            composed = composer.compose(recipient, date=now)
+            composed = composer.compose(recipient, date=now, inert=True)  # staff's eyes only
         except (MailerError, ValueError) as exc:
             return Failed(lang, str(exc))
         return shown_of(campaign, composed, why=why, recipient=recipient.email)
