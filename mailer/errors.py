@@ -85,6 +85,9 @@ class SendingLocked(StateError):
     """Another mailer process sends from this SQLite file (one sender per file)."""
 
 
+EVENT_MOVED_MEANWHILE = "the event was changed meanwhile; look at it again"
+
+
 class StaleEdit(MailerError):
     """A campaign was changed by someone else since this version was read: the save, submit
     or approval that expected the older version changed nothing (``by`` and ``at`` say whose

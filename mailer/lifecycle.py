@@ -96,6 +96,8 @@ _SENDING = tuple(s for s in CampaignStatus if s not in _UNSENT)
 # Where a campaign's sends may go (with its approval): a sender scheduled it. An approved
 # campaign edited after its schedule keeps its old sends held until its new plan is made.
 RELEASED: frozenset[CampaignStatus] = frozenset(_SENDING)
+# Where a campaign's event may be moved (its reminders re-planned, an update mailed).
+EVENT_MOVABLE: frozenset[CampaignStatus] = frozenset({C_.SCHEDULED, C_.PAUSED, C_.DONE})
 CAMPAIGN_MOVES: Mapping[CampaignMove, Move[CampaignStatus]] = MappingProxyType(
     {
         CampaignMove.SUBMIT: _move(C_.SUBMITTED, C_.DRAFT),

@@ -335,7 +335,7 @@ async def test_an_event_moved_moves_its_reminders_on_the_timeline(
     assert "Europe/Paris" in form.text
     later = local(now() + timedelta(days=44))
     data = {"csrf": await console.csrf(client), "version": str(found.version), "step": "review",
-            **event_form(later)}  # fmt: skip
+            "sequence": "0", **event_form(later)}  # fmt: skip
     review = await client.post(path, data=data, headers=headers)
     assert review.status_code == 200, review.text
     for word in words:
@@ -371,7 +371,8 @@ async def test_a_bad_event_form_says_why_beside_the_field(console: Console, tmp_
     found = await a_scheduled(console, event_raw("journee"))
     client = await console.client("sender")
     path = "/admin/campaigns/journee/event"
-    base = {"csrf": await console.csrf(client), "version": str(found.version), "step": "review"}
+    base = {"csrf": await console.csrf(client), "version": str(found.version), "step": "review",
+            "sequence": "0"}  # fmt: skip
     year = now().year + 1
     gap = await client.post(path, data={**base, **event_form(f"{year}-03-28T02:30"),
                                         "event.start": _last_sunday_of_march(year)},
@@ -387,6 +388,48 @@ async def test_a_bad_event_form_says_why_beside_the_field(console: Console, tmp_
     assert "the new start has passed" in past.text
     assert (await event_of(store, found.id)).place == "Paris"
     assert await store.audit.page(action="event.update") == []
+
+
+async def test_an_event_form_shown_before_another_move_is_refused(
+    console: Console, tmp_path: Path
+) -> None:
+    """Two senders with the event's form open: the second to apply is told the event was
+    changed meanwhile (409), and those invited get one update, not two."""
+    store = console.store
+    await a_list(store, tmp_path, 2)
+    found = await a_scheduled(console, event_raw("journee"))
+    await invite_everyone(store, found.id, 2)
+    path = "/admin/campaigns/journee/event"
+    first, second = await console.client("sender"), await console.client("admin")
+    shown = await second.get(path)
+    assert 'name="sequence" value="0"' in shown.text
+    for client, days in ((first, 44), (second, 51)):
+        data = {"csrf": await console.csrf(client), "version": str(found.version),
+                "step": "apply", "sequence": "0", **event_form(local(now() + timedelta(days=days)))}  # fmt: skip
+        answer = await client.post(path, data=data, headers={"accept-language": "en"})
+        if client is first:
+            assert answer.status_code == 303, answer.text
+    assert answer.status_code == 409
+    assert "changed meanwhile" in answer.text
+    keys = [s.key for s in await store.sends.of_campaign(found.id)]
+    assert [k for k in keys if k.startswith("update:")] == ["update:1"]
+
+
+async def test_a_cancelled_campaigns_event_cannot_be_moved(
+    console: Console, tmp_path: Path
+) -> None:
+    store = console.store
+    await a_list(store, tmp_path, 2)
+    found = await a_scheduled(console, event_raw("journee"))
+    await invite_everyone(store, found.id, 2)
+    client = await console.client("sender")
+    assert (await confirm(console, client, "/admin/campaigns/journee/cancel")).status_code == 303
+    data = {"csrf": await console.csrf(client), "version": str(found.version), "step": "apply",
+            "sequence": "0", **event_form(local(now() + timedelta(days=44)))}  # fmt: skip
+    answer = await client.post("/admin/campaigns/journee/event", data=data)
+    assert answer.status_code == 409
+    keys = [s.key for s in await store.sends.of_campaign(found.id)]
+    assert not [k for k in keys if k.startswith("update:")]
 
 
 def _last_sunday_of_march(year: int) -> str:

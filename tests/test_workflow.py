@@ -5,6 +5,8 @@ count of those who get the update; a plan gone stale is refused."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,6 +23,7 @@ from mailer.workflow import approval, events, scheduling, spec_of
 
 pytestmark = pytest.mark.timeout(60)
 PARIS = ZoneInfo("Europe/Paris")
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PEOPLE = ("ada@example.org", "bob@example.org", "cy@example.org")
 
@@ -192,3 +195,60 @@ def test_spec_of_is_what_campaign_of_reads_back(tmp_path: Path) -> None:
     spec["event"]["end"] = "2027-01-14T09:00:00"
     with pytest.raises(campaigns.CampaignFileError, match="campaign journee: event"):
         campaign_of(spec, name_hint="campaign journee", zone="Europe/Paris", templates_dir=None)
+
+
+async def test_an_event_moved_is_what_its_campaign_spec_says_afterwards(
+    store: Store, app_settings: Settings, tmp_path: Path
+) -> None:
+    """The move is written into the stored spec too, so the edit form, the download and a
+    later schedule start from the moved event instead of undoing the move."""
+    campaign_id = await created(store, app_settings, tmp_path)
+    later = event_file(tmp_path, "2027-02-12T09:00:00")
+    event = later.event(domain=app_settings.sender.domain)
+    assert event is not None
+    event = replace(event, place="Lyon, Hôpital Édouard-Herriot")
+    plan = await events.plan_update(store, campaign_id, event, ["2d"], PARIS, T0)
+    await events.apply_update(store, plan, event, T0)
+    spec = (await store.campaigns.record("journee")).spec
+    assert spec is not None
+    again = campaigns.from_data(spec, source=Path("stored"), default_zone="Europe/Paris",
+                                templates_dir=TEMPLATES, folder=tmp_path)  # fmt: skip
+    moved = again.event(domain=app_settings.sender.domain)
+    assert moved is not None
+    assert (moved.start, moved.place) == (event.start, "Lyon, Hôpital Édouard-Herriot")
+    assert again.data.event is not None
+    assert again.data.event.reminders == ["2d"]
+
+
+async def test_an_event_is_moved_only_while_its_campaign_is_scheduled(
+    store: Store, app_settings: Settings, tmp_path: Path
+) -> None:
+    """A cancelled campaign's event cannot be moved (nobody gets an update of it)."""
+    campaign_id = await created(store, app_settings, tmp_path)
+    await invite(store, campaign_id)
+    cancel = await events.plan_cancel(store, campaign_id, T0, name="journee")
+    await events.apply_cancel(store, cancel, T0, name="journee")
+    later = event_file(tmp_path, "2027-02-12T09:00:00").event(domain=app_settings.sender.domain)
+    assert later is not None
+    with pytest.raises(StateError, match="cancelled"):
+        await events.plan_update(store, campaign_id, later, ["7d"], PARIS, T0)
+
+
+async def test_two_moves_of_one_plan_at_once_apply_one(
+    store: Store, app_settings: Settings, tmp_path: Path
+) -> None:
+    """Two staff applying a move at the same moment: one goes, the other is refused (one
+    update mail, not two)."""
+    campaign_id = await created(store, app_settings, tmp_path)
+    await invite(store, campaign_id)
+    later = event_file(tmp_path, "2027-02-12T09:00:00").event(domain=app_settings.sender.domain)
+    assert later is not None
+    plan = await events.plan_update(store, campaign_id, later, ["7d", "1d"], PARIS, T0)
+    results = await asyncio.gather(
+        events.apply_update(store, plan, later, T0),
+        events.apply_update(store, plan, replace(later, place="Nice"), T0),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["EventChange", "StateError"], results
+    updates = [k for k in await keys(store, campaign_id) if k.startswith("update:")]
+    assert updates == ["update:1"]

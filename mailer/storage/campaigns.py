@@ -7,7 +7,7 @@ cancel moves its sends through ``sends``, in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailer.errors import NotFoundError
-from mailer.lifecycle import CampaignMove, SendMove, campaign_target
+from mailer.errors import EVENT_MOVED_MEANWHILE, NotFoundError, StateError
+from mailer.lifecycle import EVENT_MOVABLE, CampaignMove, SendMove, campaign_target
 from mailer.models import (
     CONFIRM_KIND,
     Campaign,
@@ -177,21 +177,38 @@ class Campaigns(CampaignDrafts):
             return len(cancelled)
 
     async def update_event(
-        self, campaign_id: int, event: EventInfo, *, status: EventStatus, now: datetime
+        self,
+        campaign_id: int,
+        event: EventInfo,
+        *,
+        status: EventStatus,
+        now: datetime,
+        expected_sequence: int | None = None,
+        spec_event: Mapping[str, Any] | None = None,
+        spec_words: Mapping[str, Mapping[str, str]] | None = None,
     ) -> int:
         """New details for an event; SEQUENCE grows by one, the details it replaces are kept
-        (the update mail says what changed). Returns the new sequence."""
+        (the update mail says what changed). Returns the new sequence.
+
+        A move (``expected_sequence`` given: the sequence the caller planned from) is
+        refused with StateError, nothing written, when someone moved the event since or
+        the campaign is not scheduled (a draft, or cancelled: nobody is to be told). With
+        ``spec_event`` (and ``spec_words``, per language) the campaign's stored spec says
+        the same afterwards, in the same transaction, so the edit form, the download and a
+        later schedule start from the moved event."""
         async with self._db.begin(write=True) as conn:
             row = (
                 await conn.execute(select(events).where(events.c.campaign_id == campaign_id))
             ).one_or_none()
             if row is None:
                 raise NotFoundError("this campaign has no event")
+            if expected_sequence is not None:
+                await _check_movable(conn, campaign_id, int(row.sequence), expected_sequence)
             before = event_of(row)
             sequence = int(row.sequence) + 1
-            await conn.execute(
+            result = await conn.execute(
                 update(events)
-                .where(events.c.campaign_id == campaign_id)
+                .where(events.c.campaign_id == campaign_id, events.c.sequence == row.sequence)
                 .values(
                     title=event.title, starts_at=event.start, ends_at=event.end,
                     timezone=event.timezone, place=event.place, link=event.link,
@@ -202,6 +219,10 @@ class Campaigns(CampaignDrafts):
                     updated_at=now,
                 )
             )  # fmt: skip
+            if result.rowcount != 1:  # another move won the row meanwhile
+                raise StateError(EVENT_MOVED_MEANWHILE)
+            if spec_event is not None:
+                await _patch_spec(conn, campaign_id, spec_event, spec_words or {})
             return sequence
 
     async def event(self, campaign_id: int) -> EventInfo | None:
@@ -286,3 +307,42 @@ async def confirm_campaign(
     campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
     await conn.execute(insert(campaign_lists).values(campaign_id=campaign_id, list_id=public.id))
     return campaign_id
+
+
+async def _check_movable(
+    conn: AsyncConnection, campaign_id: int, sequence: int, expected: int
+) -> None:
+    """StateError unless the event is still at ``expected`` and its campaign is scheduled."""
+    if sequence != expected:
+        raise StateError(EVENT_MOVED_MEANWHILE)
+    status = (
+        await conn.execute(select(campaigns.c.status).where(campaigns.c.id == campaign_id))
+    ).scalar_one()
+    if CampaignStatus(status) not in EVENT_MOVABLE:
+        raise StateError(f"the campaign is {status}: its event cannot be moved")
+
+
+async def _patch_spec(
+    conn: AsyncConnection,
+    campaign_id: int,
+    spec_event: Mapping[str, Any],
+    spec_words: Mapping[str, Mapping[str, str]],
+) -> None:
+    """The stored spec's event (and its per-language words) as moved; a campaign stored
+    without a spec (before migration 0007) keeps none."""
+    spec = (
+        await conn.execute(select(campaigns.c.spec).where(campaigns.c.id == campaign_id))
+    ).scalar_one()
+    if not isinstance(spec, dict):
+        return
+    patched = {**spec, "event": {**(spec.get("event") or {}), **spec_event}}
+    content = patched.get("content")
+    if isinstance(content, dict):
+        patched["content"] = {
+            locale: (
+                {**words, "event": {**(words.get("event") or {}), **spec_words[locale]}}
+                if locale in spec_words and isinstance(words, dict) else words
+            )
+            for locale, words in content.items()
+        }  # fmt: skip
+    await conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(spec=patched))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.errors import ConfigError, StateError
@@ -114,6 +115,8 @@ async def plan_update(
     stored = await store.campaigns.event(campaign_id)
     if stored is None:
         raise StateError("this campaign has no event")
+    if stored.status == EventStatus.CANCELLED:
+        raise StateError("the event is cancelled: it cannot be moved")
     planned, _ = reminders(
         event.start, reminder_offsets, now=now, zone=zone, scale=stored.day_seconds / 86400
     )
@@ -137,9 +140,13 @@ async def apply_update(
     )
     if not fresh.same_plan(change):
         raise StateError("the event's sends changed since this was planned; look at the plan again")
+    zone = ZoneInfo(change.zone)
     sequence = await store.campaigns.update_event(
-        change.campaign_id, event, status=EventStatus.CONFIRMED, now=now
-    )
+        change.campaign_id, event, status=EventStatus.CONFIRMED, now=now,
+        expected_sequence=change.sequence - 1, spec_event=_spec_event(event, change, zone),
+        spec_words={t.locale: {"title": t.title, "place": t.place,
+                               "description": t.description} for t in event.texts},
+    )  # fmt: skip
     steps = []
     for step in fresh.steps:
         if step.what == "cancel" and step.send_id is not None:
@@ -165,6 +172,17 @@ async def apply_update(
             now=now, audience_send_id=invitation.id,
         )  # fmt: skip
     return replace(fresh, steps=tuple(steps), sequence=sequence, update_send=update_send)
+
+
+def _spec_event(event: EventInfo, change: EventChange, zone: ZoneInfo) -> dict[str, Any]:
+    """The moved event as a campaign file's ``[event]`` says it (times at their offset in
+    the campaign's zone: the same instants read back, in the fold too)."""
+    return {
+        "title": event.title, "start": event.start.astimezone(zone).isoformat(),
+        "end": None if event.end is None else event.end.astimezone(zone).isoformat(),
+        "place": event.place, "link": event.link, "description": event.description,
+        "reminders": list(change.reminders),
+    }  # fmt: skip
 
 
 async def plan_cancel(

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from mailer import campaigns as campaign_files
-from mailer.errors import ConfigError, MailerError, NotFoundError, StateError
-from mailer.lifecycle import CampaignMove, SendMove, check_campaign, send_sources
+from mailer.errors import EVENT_MOVED_MEANWHILE, ConfigError, MailerError, NotFoundError, StateError
+from mailer.lifecycle import EVENT_MOVABLE, CampaignMove, SendMove, check_campaign, send_sources
 from mailer.models import CampaignKind, CampaignRecord, CampaignStatus, EventInfo, Role, SendStatus
 from mailer.web.console.campaign_form import GENERAL, split_error
 from mailer.web.console.campaigns import (
@@ -201,7 +201,7 @@ def _read_event(
 
 def _event_page(
     ctx: ConsoleContext, staff: Staffer, record: CampaignRecord, reading: EventForm, *,
-    change: event_changes.EventChange | None = None, status: int = 200,
+    change: event_changes.EventChange | None = None, sequence: int, status: int = 200,
 ) -> Response:  # fmt: skip
     say, lang = ctx.views.say, staff.lang
     zone = record.timezone
@@ -218,7 +218,7 @@ def _event_page(
         notes=reading.notes, change=change, moved=moved,
         words=lambda keys: [key_words(ctx, lang, k, "reminder") for k in keys],
         error=" ".join(model_said(ctx, lang, m) for m in general) or None,
-        version=record.version, status=status,
+        version=record.version, sequence=sequence, status=status,
     )  # fmt: skip
 
 
@@ -233,6 +233,9 @@ async def _event_of(
         return refused(ctx, staff, record, say(staff.lang, "camp_not_event"))
     if event.status == "cancelled":
         return refused(ctx, staff, record, say(staff.lang, "camp_event_is_cancelled"))
+    if record.status not in EVENT_MOVABLE:  # a draft's event is edited, not moved
+        said = f"the campaign is {record.status}: its event cannot be moved"
+        return refused(ctx, staff, record, model_said(ctx, staff.lang, said))
     return event
 
 
@@ -247,25 +250,32 @@ async def event_view(ctx: ConsoleContext, request: Request, staff: Staffer) -> R
     if isinstance(stored, Response):
         return stored
     if request.method != "POST":
-        return _event_page(ctx, staff, record, EventForm(_current_values(stored)))
+        return _event_page(
+            ctx, staff, record, EventForm(_current_values(stored)), sequence=stored.sequence
+        )
     form = await form_of(request)
     step = form.get("step")
     if step not in ("review", "apply"):
-        return _event_page(ctx, staff, record, EventForm(_current_values(stored)))
+        return _event_page(
+            ctx, staff, record, EventForm(_current_values(stored)), sequence=stored.sequence
+        )
     reading = _read_event(ctx, record, stored, form)
+    if form.get("sequence") != str(stored.sequence):  # the form was shown before another move
+        reading.errors = {GENERAL: [EVENT_MOVED_MEANWHILE]}
+        return _event_page(ctx, staff, record, reading, sequence=stored.sequence, status=409)
     if reading.event is None or reading.reminders is None or reading.zone is None:
-        return _event_page(ctx, staff, record, reading, status=400)
+        return _event_page(ctx, staff, record, reading, sequence=stored.sequence, status=400)
     now = ctx.clock()
     try:
         change = await event_changes.plan_update(
             ctx.store, record.id, reading.event, reading.reminders, reading.zone, now
         )
         if step == "review":
-            return _event_page(ctx, staff, record, reading, change=change)
+            return _event_page(ctx, staff, record, reading, change=change, sequence=stored.sequence)
         done = await event_changes.apply_update(ctx.store, change, reading.event, now)
     except (StateError, ConfigError, NotFoundError, MailerError) as exc:
         reading.errors = {GENERAL: [str(exc)]}
-        return _event_page(ctx, staff, record, reading, status=409)
+        return _event_page(ctx, staff, record, reading, sequence=stored.sequence, status=409)
     if done.update_send is not None and ctx.on_send is not None:
         ctx.on_send(done.update_send)
     details = {
