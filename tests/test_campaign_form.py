@@ -181,3 +181,26 @@ async def test_only_the_pages_that_frame_a_mail_allow_inline_styles(console: Any
     assert "style-src 'self' 'unsafe-inline'" in framed.headers["content-security-policy"]
     assert "script-src 'self';" in framed.headers["content-security-policy"]
     assert "unsafe-inline" not in other.headers["content-security-policy"]
+
+
+def test_a_stored_time_with_an_offset_is_shown_at_the_campaigns_local_time() -> None:
+    """A file's (or a moved event's) time with a UTC offset shows in the campaign's zone, so
+    saving the form unchanged keeps the instant (it was cut to its digits: an hour early)."""
+    first = reading_of(event_form()).campaign
+    assert first is not None
+    spec = first.spec()
+    spec["event"]["start"] = "2027-01-15T08:00:00Z"
+    spec["event"]["end"] = "2027-01-15T17:30:00+01:00"
+    values = values_of(spec)
+    assert (values["event.start"], values["event.end"]) == ("2027-01-15T09:00", "2027-01-15T17:30")
+    again = reading_of(form(**{k.replace(".", "__"): v for k, v in values.items()})).campaign
+    assert again is not None
+    event = again.event(domain="lists.test")
+    assert event is not None
+    assert event.start == datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+
+
+def test_a_time_zone_too_long_to_be_one_is_said_beside_its_field() -> None:
+    reading = reading_of(event_form(timezone="Europe/" + "A" * 300))
+    assert reading.campaign is None
+    assert "timezone" in reading.errors, reading.errors

@@ -20,7 +20,7 @@ def zone_name(value: str) -> str:
     """``value`` if it names an IANA time zone; a ValueError saying what is expected if not."""
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         raise ValueError(
             f"expected an IANA time zone such as Europe/Paris, got {value!r}"
         ) from None

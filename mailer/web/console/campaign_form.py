@@ -11,12 +11,14 @@ its own.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.campaigns import Campaign, CampaignFileError, from_data, plan
 from mailer.models import CampaignKind
@@ -221,8 +223,12 @@ def split_error(line: str, source: str, *, known: Iterable[str]) -> tuple[str, s
     return GENERAL, f"{path}: {message}"
 
 
-def values_of(spec: Mapping[str, Any], *, version: int | None = None) -> dict[str, Any]:
-    """A stored campaign's spec (:meth:`mailer.campaigns.Campaign.spec`) as form values."""
+def values_of(
+    spec: Mapping[str, Any], *, version: int | None = None, default_zone: str = "Europe/Paris"
+) -> dict[str, Any]:
+    """A stored campaign's spec (:meth:`mailer.campaigns.Campaign.spec`) as form values,
+    its times at local time in its zone (``default_zone`` when it names none)."""
+    zone = str(spec.get("timezone") or default_zone)
     values: dict[str, Any] = {"name": spec.get("name", ""), "kind": spec.get("kind", "")}
     values["lists"] = list(spec.get("lists", []))
     for name in ("template", "timezone", "ambiguous", "body_format"):
@@ -239,11 +245,11 @@ def values_of(spec: Mapping[str, Any], *, version: int | None = None) -> dict[st
             values[f"content.{lang}.{word}"] = section.get(word) or ""
         for word in EVENT_WORDS:
             values[f"content.{lang}.event.{word}"] = (section.get("event") or {}).get(word) or ""
-    values["send_at"] = _local(spec.get("send_at"))
+    values["send_at"] = _local(spec.get("send_at"), zone)
     event = spec.get("event") or {}
     for name in EVENT_FIELDS:
         value = event.get(name)
-        values[f"event.{name}"] = _local(value) if name in ("start", "end", "announce") else (
+        values[f"event.{name}"] = _local(value, zone) if name in ("start", "end", "announce") else (
             value or ""
         )  # fmt: skip
     values["event.reminders"] = ", ".join(event.get("reminders") or [])
@@ -251,17 +257,26 @@ def values_of(spec: Mapping[str, Any], *, version: int | None = None) -> dict[st
     values["event.rsvp"] = bool(event.get("rsvp"))
     newsletter = spec.get("newsletter") or {}
     values["newsletter.cron"] = newsletter.get("cron") or ""
-    values["newsletter.until"] = _local(newsletter.get("until"))
+    values["newsletter.until"] = _local(newsletter.get("until"), zone)
     values["version"] = "" if version is None else str(version)
     return values
 
 
-def _local(value: Any) -> str:
-    """A stored local time as a ``datetime-local`` input shows it (minutes), "" for none."""
+def _local(value: Any, zone: str) -> str:
+    """A stored time as a ``datetime-local`` input shows it (minutes, at the campaign's
+    local time when it carries a UTC offset: the same instant read back), "" for none."""
     if not value or value == "now":
         return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return text[:16]
+    moment = value if isinstance(value, datetime) else None
+    if moment is None:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)[:16]  # the model says what is wrong with it when read back
+    if moment.tzinfo is not None:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError, OSError):
+            moment = moment.astimezone(ZoneInfo(zone))
+    return moment.replace(tzinfo=None).isoformat()[:16]
 
 
 def blank(kind: str, *, lists: Iterable[str] = ()) -> dict[str, Any]:

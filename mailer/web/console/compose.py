@@ -176,7 +176,14 @@ async def edit_page(ctx: ConsoleContext, request: Request, staff: Staffer) -> Re
     if request.method == "POST":
         return await _save(ctx, request, staff, record=record)
     assert record.spec is not None
-    return await _form(ctx, staff, values_of(record.spec, version=record.version), record=record)
+    return await _form(
+        ctx,
+        staff,
+        values_of(
+            record.spec, version=record.version, default_zone=ctx.settings.scheduler.timezone
+        ),
+        record=record,
+    )
 
 
 # --- saving -------------------------------------------------------------------------------------
