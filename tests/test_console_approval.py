@@ -284,3 +284,23 @@ async def test_a_stale_version_is_refused_with_who_changed_it(
     record = await store.campaigns.record("journee")
     assert (record.status, record.approved_at) == (CampaignStatus.SUBMITTED, None)
     assert await store.audit.page(action="campaign.approve") == []
+
+
+async def test_the_pre_flight_of_the_approved_version_is_in_the_snapshot(
+    console: Console, tmp_path: Path
+) -> None:
+    """A pre-flight finished for the version approved is frozen with it (total, failed);
+    the campaign's page shows it."""
+    from tests.test_console_preflight import finished, start
+
+    store = console.store
+    await a_list(store, tmp_path, 3)
+    await submitted(store, event_raw("journee"))
+    editor = await console.client("editor")
+    await start(console, editor, "journee")
+    await finished(editor, "journee")
+    client = await console.client("sender", BOSS)
+    assert (await confirm(console, client, f"{PATH}/approve")).status_code == 303
+    record = await store.campaigns.record("journee")
+    assert record.approval is not None
+    assert record.approval["preflight"] == {"total": 3, "failed": 0}

@@ -176,10 +176,14 @@ async def _snapshot(
     the templates, the lists' audience counted now."""
     campaign = stored_campaign(ctx, record)
     audience = await approvals.audience(ctx.store, record.lists)
+    result = ctx.preflights.result(record.id, record.version)
+    preflight = None  # none finished for this version in this process
+    if result is not None and result.finished:
+        preflight = {"total": result.total, "failed": result.failed}
     snapshot = approvals.snapshot(
         campaign, templates_dir=ctx.settings.paths.templates_dir, audience=audience,
         version=record.version, by=staff.user.email, now=ctx.clock(), note=note,
-        preflight=None,
+        preflight=preflight,
     )  # fmt: skip
     return campaign, snapshot
 

@@ -79,7 +79,9 @@ class PreflightRun:
         self.tally.examples.extend(other.examples[: max(room, 0)])
 
     def result(self) -> PreflightResult:
-        return PreflightResult(self.total, self.failed, self.finished)
+        """Its figures; a run stopped for everyone (a template error) failed everyone."""
+        failed = self.total if self.stage == "failed" else self.failed
+        return PreflightResult(self.total, failed, self.finished)
 
 
 Work = Callable[[PreflightRun], Awaitable[None]]
