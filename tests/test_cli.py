@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import email
 import io
+import json
 import mailbox
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -277,6 +279,20 @@ def test_preview_names_the_campaign_file_field_that_is_wrong(project: Path) -> N
         "error: campaigns/bad.toml: timezone: expected an IANA time zone such as Europe/Paris, "
         "got 'Paris'"
     ]
+
+
+def test_send_create_stores_the_files_campaign_as_campaign_create_does(project: Path) -> None:
+    """`send create` keeps the campaign's spec (the console edits and previews from it) and
+    records the operator's approval by name, as `campaign create` does."""
+    assert mailer(project, "init").returncode == 0
+    assert mailer(project, "send", "create", "campaigns/actualites-car-t.toml").returncode == 0
+    with sqlite3.connect(project / "data" / "mailer.sqlite3") as db:
+        spec, approved_by = db.execute(
+            "SELECT spec, approved_by FROM campaigns WHERE name = 'actualites-car-t'"
+        ).fetchone()
+    assert spec is not None
+    assert json.loads(spec)["name"] == "actualites-car-t"
+    assert approved_by.startswith("cli:")
 
 
 def test_send_end_to_end_into_the_capture_maildir(project: Path) -> None:

@@ -24,6 +24,7 @@ from mailer import app, lists
 from mailer.cli.support import (
     EXIT_ERROR,
     EXIT_REJECTED,
+    cli_actor,
     current_settings,
     err,
     load_campaign,
@@ -38,6 +39,8 @@ from mailer.errors import ConfigError, SendingLocked, StateError
 from mailer.lifecycle import SendMove, check_send
 from mailer.models import EVENT_ACTIONS, REPORT_COLUMNS, CampaignKind, SendStatus
 from mailer.storage import Store, sending_lock
+from mailer.workflow import spec_of
+from mailer.workflow.scheduling import options_of
 
 if TYPE_CHECKING:
     from mailer.dispatch import RunSummary  # imported where a send runs: it loads dispatch
@@ -74,6 +77,9 @@ async def send_create(campaign_file: Path, action: str | None, key: str | None) 
             sender_address=campaign.data.sender.address,
             event=campaign.event(domain=settings.sender.domain),
             now=now,
+            options=options_of(campaign),
+            spec=spec_of(campaign),
+            approved_by=cli_actor(),
         )
         send_id, created = await store.sends.create(
             campaign_id, key=key or action, action=action, due_at=now, now=now
