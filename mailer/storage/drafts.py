@@ -359,7 +359,13 @@ async def _create(
 async def _update_draft(
     conn: AsyncConnection, name: str, expected_version: int, values: dict[str, Any]
 ) -> int:
-    """The stored campaign ``name`` at ``expected_version``, changed to ``values``."""
+    """The stored campaign ``name`` at ``expected_version``, changed to ``values``.
+
+    The campaign's row is locked first (PostgreSQL; SQLite writes one at a time): a claim of
+    one of its sends (``sends._claim``, which shares that lock) either committed before, and
+    the check below sees its send started, or waits for this edit and then finds the
+    campaign unapproved."""
+    await conn.execute(select(campaigns.c.id).where(campaigns.c.name == name).with_for_update())
     row = (
         await conn.execute(
             select(

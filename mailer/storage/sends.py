@@ -327,7 +327,15 @@ def _approved() -> Any:
 
 
 async def _claim(conn: AsyncConnection, send_id: int, *, node: str, now: datetime) -> bool:
-    """scheduled -> running, once, and only when its campaign is approved (the gate)."""
+    """scheduled -> running, once, and only when its campaign is approved (the gate).
+
+    The campaign's row is read under a share lock first (PostgreSQL): an edit of it under
+    way (``drafts._update_draft`` locks it) finishes before the gate is read, so an edit
+    and a claim never both go through."""
+    owner = select(sends.c.campaign_id).where(sends.c.id == send_id).scalar_subquery()
+    await conn.execute(
+        select(campaigns.c.id).where(campaigns.c.id == owner).with_for_update(read=True)
+    )
     result = await conn.execute(
         update(sends)
         .where(sends.c.id == send_id, sends.c.status.in_(send_sources(SendMove.CLAIM)), _approved())
