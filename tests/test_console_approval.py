@@ -136,6 +136,30 @@ async def test_self_approval_is_refused_by_default(console: Console, tmp_path: P
     assert await store.audit.page(action="campaign.approve") == []
 
 
+async def test_who_wrote_an_earlier_version_since_the_approval_may_not_approve(
+    console: Console, tmp_path: Path
+) -> None:
+    """A sender writes version 1, an editor touches it (version 2) and submits: the sender
+    would approve words they wrote, so they are refused too; an approval starts the count
+    again (who edits after it is who counts for the next one)."""
+    store = console.store
+    await a_list(store, tmp_path, 1)
+    first = await a_draft(store, event_raw("journee"), actor=SENDER)
+    campaign = campaign_of(event_raw("journee", days=31))
+    second = await store.campaigns.save_draft(
+        campaign.content, spec=campaign.spec(), list_slugs=campaign.data.lists,
+        sender_name=None, sender_address=None, options={}, expected_version=first.version,
+        actor=EDITOR, now=now(),
+    )  # fmt: skip
+    await store.campaigns.submit(second.id, version=second.version, actor=EDITOR, now=now())
+    sender = await console.client("sender")
+    assert (await sender.get(f"{PATH}/approve")).status_code == 403
+    boss = await console.client("sender", BOSS)
+    assert (await confirm(console, boss, f"{PATH}/approve")).status_code == 303
+    record = await store.campaigns.record("journee")
+    assert record.contributors == ()
+
+
 async def test_self_approval_is_allowed_with_the_setting(
     store: Store, tmp_path: Path, database_url: str
 ) -> None:

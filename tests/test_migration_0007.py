@@ -20,7 +20,7 @@ CREATED = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DUE = datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
 NEW_COLUMNS = {
     "spec", "version", "updated_by", "submitted_by", "submitted_at", "approved_by",
-    "approved_at", "approval",
+    "approved_at", "approval", "contributors",
 }  # fmt: skip
 
 

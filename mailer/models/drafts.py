@@ -30,6 +30,7 @@ class CampaignRecord:
     approved_at: datetime | None  # None: not approved; its sends are held
     approval: dict[str, Any] | None  # the snapshot frozen at approval
     started: bool  # a send of it is running, paused or done, or has deliveries
+    contributors: tuple[str, ...] = ()  # who saved a version since the last approval
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,9 @@ class Campaigns(CampaignDrafts):
             if approved_by is None:
                 values.update(_NO_APPROVAL, status=CampaignStatus.DRAFT.value)
             else:
-                values.update(approved_by=approved_by, approved_at=now, approval=snapshot)
+                values.update(
+                    approved_by=approved_by, approved_at=now, approval=snapshot, contributors=None
+                )
             existing = (
                 await conn.execute(
                     select(campaigns.c.id, campaigns.c.status).where(

@@ -127,6 +127,7 @@ class CampaignDrafts:
                 "spec": spec, "status": CampaignStatus.DRAFT.value, "updated_by": actor,
             }  # fmt: skip
             if expected_version is None:
+                values["contributors"] = [actor]
                 campaign_id = await _create(conn, self._db, content.name, values, now=now)
             else:
                 campaign_id = await _update_draft(conn, content.name, expected_version, values)
@@ -156,7 +157,8 @@ class CampaignDrafts:
         async with self._db.begin(write=True) as conn:
             await _move(
                 conn, campaign_id, CampaignMove.APPROVE, version=version,
-                values={"approved_by": actor, "approved_at": now, "approval": snapshot},
+                values={"approved_by": actor, "approved_at": now, "approval": snapshot,
+                        "contributors": None},  # who writes after this counts for the next
             )  # fmt: skip
 
     async def send_back(self, campaign_id: int, *, version: int, actor: str, now: datetime) -> None:
@@ -192,7 +194,9 @@ class CampaignDrafts:
             "status": CampaignStatus.SCHEDULED.value, "options": options, "updated_at": now,
         }  # fmt: skip
         if approved_by is not None:
-            values.update(approved_by=approved_by, approved_at=now, approval=snapshot)
+            values.update(
+                approved_by=approved_by, approved_at=now, approval=snapshot, contributors=None
+            )
         async with self._db.begin(write=True) as conn:
             started = bool((await conn.execute(select(started_clause(campaign_id)))).scalar())
             sources = schedule_sources(self_approved=approved_by is not None)
@@ -336,6 +340,7 @@ async def _record(conn: AsyncConnection, where: ColumnElement[bool]) -> Campaign
         updated_by=row["updated_by"], submitted_by=row["submitted_by"],
         submitted_at=row["submitted_at"], approved_by=row["approved_by"],
         approved_at=row["approved_at"], approval=row["approval"], started=bool(row["started"]),
+        contributors=tuple(row["contributors"] or ()),
     )  # fmt: skip
 
 
@@ -370,7 +375,8 @@ async def _update_draft(
         await conn.execute(
             select(
                 campaigns.c.id, campaigns.c.status, campaigns.c.version, campaigns.c.updated_by,
-                campaigns.c.updated_at, started_clause(campaigns.c.id).label("started"),
+                campaigns.c.updated_at, campaigns.c.contributors,
+                started_clause(campaigns.c.id).label("started"),
             ).where(campaigns.c.name == name)
         )
     ).one_or_none()  # fmt: skip
@@ -384,6 +390,7 @@ async def _update_draft(
             "(pause or cancel it, or update its event)"
         )
     check_campaign(name, row.status, CampaignMove.EDIT)
+    values = {**values, "contributors": sorted({*(row.contributors or ()), values["updated_by"]})}
     result = await conn.execute(
         update(campaigns)
         .where(

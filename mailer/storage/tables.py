@@ -224,7 +224,9 @@ campaigns = Table(
     # (NULL: stored before); its version, one more at each save (a save that expected
     # another version is refused: two staff editing one draft); who saved, submitted and
     # approved it, when; the snapshot approval froze (content and templates by hash, lists
-    # and audience). The daemon sends nothing of a campaign whose approved_at is NULL.
+    # and audience); who saved a version since the last approval (a JSON list: none of them
+    # approves it unless self-approval is allowed). The daemon sends nothing of a campaign
+    # whose approved_at is NULL.
     Column("spec", JSON(none_as_null=True), nullable=True),
     Column("version", Integer, nullable=False, default=1, server_default="1"),
     Column("updated_by", String(320), nullable=True),
@@ -233,6 +235,7 @@ campaigns = Table(
     Column("approved_by", String(320), nullable=True),
     Column("approved_at", UTCDateTime(), nullable=True),
     Column("approval", JSON(none_as_null=True), nullable=True),
+    Column("contributors", JSON(none_as_null=True), nullable=True),
     _created(),
     _updated(),
 )

@@ -1,5 +1,5 @@
-"""Approvals: a campaign's spec and version, who saved, submitted and approved it, and the
-snapshot approval froze.
+"""Approvals: a campaign's spec and version, who saved, submitted and approved it, who
+wrote it since its last approval, and the snapshot approval froze.
 
 Every campaign stored before is approved in the upgrade (``approved_by`` = "operator (before
 approvals)", ``approved_at`` = its ``created_at``; a confirmation campaign's approver is
@@ -36,6 +36,7 @@ def _columns() -> list[sa.Column[object]]:
         sa.Column("approved_by", sa.String(length=320), nullable=True),
         sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("approval", sa.JSON(), nullable=True),
+        sa.Column("contributors", sa.JSON(), nullable=True),
     ]
 
 

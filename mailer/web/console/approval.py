@@ -58,13 +58,13 @@ def _lifecycle(move: CampaignMove) -> Check:
 
 
 def _self_approval(ctx: ConsoleContext, staff: Staffer, record: CampaignRecord) -> Response | None:
-    """Refused when the approver saved or submitted this version and the settings want a
-    second person."""
+    """Refused when the approver saved or submitted this version, or saved an earlier one
+    since the last approval, and the settings want a second person."""
     refusal = _lifecycle(CampaignMove.APPROVE)(ctx, staff, record)
     if refusal is not None or ctx.settings.console.allow_self_approval:
         return refusal
     me = staff.user.email
-    if me in (record.updated_by, record.submitted_by):
+    if me in (record.updated_by, record.submitted_by, *record.contributors):
         text = ctx.views.say(staff.lang, "camp_self_approval")
         return refused(ctx, staff, record, text, status=403)
     return None
