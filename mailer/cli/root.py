@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from mailer import __version__, app
+from mailer.cli.bounces import bounces_group
 from mailer.cli.campaigns import campaign_group
 from mailer.cli.events import event_group
 from mailer.cli.lists import lists_group, sync_folder
@@ -161,6 +162,7 @@ cli.add_command(campaign_group)
 cli.add_command(event_group)
 cli.add_command(status_command)
 cli.add_command(users_group)
+cli.add_command(bounces_group)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:

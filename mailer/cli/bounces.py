@@ -1,0 +1,105 @@
+"""``mailer bounces``: bounce messages read from files. ``parse FILE... [--json]`` says, for
+each recipient a file reports on, the enhanced status code, the kind (hard, soft, complaint,
+policy, auto-reply, unknown), whether the address would be suppressed, and the server's words.
+
+Offline: no store is opened and nothing is recorded; the reading is :mod:`mailer.bounces`'.
+A file in mbox form (a ``From `` line first) is read as the messages it holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from mailer.bounces import Finding, Report, parse, split_messages
+from mailer.cli.support import EXIT_ERROR, EXIT_REJECTED, err, out, safe
+
+MAX_FILE_BYTES = 10 * 1024 * 1024  # a bounce is kilobytes; more is not a bounce to read
+
+
+@click.group("bounces")
+def bounces_group() -> None:
+    """Bounces, complaints and auto-replies."""
+
+
+@bounces_group.command("parse")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line and recipient.")
+def bounces_parse(files: tuple[Path, ...], as_json: bool) -> int:
+    """Read bounce messages (one per file, or an mbox of a few) and say what each reports.
+
+    A file where no recipient is found gives one line with recipient null and kind unknown,
+    so that every file read answers."""
+    status = 0
+    rows: list[dict[str, object]] = []
+    for path in files:
+        raw, problem, code = _read(path)
+        if raw is None:
+            err.print(f"[red]error[/]: {safe(f'{path}: {problem}')}", highlight=False)
+            status = max(status, code)
+            continue
+        for report in (parse(message) for message in split_messages(raw)):
+            rows.extend(_rows(path, report))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))  # ASCII: no control or bidi character reaches a terminal
+    elif rows:
+        _table(rows)
+    return status
+
+
+def _read(path: Path) -> tuple[bytes | None, str, int]:
+    """The bytes of ``path``, or why not and the exit status that says it."""
+    try:
+        if not path.is_file():
+            reason = "no such file" if not path.exists() else "not a file"
+            return None, reason, EXIT_ERROR
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            mib = MAX_FILE_BYTES // (1024 * 1024)
+            return None, f"{size / 1024 / 1024:.1f} MiB, over {mib} MiB: not read", EXIT_REJECTED
+        return path.read_bytes(), "", 0
+    except OSError as exc:
+        return None, exc.strerror or str(exc), EXIT_ERROR
+
+
+def _rows(path: Path, report: Report) -> list[dict[str, object]]:
+    """One row per finding of ``report``; one row with no recipient when it has none."""
+    if not report.findings:
+        return [_row(path, report, None)]
+    return [_row(path, report, finding) for finding in report.findings]
+
+
+def _row(path: Path, report: Report, finding: Finding | None) -> dict[str, object]:
+    return {
+        "file": str(path),
+        "recipient": finding.recipient if finding else None,
+        "status": finding.status if finding else None,
+        "kind": str(finding.kind) if finding else "unknown",
+        "suppress": finding.suppress if finding else False,
+        "delivery": _delivery(report, finding),
+        "diagnostic": finding.diagnostic if finding else "",
+    }
+
+
+def _delivery(report: Report, finding: Finding | None) -> int | None:
+    """The delivery a finding is about: none yet. The seam for storage: the VERP token in
+    ``report.bounce_to``, else ``report.message_id`` / ``report.mailer_send`` and the
+    recipient, looked up in ``store.deliveries`` once bounces are recorded."""
+    return None
+
+
+def _table(rows: list[dict[str, object]]) -> None:
+    table = Table("file", "recipient", "status", "kind", "suppress", "diagnostic", box=None)
+    for row in rows:
+        table.add_row(
+            safe(row["file"]), safe(row["recipient"] or "-"), safe(row["status"] or "-"),
+            safe(row["kind"]), "yes" if row["suppress"] else "no", safe(row["diagnostic"]),
+        )  # fmt: skip
+    out.print(table)
+
+
+__all__ = ["MAX_FILE_BYTES", "bounces_group"]
