@@ -185,6 +185,11 @@ def test_microsofts_5_7_515_is_policy_never_hard() -> None:
         (None, "550 no such user", BounceKind.UNKNOWN),
         (None, "550 no such user (in reply to RCPT TO command)", BounceKind.HARD),
         ("5.1.1", "550 no such user", BounceKind.HARD),
+        (
+            "5.1.1",
+            "550 5.1.1 unknown user; check the address before you send later",
+            BounceKind.HARD,
+        ),
         ("5.0.0", "something odd happened", BounceKind.UNKNOWN),
         (None, "", BounceKind.UNKNOWN),
     ],
@@ -246,12 +251,14 @@ def test_an_arf_report_without_original_rcpt_to_names_the_returned_to() -> None:
         "Precedence: auto_reply\nSubject: Re: news\n",
         "Subject: Out of Office: back on Monday\n",
         "Subject: Réponse automatique : absent\n",
+        "Return-Path: <>\nAuto-Submitted: auto-replied (vacation)\nSubject: Re: news\n",
     ],
 )
 def test_an_auto_reply_is_ignored(marks: str) -> None:
     """An RFC 3834 answer (or an out-of-office subject) is an auto-reply from its sender,
     which never suppresses."""
-    raw = f"From: Fay <fay@example.com>\nTo: news@example.org\n{marks}\nI am away.\n".encode()
+    raw = f"From: Sandrine <fay@example.com>\nTo: news@example.org\n{marks}\nI am away.\n"
+    raw = raw.encode()
     report = parse(raw)
     assert report.kind == ReportKind.AUTO_REPLY
     assert [(f.recipient, f.kind, f.suppress) for f in report.findings] == [

@@ -52,9 +52,9 @@ _POLICY = re.compile(
     re.IGNORECASE,
 )
 _SOFT = re.compile(
-    r"mailbox (is )?full|mailbox.{0,30}(exceed|over)|over ?quota|quota|storage|"
+    r"mailbox (is )?full|mailbox.{0,30}(exceed|over)|over ?quota|quota|insufficient storage|"
     r"insufficient (disk|system) space|disk space|not enough (disk )?space|too large|"
-    r"suspend|disabled|deactivated|inactive|locked|frozen|temporar|try again|later|"
+    r"suspend|disabled|deactivated|inactive|locked|frozen|temporar|try again|"
     r"too many (connections|messages|recipients)|rate limit|throttl|"
     r"expired|timed? ?out|time-out|connection (refused|lost|reset)|network|routing loop|"
     r"loop detected|deferred|delayed",

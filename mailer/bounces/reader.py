@@ -43,8 +43,8 @@ from mailer.bounces.rules import (
 PARSE_LIMIT = 2 * 1024 * 1024
 
 _DAEMON = re.compile(
-    r"mailer-daemon|mail-daemon|postmaster|mail delivery|mailer daemon|mmsc|ndr|"
-    r"bounce|double-bounce|mdaemon|mail administrator|mail system|sysadmin",
+    r"mailer-daemon|mail-daemon|postmaster|post_master|mail delivery|mailer daemon|\bmmsc\b|"
+    r"\bndr\b|\bbounces?\b|double-bounce|mdaemon|mail administrator|mail system|sysadmin",
     re.IGNORECASE,
 )
 _BOUNCE_SUBJECT = re.compile(
@@ -61,9 +61,9 @@ _BOUNCE_WORDS = re.compile(
     re.IGNORECASE,
 )
 _AUTO_SUBJECT = re.compile(
-    r"out of (the )?office|auto(matic)?[ -]?(reply|response|answer)|^auto:|away|vacation|"
-    r"absence|absent|abwesen|réponse automatique|respuesta automática|risposta automatica|"
-    r"automatisch|on leave|holiday|congés",
+    r"out of (the )?office|auto(matic)?[ -]?(reply|response|answer)|^auto:|\baway\b|"
+    r"\bvacation\b|\babsen(ce|t)\b|abwesen|réponse automatique|respuesta automática|"
+    r"risposta automatica|automatische antwort|\bon leave\b|\bcongés\b",
     re.IGNORECASE,
 )
 _ADDRESS_LIKE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -116,7 +116,8 @@ def _read(msg: Message, *, depth: int = 0) -> Report:
     if is_arf(msg):
         return Report(ReportKind.ARF, _unique(read_arf(msg, returned_to)), "arf", **ids)
     daemon = _from_daemon(msg)
-    if not daemon and _auto_reply(msg):
+    # RFC 3834 asks auto-replies for a null return path: only the sender's name counts here
+    if not _DAEMON.search(header_text(msg.get("From", ""))) and _auto_reply(msg):
         sender = header_addresses(msg, "From")[:1]
         found = [
             Finding(r, None, BounceKind.AUTO_REPLY, _subject(msg)[:200] or "auto-reply")
