@@ -11,10 +11,18 @@ reuses after an erasure) and a list; a confirmation token also carries the nonce
 sign-up request it was mailed for. Test sends carry tokens of the ``test`` purpose: their
 pages say nothing was changed. An event's calendar link names the event's UID and a
 language, no subscriber.
+
+A bounce return path (VERP, issue 16) names one delivery: ``b+<id>-<mac>@<bounce domain>``,
+the id in base 36 and the mac the first 65 bits of an HMAC-SHA256 of it under the first key,
+in lower-case base 32 (mail systems may change a local part's case), accepted under any key.
+A forged or mangled one reads as None.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import math
 import os
 import secrets
@@ -83,6 +91,50 @@ class Signer:
             return self._plain[purpose].loads(token)
         except BadData:
             raise BadToken("this link is not valid (or has expired)") from None
+
+
+VERP_PREFIX = "b+"
+_VERP_SALT = b"mailer.verp:"
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if number == 0:
+            return digits
+
+
+def _verp_mac(key: str, id_text: str) -> str:
+    digest = hmac.new(key.encode(), _VERP_SALT + id_text.encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:10]).decode().lower()[:13]  # 65 bits
+
+
+def return_path(signer: Signer, delivery_id: int, domain: str) -> str:
+    """The envelope sender of one delivery's mail: ``b+<id>-<mac>@domain``."""
+    if delivery_id < 0:
+        raise ValueError("a delivery id is not negative")
+    id_text = _base36(delivery_id)
+    return f"{VERP_PREFIX}{id_text}-{_verp_mac(signer.keys[0], id_text)}@{domain}"
+
+
+def read_return_path(signer: Signer, address: str, domain: str) -> int | None:
+    """The delivery a bounce's recipient address names, or None: not of ``domain``, not a
+    return path, or a mac that no key made (forged, mangled, or of a retired key)."""
+    local, at, host = address.strip().strip("<>").rpartition("@")
+    if not at or host.lower().rstrip(".") != domain.lower().rstrip("."):
+        return None
+    local = local.lower()
+    if not local.startswith(VERP_PREFIX):
+        return None
+    id_text, dash, mac = local[len(VERP_PREFIX) :].partition("-")
+    if not dash or not id_text or len(id_text) > 13 or set(id_text) - set(_BASE36):
+        return None
+    if not any(hmac.compare_digest(mac, _verp_mac(key, id_text)) for key in signer.keys):
+        return None
+    return int(id_text, 36)
 
 
 def new_key() -> str:
