@@ -725,3 +725,37 @@ async def test_a_long_send_logs_its_progress(
     progress = [m for m in lines if m.startswith(f"send {send_id}: sent ") and " of 60" in m]
     assert len(progress) >= 2, lines
     assert all("failed 0, deferred 0" in m and "msg/s" in m and "ETA" in m for m in progress)
+
+
+async def test_with_a_bounce_domain_each_message_has_its_deliverys_return_path(
+    store: Store, tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """MAILER_BOUNCES__DOMAIN: the envelope sender of each message is its own delivery's
+    signed return path (VERP), which reads back as that delivery; From: is unchanged."""
+    from sqlalchemy import select
+
+    from mailer.storage.tables import deliveries, subscribers
+    from mailer.tokens import Signer, read_return_path
+
+    domain = "bounces.example.org"
+    base = settings_for(tmp_path, database_url, smtp_server)
+    settings = base.model_copy(
+        update={"bounces": base.bounces.model_copy(update={"domain": domain})}
+    )
+    send_id = await prepare(store, tmp_path, 12)
+    summary = await run(settings, store, send_id)
+    assert summary.status == SendStatus.DONE, summary
+    async with store.engine.begin() as conn:
+        rows = await conn.execute(
+            select(deliveries.c.id, subscribers.c.email_key)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.send_id == send_id)
+        )
+        expected = {email: int(i) for i, email in rows.all()}
+    signer = Signer([KEY])
+    received = smtp_server.received
+    assert len(received) == 12
+    for message in received:
+        assert message.mail_from.endswith("@" + domain), message.mail_from
+        assert read_return_path(signer, message.mail_from, domain) == expected[message.rcpt_tos[0]]
+        assert b"\r\nFrom: Mailer <news@example.org>\r\n" in message.data

@@ -75,6 +75,8 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
         ("MAILER_SENDER__FROM_NAME", "Evil\r\nBcc: x@y.z", "control characters"),
         ("MAILER_WEB__BASE_URL", "lists.example.org", "http:// or https:// URL"),
         ("MAILER_DATABASE__AUTO_UPGRADE", "perhaps", "valid boolean"),
+        ("MAILER_BOUNCES__DOMAIN", "b+x@bounces.example.org", "domain name like bounces."),
+        ("MAILER_BOUNCES__DOMAIN", "localhost", "domain name like bounces."),
     ],
 )
 def test_a_wrong_value_is_one_line_naming_the_variable(

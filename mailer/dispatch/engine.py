@@ -30,7 +30,7 @@ from mailer.models import CONFIRM_ACTION, DeliveryResult, Due, SendInfo, SendSpe
 from mailer.render import LanguageTally, Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
-from mailer.tokens import Signer, load_signer
+from mailer.tokens import Signer, load_signer, return_path
 from mailer.transport import Transport
 
 log = logging.getLogger("mailer.dispatch")
@@ -188,7 +188,15 @@ class Engine:
             spec, feed, settings=self.settings, store=self.store, transport=self.transport,
             node=self.node, clock=self.clock, retries=retries, stop=stop,
             on_progress=on_progress, first=first, total=total,
+            return_path=self._return_path(),
         ).run()  # fmt: skip
+
+    def _return_path(self) -> Callable[[int], str] | None:
+        """Each delivery's envelope sender with MAILER_BOUNCES__DOMAIN (VERP), else None."""
+        domain, signer = self.settings.bounces.domain, self.signer
+        if domain is None:
+            return None
+        return lambda delivery_id: return_path(signer, delivery_id, domain)
 
     # --- the composers ----------------------------------------------------------------------
 

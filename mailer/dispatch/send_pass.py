@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from mailer.clock import Clock
@@ -151,8 +152,10 @@ class SendPass:
         on_progress: Callable[[dict[str, int]], None] | None = None,
         first: list[Due] | None = None,
         total: int = 0,
+        return_path: Callable[[int], str] | None = None,
     ) -> None:
         self.spec, self.feed = spec, feed
+        self.return_path = return_path  # a delivery's envelope sender (VERP); None: From
         self.store, self.transport, self.node, self.clock = store, transport, node, clock
         self.retries = retries
         self.on_progress = on_progress
@@ -292,6 +295,8 @@ class SendPass:
         if isinstance(made, str):
             await self.results.put(DeliveryResult(due.id, DeliveryStatus.FAILED, reason=made))
         else:
+            if self.return_path is not None:  # set here, where the delivery is known
+                made = replace(made, sender=self.return_path(due.id))
             await self.outbox.put((due, made))
 
     # --- the lanes --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ SECTION_TITLES = {
     "delivery": "Delivery",
     "paths": "Paths (relative to the folder mailer runs in)",
     "log": "Logging",
+    "bounces": "Bounces",
     "secret_keys": "Secrets",
 }
 

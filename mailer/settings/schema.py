@@ -2,10 +2,11 @@
 default, its bounds and the sentence ``.env.example`` shows for it.
 
 One model per section (``database``, ``smtp``, ``sender``, ``web``, ``console``,
-``scheduler``, ``delivery``, ``paths``, ``log``), validated field by field here; the rules
-for a single value live in :mod:`mailer.settings.values`. ``Settings`` is a pydantic-settings
-model, so building it reads the environment: only this package may build it from the
-process (:func:`~mailer.settings.load_settings`, the edge), and tests build it with keywords.
+``scheduler``, ``delivery``, ``paths``, ``log``, ``bounces``), validated field by field
+here; the rules for a single value live in :mod:`mailer.settings.values`. ``Settings`` is a
+pydantic-settings model, so building it reads the environment: only this package may build
+it from the process (:func:`~mailer.settings.load_settings`, the edge), and tests build it
+with keywords.
 """
 
 from __future__ import annotations
@@ -303,7 +304,10 @@ class ConsoleSettings(Section):
     )
     allow_self_approval: bool = Field(
         default=False,
-        description="Who last saved or submitted a campaign may approve it; false: another.",
+        description=(
+            "Whoever saved a version of a campaign since its last approval, or submitted it, "
+            "may approve it; false: another person must."
+        ),
     )
 
     @field_validator("test_recipients", mode="before")
@@ -456,6 +460,34 @@ class LogSettings(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class BounceSettings(Section):
+    domain: str | None = Field(
+        default=None,
+        description=(
+            "Domain of the bounce return paths: each message's envelope sender is "
+            "b+<signed delivery token>@DOMAIN (VERP), whose mail your MTA routes back to the "
+            "mailer. Empty: the From address is the envelope sender."
+        ),
+    )
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip().rstrip(".").lower()
+        labels = name.split(".")
+        if (
+            len(name) > 253 or len(labels) < 2
+            or not all(_LABEL.fullmatch(label) for label in labels)
+        ):  # fmt: skip
+            raise ValueError(f"expected a domain name like bounces.example.org, got {value!r}")
+        return name
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 class Settings(BaseSettings):
     """Every setting of mailer; see ``.env.example`` for the variables."""
 
@@ -476,6 +508,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     paths: PathSettings = PathSettings()
     log: LogSettings = LogSettings()
+    bounces: BounceSettings = BounceSettings()
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(
