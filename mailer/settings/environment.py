@@ -19,7 +19,8 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
 from mailer.errors import ConfigError
-from mailer.settings.schema import ENV_PREFIX, NESTED_DELIMITER, Section, Settings
+from mailer.settings.schema import ENV_PREFIX, NESTED_DELIMITER, Settings
+from mailer.settings.section import Section
 
 
 def setting_fields(

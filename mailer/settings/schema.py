@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
@@ -26,6 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mailer.settings.bounces import BounceSettings
+from mailer.settings.section import Section
 from mailer.settings.values import (
     base_url,
     database_url,
@@ -36,12 +36,6 @@ from mailer.settings.values import (
 
 ENV_PREFIX = "MAILER_"
 NESTED_DELIMITER = "__"
-
-
-class Section(BaseModel):
-    """A section of the settings (``MAILER_<SECTION>__<KEY>``): frozen, unknown keys refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseSettings(Section):
@@ -458,34 +452,6 @@ class LogSettings(Section):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-
-class BounceSettings(Section):
-    domain: str | None = Field(
-        default=None,
-        description=(
-            "Domain of the bounce return paths: each message's envelope sender is "
-            "b+<signed delivery token>@DOMAIN (VERP), whose mail your MTA routes back to the "
-            "mailer. Empty: the From address is the envelope sender."
-        ),
-    )
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        name = value.strip().rstrip(".").lower()
-        labels = name.split(".")
-        if (
-            len(name) > 253 or len(labels) < 2
-            or not all(_LABEL.fullmatch(label) for label in labels)
-        ):  # fmt: skip
-            raise ValueError(f"expected a domain name like bounces.example.org, got {value!r}")
-        return name
-
-
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
