@@ -2,36 +2,16 @@
 
 Plain values: the parser returns them, and the later ways in (the listener, IMAP, ``bounces
 import``) and storage take them as they are. ``BounceKind`` and ``ReportKind`` are stored as
-text; when storage records them they move to ``models.vocabulary`` with the other vocabularies.
+text: they live in ``models.vocabulary`` with the other vocabularies and are re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class BounceKind(StrEnum):
-    """What one recipient's bounce means for the address."""
-
-    HARD = "hard"  # the address is dead: user unknown, no such domain, moved
-    SOFT = "soft"  # temporary: mailbox full, suspended, expired, network, delayed
-    COMPLAINT = "complaint"  # the recipient reported the mail as spam (ARF)
-    POLICY = "policy"  # the *sender's* problem (5.7.x, blocks, DMARC): never the address's
-    AUTO_REPLY = "auto-reply"  # out of office and other RFC 3834 answers: ignored
-    UNKNOWN = "unknown"  # a failure we cannot classify: counted, never suppressing
-
+from mailer.models.vocabulary import BounceKind, ReportKind
 
 SUPPRESSING = frozenset({BounceKind.HARD, BounceKind.COMPLAINT})
-
-
-class ReportKind(StrEnum):
-    """What kind of message was read."""
-
-    DSN = "dsn"  # a delivery failure report, RFC 3464/6533 or a server's own form
-    ARF = "arf"  # an abuse feedback report (RFC 5965)
-    AUTO_REPLY = "auto-reply"  # an RFC 3834 automatic answer
-    UNKNOWN = "unknown"  # nothing we recognise: no finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +23,7 @@ class Finding:
     kind: BounceKind
     diagnostic: str  # one line, no control character, at most DIAGNOSTIC_LIMIT characters
     reply_code: str | None = None  # the SMTP reply code ("550") when the bounce gives one
+    final: bool = True  # False for a DSN's "Action: delayed" (the message may still arrive)
 
     @property
     def suppress(self) -> bool:

@@ -5,12 +5,21 @@
 - ``subscribers``: what storage takes and returns about lists, subscribers and consent;
 - ``sending``: what storage takes and returns about campaigns, sends and deliveries;
 - ``drafts``: what storage takes and returns about a campaign's spec, approval and schedule;
+- ``bounces``: what storage takes and returns about bounces;
 - ``staff``: staff roles, accounts, sessions and the audit log.
 
 Imports nothing else from the package (foundation layer); ``from mailer.models import X`` is
 the way in.
 """
 
+from mailer.models.bounces import (
+    BounceLimits,
+    BounceLine,
+    BounceNote,
+    BounceOutcome,
+    IncomingBounce,
+    NoteOutcome,
+)
 from mailer.models.drafts import CampaignListing, CampaignRecord, PlannedSend, ScheduleResult
 from mailer.models.sending import (
     REPORT_COLUMNS,
@@ -57,6 +66,8 @@ from mailer.models.vocabulary import (
     CONFIRM_KIND,
     EVENT_ACTIONS,
     FALLBACK_LOCALE,
+    BounceAction,
+    BounceKind,
     CampaignKind,
     CampaignStatus,
     Confirmed,
@@ -65,6 +76,7 @@ from mailer.models.vocabulary import (
     EventStatus,
     InviteMode,
     OptInMode,
+    ReportKind,
     Requested,
     SendAction,
     SendStatus,
@@ -82,6 +94,12 @@ __all__ = [
     "REPORT_COLUMNS",
     "ROLES",
     "AuditEntry",
+    "BounceAction",
+    "BounceKind",
+    "BounceLimits",
+    "BounceLine",
+    "BounceNote",
+    "BounceOutcome",
     "Campaign",
     "CampaignKind",
     "CampaignListing",
@@ -100,6 +118,7 @@ __all__ = [
     "EventText",
     "ExportRow",
     "ImportTally",
+    "IncomingBounce",
     "InviteMode",
     "LinkTarget",
     "Links",
@@ -110,12 +129,14 @@ __all__ = [
     "LocaleText",
     "Metrics",
     "Newsletter",
+    "NoteOutcome",
     "OptInMode",
     "PlannedSend",
     "Preferences",
     "PublicList",
     "Recipient",
     "Rendered",
+    "ReportKind",
     "ReportRow",
     "Requested",
     "Role",

@@ -140,6 +140,7 @@ class DeliveryCounts(Mapping[str, int]):
     deferred: int = 0
     failed: int = 0
     skipped: int = 0
+    bounced: int = 0  # sent, then a bounce came back
 
     @classmethod
     def of(cls, found: Mapping[str, int]) -> DeliveryCounts:
@@ -148,7 +149,7 @@ class DeliveryCounts(Mapping[str, int]):
 
     @property
     def total(self) -> int:
-        return self.queued + self.sent + self.deferred + self.failed + self.skipped
+        return self.queued + self.sent + self.deferred + self.failed + self.skipped + self.bounced
 
     @property
     def pending(self) -> int:

@@ -31,6 +31,7 @@ class OptInMode(StrEnum):
 
 class SuppressionReason(StrEnum):
     HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"  # soft bounces on MAILER_BOUNCES__SOFT_LIMIT different days
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
     MANUAL = "manual"
@@ -126,6 +127,39 @@ class DeliveryStatus(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     SKIPPED = "skipped"
+    BOUNCED = "bounced"  # sent (the relay said 250), then a bounce came back for it
+
+
+class BounceKind(StrEnum):
+    """What one recipient's bounce means for the address (``bounce_events.kind``)."""
+
+    HARD = "hard"  # the address is dead: user unknown, no such domain, moved
+    SOFT = "soft"  # temporary: mailbox full, suspended, expired, network, delayed
+    COMPLAINT = "complaint"  # the recipient reported the mail as spam (ARF)
+    POLICY = "policy"  # the *sender's* problem (5.7.x, blocks, DMARC): never the address's
+    AUTO_REPLY = "auto-reply"  # out of office and other RFC 3834 answers: ignored
+    UNKNOWN = "unknown"  # a failure we cannot classify: counted, never suppressing
+
+
+class ReportKind(StrEnum):
+    """What kind of message was read (``bounce_messages.report``)."""
+
+    DSN = "dsn"  # a delivery failure report, RFC 3464/6533 or a server's own form
+    ARF = "arf"  # an abuse feedback report (RFC 5965)
+    AUTO_REPLY = "auto-reply"  # an RFC 3834 automatic answer
+    UNKNOWN = "unknown"  # nothing we recognise: no finding
+
+
+class BounceAction(StrEnum):
+    """What storing one recipient's bounce did (``bounce_events.action``)."""
+
+    SUPPRESSED = "suppressed"  # the address reached its limit: suppressed now
+    UNSUBSCRIBED = "unsubscribed"  # a complaint: suppressed and unsubscribed from every list
+    COUNTED = "counted"  # counted against the address, under its limit
+    ALREADY = "already suppressed"  # counted, the address was suppressed already
+    POLICY = "policy"  # the sender's problem: counted for the send, never the address
+    IGNORED = "ignored"  # auto-reply or unknown: kept, counted for nothing
+    UNMATCHED = "unmatched"  # tied to no delivery of ours: kept, counted for nothing
 
 
 class Requested(StrEnum):

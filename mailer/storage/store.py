@@ -1,7 +1,8 @@
 """The Store: opens the database and composes the storage nouns around one handle.
 
 ``store.lists``, ``store.subscribers``, ``store.consent``, ``store.campaigns``,
-``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff`` and ``store.audit``
+``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff``, ``store.audit`` and
+``store.bounces``
 each own their tables (their modules' docstrings name them); they share one
 :class:`~mailer.storage.database.Database` (engine, capabilities, transactions, write turns)
 and never import this module. Writes no table itself.
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
 from mailer.storage.audit import Audit
+from mailer.storage.bounces import Bounces
 from mailer.storage.browse import Browse
 from mailer.storage.campaigns import Campaigns
 from mailer.storage.consent import Consent
@@ -49,6 +51,7 @@ class Store:
         self.figures = Figures(self.db)
         self.staff = Staff(self.db)
         self.audit = Audit(self.db)
+        self.bounces = Bounces(self.db)
         self.overview = Overview(self.db)  # the console's reads about sends (no table)
         self.browse = Browse(self.db)  # the console's reads about people (no table)
 

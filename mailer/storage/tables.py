@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -334,6 +335,51 @@ deliveries = Table(
     Index(None, "send_id", "status", "id"),
     # One subscriber's deliveries newest first, and the cascade of an erasure (migration 0006).
     Index(None, "subscriber_id", "id"),
+    # A bounce tied to its delivery by the Message-ID echoed back (migration 0008).
+    Index(None, "message_id"),
+)
+
+# Bounce messages (and relay webhook events) received, once each by their fingerprint
+# (migration 0008): what they were, how they came, what tied them to a delivery; ``raw`` is
+# emptied after MAILER_BOUNCES__KEEP_DAYS.
+bounce_messages = Table(
+    "bounce_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("source", String(32), nullable=False),
+    Column("report", String(16), nullable=False),
+    Column("reader", String(32), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("raw", LargeBinary, nullable=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Column("mailer_send", String(200), nullable=True),
+    Column("forged", Boolean, nullable=False, default=False),
+    Index(None, "received_at"),
+)
+
+# One recipient of a bounce message and what it did (suppressed, counted, policy...); an
+# address's score is read from its rows of the last MAILER_BOUNCES__STALE_DAYS.
+bounce_events = Table(
+    "bounce_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bounce_id", Id, ForeignKey("bounce_messages.id", ondelete="CASCADE"), nullable=False),
+    Column("email_key", String(320), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=True),
+    Column("diagnostic", Text, nullable=False, default=""),
+    Column("final", Boolean, nullable=False, default=True),
+    Column("action", String(32), nullable=False),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True),
+    Column("send_id", Id, ForeignKey("sends.id", ondelete="SET NULL"), nullable=True),
+    Column("day", String(10), nullable=False),  # the UTC date, for soft bounces by day
+    Column("at", UTCDateTime(), nullable=False),
+    UniqueConstraint("bounce_id", "email_key"),
+    Index(None, "email_key", "at"),
+    Index(None, "send_id", "kind"),
+    Index(None, "at"),
 )
 
 # Console accounts (migration 0005). ``email`` is stored lower-cased: the comparison key.
