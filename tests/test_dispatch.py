@@ -120,7 +120,14 @@ async def test_every_subscriber_gets_the_send_once(
         )
     summary = await run(settings, store, send_id)
     assert summary.status == SendStatus.DONE
-    assert summary.counts == {"queued": 0, "sent": 195, "deferred": 0, "failed": 0, "skipped": 5}
+    assert summary.counts == {
+        "queued": 0,
+        "sent": 195,
+        "deferred": 0,
+        "failed": 0,
+        "skipped": 5,
+        "bounced": 0,
+    }
     await check_invariants(store, send_id, server)
     assert sorted(server.recipients()) == sorted(
         f"person{i}@example.org" for i in range(200) if i not in (5, 6, 7, 8, 9)
@@ -627,7 +634,14 @@ async def test_a_render_worker_sends_the_same_messages(
     await store.subscribers.unsubscribe("person7@example.org", slug=None, source="web", now=NOW)
     summary = await run(settings, store, send_id)
     assert len(render_pools) == 1
-    assert summary.counts == {"queued": 0, "sent": 119, "deferred": 0, "failed": 0, "skipped": 1}
+    assert summary.counts == {
+        "queued": 0,
+        "sent": 119,
+        "deferred": 0,
+        "failed": 0,
+        "skipped": 1,
+        "bounced": 0,
+    }
     await check_invariants(store, send_id, server)
     assert any(b"Personne 3" in m.data for m in server.received), "personalised in the worker"
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from mailer.addresses import normalize
 from mailer.dispatch import Engine
 from mailer.errors import ConfigError
+from mailer.intake import Intake
 from mailer.models import Content, SendStatus, SuppressionReason
 from mailer.settings import Settings
 from mailer.storage import ListMeta, Store, SubscriberRow
@@ -33,6 +34,7 @@ from mailer.transport import SmtpTransport
 from mailer.web import IpLimit, Views, WebServer, create_app, pick_locale
 from tests.conftest import make_settings
 from tests.smtpd import SmtpServer
+from tests.test_bounces_parse import block, dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # 256 bits, as required
@@ -620,6 +622,12 @@ async def test_metrics_expose_the_sends_in_prometheus_format(
     async with SmtpTransport(settings.smtp) as transport:
         summary = await Engine(settings, store, transport, node="t").run_send(send_id)
     assert summary.counts["sent"] == 2
+    rows = [r async for r in store.figures.report(send_id)]
+    returned = next(r for r in rows if r.status == "sent")  # its mail comes back later
+    late = dsn(
+        block(returned.email, "failed", "5.1.1"), returned=f"Message-ID: {returned.message_id}\n"
+    )
+    await Intake(store, settings, signer=Signer([KEY])).message(late, source="imap")
     app = create_app(settings, store, signer=Signer([KEY]), scheduler=Probe())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://lists.test"
@@ -637,8 +645,12 @@ async def test_metrics_expose_the_sends_in_prometheus_format(
         return samples[(name, tuple(sorted(labels.items())))]
 
     one = {"send": str(send_id), "campaign": "nouvelles", "action": "announcement"}
-    assert value("mailer_deliveries", **one, status="sent") == 2
+    assert value("mailer_deliveries", **one, status="sent") == 1
+    assert value("mailer_deliveries", **one, status="bounced") == 1
     assert value("mailer_deliveries", **one, status="failed") == 1
+    assert value("mailer_bounces_total", kind="hard") == 1
+    assert value("mailer_bounces_total", kind="policy") == 0
+    assert value("mailer_bounces_forged_total") == 0
     assert value("mailer_smtp_replies", code="250") == 2
     assert value("mailer_smtp_replies", code="550") == 1
     assert value("mailer_queue_depth") == 0

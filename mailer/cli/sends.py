@@ -173,6 +173,8 @@ def _print_summary(summary: RunSummary) -> None:
         f"deferred {c.get('deferred', 0)}, failed {c.get('failed', 0)}, "
         f"skipped {c.get('skipped', 0)}, queued {c.get('queued', 0)}"
     )
+    if c.get("bounced", 0):
+        line += f", bounced {c.get('bounced', 0)}"
     if summary.next_retry:
         line += f"; next retry {summary.next_retry:%Y-%m-%d %H:%M:%S} UTC"
     if summary.reason:
@@ -191,9 +193,19 @@ async def send_status(send_id: int) -> None:
         spec = await store.sends.spec(send_id)
         counts = await store.figures.counts(send_id)
         next_retry = await store.deliveries.next_retry(send_id)
+        bounces = await store.bounces.counts(send_id)
     from mailer.dispatch import RunSummary
 
     _print_summary(RunSummary(send_id, spec.status, counts, spec.reason, next_retry))
+    if bounces:
+        out.print(bounce_line(bounces))
+
+
+def bounce_line(bounces: dict[str, int]) -> str:
+    """The bounces and complaints that came back for a send, by kind, in one line."""
+    order = ("hard", "soft", "policy", "complaint", "unknown", "auto-reply")
+    kinds = sorted(bounces, key=lambda k: order.index(k) if k in order else len(order))
+    return "came back: " + ", ".join(f"{k} {bounces[k]}" for k in kinds)
 
 
 @send_group.command("retry-failed")
@@ -250,6 +262,7 @@ async def send_report(send_id: int, as_csv: bool, output: Path | None) -> None:
     async with open_store() as store:
         await store.sends.spec(send_id)
         rows = [r async for r in store.figures.report(send_id)]
+        bounces = await store.bounces.counts(send_id)
     if as_csv or output:
         handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
         writer = csv.writer(handle, lineterminator="\n")
@@ -265,6 +278,8 @@ async def send_report(send_id: int, as_csv: bool, output: Path | None) -> None:
     for r in rows:
         table.add_row(*("" if r.value(c) is None else safe(r.value(c)) for c in columns[:7]))
     out.print(table)
+    if bounces:
+        out.print(bounce_line(bounces))
 
 
 async def move_send(store: Store, send_id: int, move: SendMove, *, reason: str) -> None:

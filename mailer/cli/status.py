@@ -38,7 +38,7 @@ async def status_command() -> None:
         progress = daemons = ""
         if r.id in details:
             c, rate, holders = details[r.id]
-            done = c.sent + c.failed + c.skipped
+            done = c.total - c.pending
             progress = f"{done}/{c.total}, {rate:.1f}/s"
             # which node holds which part of the send, and at what rate
             daemons = "\n".join(

@@ -113,6 +113,12 @@ class Bounces:
         async with self._db.begin() as conn:
             return {str(k): int(n) for k, n in (await conn.execute(query)).all()}
 
+    async def forged(self) -> int:
+        """Bounce messages whose return path's signature did not check out."""
+        query = select(func.count()).where(bounce_messages.c.forged.is_(True))
+        async with self._db.begin() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def lines(
         self,
         *,

@@ -24,6 +24,9 @@ from mailer.models import (
 from mailer.storage.database import Database
 from mailer.storage.tables import campaigns, deliveries, lists, sends, subscribers
 
+# Accepted by the relay: sent, and sent then bounced (rates count both).
+ACCEPTED = (DeliveryStatus.SENT.value, DeliveryStatus.BOUNCED.value)
+
 
 class Figures:
     """Counts and rates (``store.figures``)."""
@@ -48,7 +51,7 @@ class Figures:
                 await conn.execute(
                     select(func.count()).where(
                         deliveries.c.send_id == send_id,
-                        deliveries.c.status == DeliveryStatus.SENT,
+                        deliveries.c.status.in_(ACCEPTED),
                         deliveries.c.sent_at >= now - timedelta(minutes=1),
                     )
                 )
@@ -74,7 +77,7 @@ class Figures:
                         select(deliveries.c.leased_by, func.count())
                         .where(
                             deliveries.c.send_id == send_id,
-                            deliveries.c.status == DeliveryStatus.SENT,
+                            deliveries.c.status.in_(ACCEPTED),
                             deliveries.c.sent_at >= now - timedelta(minutes=1),
                             deliveries.c.leased_by.is_not(None),
                         )
@@ -193,7 +196,7 @@ async def _of_sends(
                 select(deliveries.c.send_id, func.count())
                 .where(
                     deliveries.c.send_id.in_(ids),
-                    deliveries.c.status == DeliveryStatus.SENT,
+                    deliveries.c.status.in_(ACCEPTED),
                     deliveries.c.sent_at >= now - timedelta(minutes=1),
                 )
                 .group_by(deliveries.c.send_id)

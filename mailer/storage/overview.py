@@ -79,8 +79,9 @@ class Progress:
 
     @property
     def done(self) -> int:
-        """Deliveries that reached their end: sent, failed or skipped."""
-        return self.counts.sent + self.counts.failed + self.counts.skipped
+        """Deliveries that reached their end: sent (bounced since included), failed or
+        skipped."""
+        return self.counts.total - self.counts.pending
 
     @property
     def eta(self) -> timedelta | None:

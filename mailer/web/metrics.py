@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailer.clock import Clock, utc_now
-from mailer.models import Metrics
+from mailer.models import BounceKind, Metrics
 from mailer.storage import Store
 from mailer.web.headers import NO_STORE
 
@@ -103,19 +103,39 @@ class Monitor:
 
     async def metrics(self, request: Request) -> Response:
         figures = await self.store.figures.metrics(now=self.clock(), recent=timedelta(days=1))
+        bounces = await self.store.bounces.counts(), await self.store.bounces.forged()
         registry = CollectorRegistry()
-        registry.register(_Snapshot(figures, self))
+        registry.register(_Snapshot(figures, self, bounces))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class _Snapshot(Collector):
     """One scrape's figures, as Prometheus metric families."""
 
-    def __init__(self, figures: Metrics, monitor: Monitor) -> None:
+    def __init__(
+        self, figures: Metrics, monitor: Monitor, bounces: tuple[dict[str, int], int]
+    ) -> None:
         self.figures = figures
         self.monitor = monitor
+        self.bounces = bounces
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def _bounces(self) -> Iterator[CounterMetricFamily]:
+        by_kind, forged = self.bounces
+        total = CounterMetricFamily(
+            "mailer_bounces",
+            "Recipients of bounces and complaints stored, by kind (every daemon, all time).",
+            labels=["kind"],
+        )
+        for kind in BounceKind:
+            total.add_metric([kind.value], by_kind.get(kind.value, 0))
+        yield total
+        yield CounterMetricFamily(
+            "mailer_bounces_forged",
+            "Bounces whose return path's signature did not check out (kept, counted for nothing).",
+            value=forged,
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         f = self.figures
         deliveries = GaugeMetricFamily(
             "mailer_deliveries",
@@ -150,6 +170,7 @@ class _Snapshot(Collector):
         for status, n in f.sends_by_status.items():
             sends.add_metric([status], n)
         yield sends
+        yield from self._bounces()
         yield GaugeMetricFamily(
             "mailer_event_loop_lag_seconds",
             "Worst lateness of this process's event loop over the last minute.",
