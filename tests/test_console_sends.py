@@ -328,9 +328,7 @@ async def test_the_report_filters_searches_and_pages(console: Console, tmp_path:
     assert sorted(searched) == sorted(
         ["person11@example.org", *(f"person11{i}@example.org" for i in range(10))]
     )
-    bad = await client.get(
-        f"/admin/sends/{send_id}?status=lost", headers={"accept-language": "fr"}
-    )
+    bad = await client.get(f"/admin/sends/{send_id}?status=lost", headers={"accept-language": "fr"})
     assert "Le filtre «\u202fstatut\u202f» ne connaît pas «\u202flost\u202f»" in bad.text
     assert (await client.get("/admin/sends/999999")).status_code == 404
 
