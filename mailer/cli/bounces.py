@@ -1,9 +1,11 @@
 """``mailer bounces``: bounce messages read from files. ``parse FILE... [--json]`` says, for
 each recipient a file reports on, the enhanced status code, the kind (hard, soft, complaint,
-policy, auto-reply, unknown), whether the address would be suppressed, and the server's words.
+policy, auto-reply, unknown), whether the address would be suppressed, the delivery its
+return path names (with ``MAILER_BOUNCES__DOMAIN``) and the server's words.
 
 Offline: no store is opened and nothing is recorded; the reading is :mod:`mailer.bounces`'.
-A file in mbox form (a ``From `` line first) is read as the messages it holds.
+A file in mbox form (a ``From `` line first) is read as the messages it holds. The commands
+that store bounces are in ``bounce_store``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import click
 from rich.table import Table
 
 from mailer.bounces import Finding, Report, parse, split_messages
-from mailer.cli.support import EXIT_ERROR, EXIT_REJECTED, err, out, safe
+from mailer.cli.support import EXIT_ERROR, EXIT_REJECTED, current_settings, err, out, safe
+from mailer.tokens import Signer, load_signer, read_return_path
+
+Verp = tuple[Signer, str] | None  # the keys and the bounce domain, to read return paths
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # a bounce is kilobytes; more is not a bounce to read
 
@@ -35,6 +40,9 @@ def bounces_parse(files: tuple[Path, ...], as_json: bool) -> int:
     so that every file read answers."""
     status = 0
     rows: list[dict[str, object]] = []
+    settings = current_settings()
+    domain = settings.bounces.domain
+    verp = (load_signer(settings.secret_keys, settings.paths.data_dir), domain) if domain else None
     for path in files:
         raw, problem, code = _read(path)
         if raw is None:
@@ -42,7 +50,7 @@ def bounces_parse(files: tuple[Path, ...], as_json: bool) -> int:
             status = max(status, code)
             continue
         for report in (parse(message) for message in split_messages(raw)):
-            rows.extend(_rows(path, report))
+            rows.extend(_rows(path, report, verp))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))  # ASCII: no control or bidi character reaches a terminal
@@ -66,30 +74,32 @@ def _read(path: Path) -> tuple[bytes | None, str, int]:
         return None, exc.strerror or str(exc), EXIT_ERROR
 
 
-def _rows(path: Path, report: Report) -> list[dict[str, object]]:
+def _rows(path: Path, report: Report, verp: Verp) -> list[dict[str, object]]:
     """One row per finding of ``report``; one row with no recipient when it has none."""
     if not report.findings:
-        return [_row(path, report, None)]
-    return [_row(path, report, finding) for finding in report.findings]
+        return [_row(path, report, None, verp)]
+    return [_row(path, report, finding, verp) for finding in report.findings]
 
 
-def _row(path: Path, report: Report, finding: Finding | None) -> dict[str, object]:
+def _row(path: Path, report: Report, finding: Finding | None, verp: Verp) -> dict[str, object]:
     return {
         "file": str(path),
         "recipient": finding.recipient if finding else None,
         "status": finding.status if finding else None,
         "kind": str(finding.kind) if finding else "unknown",
         "suppress": finding.suppress if finding else False,
-        "delivery": _delivery(report, finding),
+        "delivery": _delivery(report, verp),
         "diagnostic": finding.diagnostic if finding else "",
     }
 
 
-def _delivery(report: Report, finding: Finding | None) -> int | None:
-    """The delivery a finding is about: none yet. The seam for storage: the VERP token in
-    ``report.bounce_to``, else ``report.message_id`` / ``report.mailer_send`` and the
-    recipient, looked up in ``store.deliveries`` once bounces are recorded."""
-    return None
+def _delivery(report: Report, verp: Verp) -> int | None:
+    """The delivery the bounce's return path names, its signature checked (offline: the
+    Message-ID and X-Mailer-Send ties need the database; ``bounces import`` makes them)."""
+    if verp is None or not report.bounce_to:
+        return None
+    signer, domain = verp
+    return read_return_path(signer, report.bounce_to, domain)
 
 
 def _table(rows: list[dict[str, object]]) -> None:

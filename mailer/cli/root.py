@@ -18,7 +18,7 @@ import click
 from rich.table import Table
 
 from mailer import __version__, app
-from mailer.cli.bounces import bounces_group
+from mailer.cli.bounce_store import bounces_group  # with import, list and show
 from mailer.cli.campaigns import campaign_group
 from mailer.cli.events import event_group
 from mailer.cli.lists import lists_group, sync_folder

@@ -4,7 +4,9 @@ is tied to its delivery by the Message-ID it echoes back.
 
 New tables, and one index built on ``deliveries`` (about 1 s per million rows here, its
 writes held meanwhile: upgrade with the daemon stopped, as for every migration). Nothing
-existing changes: a delivery's new status ``bounced`` is text in the same column.
+existing changes: a delivery's new status ``bounced`` is text in the same column. The
+downgrade turns ``bounced`` back into ``sent`` and a ``soft_bounce`` suppression into
+``hard_bounce``, the words the previous release reads.
 
 Revision ID: 0008
 Revises: 0007
@@ -88,6 +90,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # What the previous release cannot read goes back to its nearest word: a bounced delivery
+    # was sent; a suppression after soft bounces stays a suppression, of the one bounce reason
+    # it knows. The addresses stay suppressed; the bounces themselves go.
+    op.execute("UPDATE deliveries SET status = 'sent' WHERE status = 'bounced'")
+    op.execute("UPDATE suppressions SET reason = 'hard_bounce' WHERE reason = 'soft_bounce'")
+    op.execute("UPDATE suppression_events SET reason = 'hard_bounce' WHERE reason = 'soft_bounce'")
     op.drop_table("bounce_events")
     op.drop_table("bounce_messages")
     op.drop_index("ix_deliveries_message_id", table_name="deliveries")
