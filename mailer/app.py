@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from mailer.clock import Clock, utc_now
 from mailer.errors import ConfigError, MessageError, StorageError
 from mailer.settings import SenderSettings, Settings, mask_url, require_working_links
 from mailer.storage import Store, ensure_data_dir, head_revision, sending_lock
-from mailer.tokens import load_signer
+from mailer.tokens import Signer, load_signer
 
 if TYPE_CHECKING:
     from mailer.message import Built
@@ -143,6 +143,7 @@ async def run(
         pages += await _console_listener(
             stack, settings, store, on_send=scheduler.enqueue, test_mail=_test_mail(sender)
         )
+        pages += await _bounces(stack, settings, store, signer=engine.signer, clock=clock)
         log.info(
             "mailer started: database %s (schema %s), transport %s, web pages %s; waiting for work",
             mask_url(settings.database_url),
@@ -297,6 +298,36 @@ async def _console_listener(
     url = await server.start()
     stack.push_async_callback(server.stop)
     return f"; console on {url}/admin/"
+
+
+async def _bounces(
+    stack: AsyncExitStack, settings: Settings, store: Store, *, signer: Signer, clock: Clock
+) -> str:
+    """The ways bounces come in that the daemon runs: the SMTP listener when
+    ``MAILER_BOUNCES__LISTEN`` is set; and always the emptying of raw messages past
+    ``MAILER_BOUNCES__KEEP_DAYS``. What to add to the start-up line."""
+    from mailer.inbound.listener import BounceListener
+    from mailer.intake import Intake
+
+    intake = Intake(store, settings, clock=clock, signer=signer)
+    keeper = asyncio.create_task(intake.keep(), name="bounces-keep")
+    stack.push_async_callback(_cancel, keeper)
+    if settings.bounces.listen is None:
+        return ""
+
+    async def accept(raw: bytes, recipients: Sequence[str]) -> None:
+        await intake.message(raw, source="smtp", envelope_to=recipients)
+
+    listener = BounceListener(settings.bounces, accept)
+    where = await listener.start()
+    stack.push_async_callback(listener.stop)
+    return f"; bounces taken on smtp {where}"
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _test_mail(transport: Transport) -> TestMail:

@@ -9,11 +9,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from mailer.bounces import Report, parse
 from mailer.clock import Clock, utc_now
+from mailer.errors import StorageError
 from mailer.intake import reading
 from mailer.lifecycle import SendMove
 from mailer.models import BounceAction, BounceLimits, BounceOutcome
@@ -78,6 +79,22 @@ class Intake:
             )  # fmt: skip
         await self._act(outcome, source)
         return outcome
+
+    async def keep(self, *, every: float = 3600.0) -> None:
+        """Forever (until cancelled): empty the raw messages older than
+        ``MAILER_BOUNCES__KEEP_DAYS``, once now and then every ``every`` seconds. Idempotent:
+        several daemons may run it."""
+        while True:
+            before = self.clock() - timedelta(days=self.settings.bounces.keep_days)
+            try:
+                emptied = await self.store.bounces.purge(raw_before=before)
+            except StorageError as exc:
+                log.warning("bounces: could not empty the old raw messages (%s)", exc)
+            else:
+                if emptied:
+                    log.info("bounces: %d raw message(s) older than %d days emptied", emptied,
+                             self.settings.bounces.keep_days)  # fmt: skip
+            await asyncio.sleep(every)
 
     async def events(self, events: Sequence[ProviderEvent]) -> list[BounceOutcome]:
         """Take a relay webhook's events in, each stored once by its provider's id."""

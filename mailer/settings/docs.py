@@ -44,14 +44,6 @@ SECTION_TITLES = {
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
 PENDING: dict[str, str] = {
-    "MAILER_BOUNCES__LISTEN": "the bounce listener",
-    "MAILER_BOUNCES__MAX_SIZE": "the bounce listener",
-    "MAILER_BOUNCES__RATE": "the bounce listener",
-    "MAILER_BOUNCES__HARD_LIMIT": "bounce storage",
-    "MAILER_BOUNCES__SOFT_LIMIT": "bounce storage",
-    "MAILER_BOUNCES__STALE_DAYS": "bounce storage",
-    "MAILER_BOUNCES__KEEP_DAYS": "bounce storage",
-    "MAILER_BOUNCES__POLICY_PAUSE": "bounce storage",
     "MAILER_BOUNCES__IMAP__": "the IMAP reader",
     "MAILER_BOUNCES__WEBHOOKS__": "the bounce webhooks",
 }
