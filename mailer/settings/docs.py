@@ -45,7 +45,6 @@ SECTION_TITLES = {
 # variable); .env.example says so, and the entry goes when a part reads them.
 PENDING: dict[str, str] = {
     "MAILER_BOUNCES__IMAP__": "the IMAP reader",
-    "MAILER_BOUNCES__WEBHOOKS__": "the bounce webhooks",
 }
 
 

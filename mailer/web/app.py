@@ -1,5 +1,6 @@
 """The app factory: :func:`create_app` mounts the subscriber pages (``pages.PAGES``),
-``/healthz``, ``/metrics`` and the staff console (``/admin/``) on one Starlette app, maps
+``/healthz``, ``/metrics``, the relays' bounce webhooks (``/hooks/bounces/``) and the staff
+console (``/admin/``) on one Starlette app, maps
 what a view raises to a page (413, 400, 503, 500), answers 404 and 405 with our own pages,
 and wraps the whole in the body limit and the security headers.
 
@@ -70,6 +71,7 @@ def create_app(
         Route("/healthz", _guarded(views, monitor.healthz)),
         Route("/metrics", _guarded(views, monitor.metrics)),
     ]
+    routes += _bounce_hooks(settings, store, signer, clock)
     closers: list[Callable[[], Awaitable[None]]] = []
     if settings.console.enabled and not own_console_listener(settings):
         routes += _console(
@@ -96,6 +98,16 @@ def create_app(
     # Starlette's own trailing-slash redirect builds its URL from the Host header.
     app.router.redirect_slashes = False
     return _limited(app, settings, views)
+
+
+def _bounce_hooks(settings: Settings, store: Store, signer: Signer, clock: Clock) -> list[Route]:
+    """``/hooks/bounces/<provider>``: the relays' webhooks, their events stored by the one
+    intake (a provider without its secret answers 404)."""
+    from mailer.intake import Intake
+    from mailer.web.bounce_hooks import hook_routes
+
+    intake = Intake(store, settings, clock=clock, signer=signer)
+    return hook_routes(settings.bounces.webhooks, intake.events, clock=clock)
 
 
 def create_console_app(
@@ -164,6 +176,7 @@ CAMPAIGN_FORM_MAX = 8 << 20  # bytes: two bodies of MAX_BODY characters, URL-enc
 def _limited(app: ASGIApp, settings: Settings, views: Views) -> ASGIApp:
     """``app`` behind the body limit (wider for the console's upload and campaign form; a
     413 page in the reader's language) and the security headers."""
+    from mailer.web.bounce_hooks import HOOK_PREFIX, MAX_HOOK_BODY
     from mailer.web.console.imports import UPLOAD_PATHS
 
     uploads = dict.fromkeys(UPLOAD_PATHS, settings.console.upload_max_bytes + 64 * 1024)
@@ -171,6 +184,8 @@ def _limited(app: ASGIApp, settings: Settings, views: Views) -> ASGIApp:
     def wider(path: str) -> int | None:
         if path in uploads:
             return uploads[path]
+        if path.startswith(HOOK_PREFIX):
+            return MAX_HOOK_BODY
         return CAMPAIGN_FORM_MAX if CAMPAIGN_FORMS.match(path) else None
 
     def page(scope: Scope) -> Response:
