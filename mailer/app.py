@@ -304,24 +304,36 @@ async def _bounces(
     stack: AsyncExitStack, settings: Settings, store: Store, *, signer: Signer, clock: Clock
 ) -> str:
     """The ways bounces come in that the daemon runs: the SMTP listener when
-    ``MAILER_BOUNCES__LISTEN`` is set; and always the emptying of raw messages past
-    ``MAILER_BOUNCES__KEEP_DAYS``. What to add to the start-up line."""
+    ``MAILER_BOUNCES__LISTEN`` is set, the IMAP mailbox when ``MAILER_BOUNCES__IMAP__HOST``
+    is; and always the emptying of raw messages past ``MAILER_BOUNCES__KEEP_DAYS``. What to
+    add to the start-up line."""
+    from mailer.inbound.imap import ImapReader
     from mailer.inbound.listener import BounceListener
     from mailer.intake import Intake
 
     intake = Intake(store, settings, clock=clock, signer=signer)
     keeper = asyncio.create_task(intake.keep(), name="bounces-keep")
     stack.push_async_callback(_cancel, keeper)
-    if settings.bounces.listen is None:
-        return ""
+    said = ""
+    if settings.bounces.imap.host:
 
-    async def accept(raw: bytes, recipients: Sequence[str]) -> None:
-        await intake.message(raw, source="smtp", envelope_to=recipients)
+        async def mailbox(raw: bytes) -> None:
+            await intake.message(raw, source="imap")
 
-    listener = BounceListener(settings.bounces, accept)
-    where = await listener.start()
-    stack.push_async_callback(listener.stop)
-    return f"; bounces taken on smtp {where}"
+        reader = ImapReader(settings.bounces.imap, mailbox)
+        task = asyncio.create_task(reader.run(), name="bounces-imap")
+        stack.push_async_callback(_cancel, task)
+        said += f"; bounces read from imap {reader.where}"
+    if settings.bounces.listen is not None:
+
+        async def accept(raw: bytes, recipients: Sequence[str]) -> None:
+            await intake.message(raw, source="smtp", envelope_to=recipients)
+
+        listener = BounceListener(settings.bounces, accept)
+        where = await listener.start()
+        stack.push_async_callback(listener.stop)
+        said += f"; bounces taken on smtp {where}"
+    return said
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

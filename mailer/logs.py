@@ -33,6 +33,10 @@ def configure(settings: LogSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
     # APScheduler logs every job it adds and runs; our own lines say what matters.
-    for noisy, level in (("aiosmtplib", "WARNING"), ("apscheduler", "WARNING")):
+    for noisy, level in (
+        ("aiosmtplib", "WARNING"),
+        ("apscheduler", "WARNING"),
+        ("aioimaplib", "WARNING"),
+    ):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

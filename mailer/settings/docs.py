@@ -44,7 +44,6 @@ SECTION_TITLES = {
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
 PENDING: dict[str, str] = {
-    "MAILER_BOUNCES__IMAP__": "the IMAP reader",
 }
 
 
