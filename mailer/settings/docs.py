@@ -43,8 +43,7 @@ SECTION_TITLES = {
 
 # Settings validated at start-up but not read by any part yet (prefix match on the
 # variable); .env.example says so, and the entry goes when a part reads them.
-PENDING: dict[str, str] = {
-}
+PENDING: dict[str, str] = {}
 
 
 def example_env() -> str:
