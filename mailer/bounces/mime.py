@@ -22,20 +22,39 @@ HEADER_TYPES = frozenset({"text/rfc822-headers", "message/global-headers"})
 _ADDRESS = re.compile(
     r"(?<![\w.+%=/-])([\w.!#$%&'*+/=?^`{|}~-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+)(?![\w-])"
 )
+_ATOMS = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+_PLAIN_ADDRESS = rf"{_ATOMS}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+# a header value that getaddresses reads as one address ("a.b@c.d", "<a.b@c.d>", "Name
+# <a.b@c.d>") or as none, whatever comes next ("<>", "MAILER-DAEMON", "MAILER-DAEMON <>"):
+# plain words and atoms, nothing quoted, no comment, no group
+_PLAIN = re.compile(
+    rf"[ \t]*(?:(?:[A-Za-z0-9]+(?:[ \t]+[A-Za-z0-9]+)*[ \t]*)?<(?P<routed>{_PLAIN_ADDRESS})>"
+    rf"|(?P<bare>{_PLAIN_ADDRESS})|(?:{_ATOMS})?(?:[ \t]*<(?:{_ATOMS})?>)?)[ \t]*"
+)
 _QUOTED = re.compile(r"^(message-id|to|x-mailer-send)[ \t]*:[ \t]*(.+)$", re.I | re.M)
 
 
 def iter_parts(msg: Message) -> Iterator[Message]:
     """``msg`` and its parts, depth first, without entering a returned message."""
+    for part, _ in typed_parts(msg):
+        yield part
+
+
+def typed_parts(msg: Message) -> list[tuple[Message, str]]:
+    """:func:`iter_parts` with each part's content type, read once (the stdlib finds a header
+    by reading them all, each time it is asked)."""
+    found: list[tuple[Message, str]] = []
     stack = [msg]
     while stack:
         part = stack.pop()
-        yield part
-        if part.get_content_type() in RETURNED_TYPES:
+        kind = part.get_content_type()
+        found.append((part, kind))
+        if kind in RETURNED_TYPES:
             continue
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
             stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+    return found
 
 
 def decoded_text(part: Message) -> str:
@@ -103,6 +122,11 @@ def header_addresses(msg: Message, *names: str) -> list[str]:
     values: list[str] = []
     for name in names:
         values.extend(header_text(v) for v in msg.get_all(name, []))
+    if all(plain := [_PLAIN.fullmatch(v) for v in values]):
+        # what getaddresses gives for these (the fallback below finds no address either in
+        # values without one), without its parser
+        plain_addresses = [m["routed"] or m["bare"] for m in plain if m]
+        return list(dict.fromkeys(a.lower() for a in plain_addresses if a))
     found: list[str] = []
     try:
         pairs = getaddresses(values)
@@ -121,11 +145,10 @@ def addresses_in(text: str) -> list[str]:
     return list(dict.fromkeys(a.lower().strip(".") for a in _ADDRESS.findall(text)))
 
 
-def returned_headers(msg: Message) -> Message | None:
-    """The headers of the message a bounce returns: its ``message/rfc822`` part, else its
-    ``text/rfc822-headers`` part."""
-    for part in iter_parts(msg):
-        kind = part.get_content_type()
+def returned_headers(parts: list[tuple[Message, str]]) -> Message | None:
+    """The headers of the message a bounce returns (``parts``: its :func:`typed_parts`): its
+    ``message/rfc822`` part, else its ``text/rfc822-headers`` part."""
+    for part, kind in parts:
         if kind in RETURNED_TYPES:
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -158,4 +181,5 @@ __all__ = [
     "part_text",
     "quoted_headers",
     "returned_headers",
+    "typed_parts",
 ]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import email
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email import policy
 from email.message import Message
 
+from mailer.bounces.classify import Words
 from mailer.bounces.mime import (
     HEADER_TYPES,
     RETURNED_TYPES,
@@ -26,9 +27,9 @@ from mailer.bounces.mime import (
     decoded_text,
     header_addresses,
     header_text,
-    iter_parts,
     quoted_headers,
     returned_headers,
+    typed_parts,
 )
 from mailer.bounces.model import BounceKind, Finding, Report, ReportKind
 from mailer.bounces.reports import is_arf, read_arf, read_dsn, read_pasted_dsn
@@ -42,29 +43,25 @@ from mailer.bounces.rules import (
 
 PARSE_LIMIT = 2 * 1024 * 1024
 
-_DAEMON = re.compile(
+_DAEMON = Words(
     r"mailer-daemon|mail-daemon|postmaster|post_master|mail delivery|mailer daemon|\bmmsc\b|"
     r"\bndr\b|\bbounces?\b|double-bounce|mdaemon|mail administrator|mail system|sysadmin",
-    re.IGNORECASE,
 )
-_BOUNCE_SUBJECT = re.compile(
+_BOUNCE_SUBJECT = Words(
     r"undeliver|undelivered|returned mail|failure|failed|delivery status|delivery problem|"
     r"not delivered|non remis|unzustellbar|nicht zustellbar|error|rejected|non-delivery|"
     r"returned to sender|could not be delivered|エラー|不達",
-    re.IGNORECASE,
 )
-_BOUNCE_WORDS = re.compile(
+_BOUNCE_WORDS = Words(
     r"could not be delivered|was not delivered|not be delivered|undeliverable|"
     r"delivery (has )?failed|delivery to the following|permanent (fatal )?error|"
     r"following (addresses|recipients?)|unable to deliver|invalid user address|"
     r"user unknown|unknown user|no such user",
-    re.IGNORECASE,
 )
-_AUTO_SUBJECT = re.compile(
+_AUTO_SUBJECT = Words(
     r"out of (the )?office|auto(matic)?[ -]?(reply|response|answer)|^auto:|\baway\b|"
     r"\bvacation\b|\babsen(ce|t)\b|abwesen|réponse automatique|respuesta automática|"
     r"risposta automatica|automatische antwort|\bon leave\b|\bcongés\b",
-    re.IGNORECASE,
 )
 _ADDRESS_LIKE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MBOX_FROM = re.compile(
@@ -94,8 +91,9 @@ def parse(raw: bytes) -> Report:
 
 
 def _read(msg: Message, *, depth: int = 0) -> Report:
-    returned = returned_headers(msg)
-    texts = [decoded_text(p) for p in iter_parts(msg) if _is_text(p)]
+    parts = typed_parts(msg)
+    returned = returned_headers(parts)
+    texts = [decoded_text(p) for p, kind in parts if _is_text(p, kind)]
     quoted = quoted_headers("\n".join(texts))
     returned_to = header_addresses(returned, "To", "Cc") if returned is not None else []
     if not returned_to and "to" in quoted:
@@ -105,47 +103,58 @@ def _read(msg: Message, *, depth: int = 0) -> Report:
         "mailer_send": _header(returned, "X-Mailer-Send") or quoted.get("x-mailer-send"),
         "bounce_to": next(iter(header_addresses(msg, "X-Original-To", "Delivered-To", "To")), None),
     }
-    findings, named, utf8 = read_dsn(msg)
+    findings, named, utf8 = read_dsn(parts)
     if findings or named:  # a DSN of delivered, relayed or expanded only: no bounce
         reader = "rfc6533" if utf8 else "rfc3464"
         return Report(ReportKind.DSN, _unique(findings), reader, **ids)
-    if depth == 0 and (inner := _forwarded_bounce(msg)) is not None:
+    if depth == 0 and (inner := _forwarded_bounce(parts)) is not None:
         report = _read(inner, depth=1)
         if report.findings:  # a bounce forwarded as an attachment: the inner one speaks
             return replace(report, bounce_to=ids["bounce_to"] or report.bounce_to)
-    if is_arf(msg):
-        return Report(ReportKind.ARF, _unique(read_arf(msg, returned_to)), "arf", **ids)
-    daemon = _from_daemon(msg)
+    if is_arf(parts):
+        return Report(ReportKind.ARF, _unique(read_arf(parts, returned_to)), "arf", **ids)
+    subject = _subject(msg)
     # RFC 3834 asks auto-replies for a null return path: only the sender's name counts here
-    if not _DAEMON.search(header_text(msg.get("From", ""))) and _auto_reply(msg):
+    if not _DAEMON.search(header_text(msg.get("From", ""))) and _auto_reply(msg, subject):
         sender = header_addresses(msg, "From")[:1]
         found = [
-            Finding(r, None, BounceKind.AUTO_REPLY, _subject(msg)[:200] or "auto-reply")
-            for r in sender
+            Finding(r, None, BounceKind.AUTO_REPLY, subject[:200] or "auto-reply") for r in sender
         ]
         return Report(ReportKind.AUTO_REPLY, tuple(found), "rfc3834", **ids)
     text = bounce_text(texts)
-    if daemon or _BOUNCE_SUBJECT.search(_subject(msg)) or _BOUNCE_WORDS.search(text[:8000]):
+    if _from_daemon(msg) or _BOUNCE_SUBJECT.search(subject) or _BOUNCE_WORDS.search(text[:8000]):
         if pasted := read_pasted_dsn("\n\n".join(texts)):
             return Report(ReportKind.DSN, _unique(pasted), "text", **ids)
-        if found := _by_rules(msg, text, returned, returned_to):
+        seen = _Seen(msg, parts, texts, returned, returned_to)
+        if found := _by_rules(seen, text, subject):
             return Report(ReportKind.DSN, _unique(found), "rules", **ids)
     return Report(ReportKind.UNKNOWN, (), "none", **ids)
 
 
-def _by_rules(
-    msg: Message, text: str, returned: Message | None, returned_to: list[str]
-) -> list[Finding]:
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What :func:`_read` has already taken from a message, for the rules to use again."""
+
+    msg: Message
+    parts: list[tuple[Message, str]]
+    texts: list[str]  # the text of its own parts
+    returned: Message | None
+    returned_to: list[str]
+
+
+def _by_rules(seen: _Seen, text: str, subject: str) -> list[Finding]:
     """A non-standard bounce's findings: flufl.bounce's recipients, else our rules', else the
     returned message's addressees; each read from the lines about it."""
-    excluded = set(header_addresses(msg, *_OWN_HEADERS)) | noise("\n".join(_all_text(msg)))
+    msg, returned, returned_to = seen.msg, seen.returned, seen.returned_to
+    excluded = set(header_addresses(msg, *_OWN_HEADERS)) | noise("\n".join(_all_text(seen)))
     if returned is not None:
         excluded |= set(header_addresses(returned, "From", "Sender", "Reply-To", "Return-Path"))
     excluded -= set(returned_to)  # what the returned message was sent to is never noise
     flufl, temporary = flufl_recipients(msg)
     flufl = [a for a in flufl if _ADDRESS_LIKE.match(a)]
     recipients = header_addresses(msg, "X-Failed-Recipients")  # Exim's, Google's
-    recipients = recipients or [a for a in flufl if a not in excluded and a in text.lower()]
+    lowered = text.lower()
+    recipients = recipients or [a for a in flufl if a not in excluded and a in lowered]
     recipients = recipients or [a for a in flufl if a not in excluded and a in returned_to]
     if not recipients:
         recipients = rule_recipients(text, excluded)
@@ -153,15 +162,17 @@ def _by_rules(
             recipients = named
     if not recipients:
         recipients = [a for a in returned_to if a not in excluded][:1]
-    subject = _subject(msg)
     return [finding_for(r, text, temporary=r in temporary, subject=subject) for r in recipients]
 
 
-def _forwarded_bounce(msg: Message) -> Message | None:
-    """The bounce ``msg`` carries as its returned message, if it carries one."""
-    for part in iter_parts(msg):
+def _forwarded_bounce(parts: list[tuple[Message, str]]) -> Message | None:
+    """The bounce a message (of these ``parts``) carries as its returned message, if it
+    carries one."""
+    for part, kind in parts:
+        if kind not in RETURNED_TYPES:
+            continue
         payload = part.get_payload()
-        if part.get_content_type() in RETURNED_TYPES and isinstance(payload, list) and payload:
+        if isinstance(payload, list) and payload:
             inner = payload[0]
             if isinstance(inner, Message) and (
                 inner.get_content_type() == "multipart/report" or _from_daemon(inner)
@@ -176,17 +187,26 @@ _OWN_HEADERS = (
 )  # fmt: skip
 
 
-def _all_text(msg: Message) -> list[str]:
-    return [decoded_text(p) for p in msg.walk() if _is_text(p)]
+def _all_text(seen: _Seen) -> list[str]:
+    """The texts of every part of the message, its returned messages' included (in another
+    order than the message's: what is made of them does not depend on it)."""
+    inner = [
+        decoded_text(p)
+        for part, kind in seen.parts
+        if kind in RETURNED_TYPES
+        for p in part.walk()
+        if _is_text(p, p.get_content_type())
+    ]
+    return seen.texts + inner
 
 
-def _is_text(part: Message) -> bool:
-    """Whether ``part`` holds words: a text part, or a multipart whose boundary could not be
-    read (a broken header), left as one text."""
+def _is_text(part: Message, kind: str) -> bool:
+    """Whether ``part`` (of content type ``kind``) holds words: a text part, or a multipart
+    whose boundary could not be read (a broken header), left as one text."""
     if part.is_multipart():
         return False
-    maintype = part.get_content_maintype()
-    return (maintype == "text" and part.get_content_type() not in HEADER_TYPES) or (
+    maintype = kind.split("/")[0]
+    return (maintype == "text" and kind not in HEADER_TYPES) or (
         maintype == "multipart" and isinstance(part.get_payload(), str)
     )
 
@@ -212,7 +232,7 @@ def _from_daemon(msg: Message) -> bool:
     )
 
 
-def _auto_reply(msg: Message) -> bool:
+def _auto_reply(msg: Message, subject: str) -> bool:
     """Whether ``msg`` is an automatic answer (RFC 3834 and the usual other marks)."""
     auto = str(msg.get("Auto-Submitted", "")).strip().lower()
     if auto.startswith("auto-replied"):
@@ -221,7 +241,7 @@ def _auto_reply(msg: Message) -> bool:
         return True
     if str(msg.get("Precedence", "")).strip().lower() == "auto_reply":
         return True
-    return bool(_AUTO_SUBJECT.search(_subject(msg)))
+    return bool(_AUTO_SUBJECT.search(subject))
 
 
 def _unique(findings: list[Finding]) -> tuple[Finding, ...]:

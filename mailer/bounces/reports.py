@@ -2,9 +2,11 @@
 notifications, their RFC 6533 form (``message/global-delivery-status``, UTF-8 addresses), the
 same fields pasted into a text part, and RFC 5965 abuse feedback reports (ARF).
 
-A DSN's per-recipient blocks decide: ``Action: failed`` is classified, ``delayed`` is soft,
-``delivered``, ``relayed`` and ``expanded`` are no bounce at all. Pure: messages in, findings
-out; nothing here reads a file or a clock.
+A DSN's per-recipient blocks decide: ``Action: failed`` is classified, ``delayed`` is soft and
+not final (the server still tries: the message may yet arrive), ``delivered``, ``relayed`` and
+``expanded`` are no bounce at all and give no finding. Pure: messages in, findings out; nothing
+here reads a file or a clock. The messages come with their parts' content types read once
+(:func:`~mailer.bounces.mime.typed_parts`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from email.message import Message
 
 from mailer.bounces.classify import best_status, classify, clean_diagnostic, find_reply
-from mailer.bounces.mime import header_text, iter_parts, part_text
+from mailer.bounces.mime import header_text, part_text
 from mailer.bounces.model import BounceKind, Finding
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
@@ -109,24 +111,26 @@ def finding_of(block: dict[str, str]) -> Finding | None:
         kind=kind,
         diagnostic=diagnostic or clean_diagnostic(f"{action} {declared or ''}"),
         reply_code=find_reply(diagnostic),
+        final=action != "delayed",
     )
 
 
-def dsn_parts(msg: Message) -> Iterator[Message]:
-    """The delivery-status parts of ``msg`` (not those of a message it returns)."""
-    for part in iter_parts(msg):
-        if part.get_content_type() in DSN_TYPES:
-            yield part
+def dsn_parts(parts: list[tuple[Message, str]]) -> Iterator[tuple[Message, str]]:
+    """The delivery-status parts of a message's ``parts`` (not those of a message it
+    returns)."""
+    for part, kind in parts:
+        if kind in DSN_TYPES:
+            yield part, kind
 
 
-def read_dsn(msg: Message) -> tuple[list[Finding], bool, bool]:
-    """The findings of ``msg``'s delivery-status parts; whether they name a recipient at all
-    (a DSN of deliveries only names some and reports no bounce), and whether one of them is
-    the RFC 6533 (UTF-8) form."""
+def read_dsn(parts: list[tuple[Message, str]]) -> tuple[list[Finding], bool, bool]:
+    """The findings of the delivery-status parts of a message's ``parts``; whether they name
+    a recipient at all (a DSN of deliveries only names some and reports no bounce), and
+    whether one of them is the RFC 6533 (UTF-8) form."""
     findings: list[Finding] = []
     named = utf8 = False
-    for part in dsn_parts(msg):
-        utf8 = utf8 or part.get_content_type() == "message/global-delivery-status"
+    for part, kind in dsn_parts(parts):
+        utf8 = utf8 or kind == "message/global-delivery-status"
         for block in blocks(part_text(part)):
             block = {name: header_text(value) for name, value in block.items()}
             named = named or recipient_of(block) is not None
@@ -152,21 +156,23 @@ def read_pasted_dsn(text: str) -> list[Finding]:
     return found
 
 
-def is_arf(msg: Message) -> bool:
-    """Whether ``msg`` is an abuse feedback report (RFC 5965)."""
-    if msg.get_content_type() == "multipart/report":
-        kind = str(msg.get_param("report-type", "") or "").lower()
-        if kind == "feedback-report":
+def is_arf(parts: list[tuple[Message, str]]) -> bool:
+    """Whether the message of ``parts`` (itself first) is an abuse feedback report (RFC
+    5965)."""
+    msg, kind = parts[0]
+    if kind == "multipart/report":
+        report_type = str(msg.get_param("report-type", "") or "").lower()
+        if report_type == "feedback-report":
             return True
-    return any(p.get_content_type() == "message/feedback-report" for p in iter_parts(msg))
+    return any(kind == "message/feedback-report" for _, kind in parts)
 
 
-def read_arf(msg: Message, returned_to: list[str]) -> list[Finding]:
-    """The complaint of an ARF report: its ``Original-Rcpt-To``, else the returned message's
-    ``To``."""
+def read_arf(parts: list[tuple[Message, str]], returned_to: list[str]) -> list[Finding]:
+    """The complaint of an ARF report (``parts``: its parts): its ``Original-Rcpt-To``, else
+    the returned message's ``To``."""
     fields: dict[str, str] = {}
-    for part in iter_parts(msg):
-        if part.get_content_type() == "message/feedback-report":
+    for part, kind in parts:
+        if kind == "message/feedback-report":
             for block in blocks(part_text(part)):
                 for name, value in block.items():
                     fields.setdefault(name, value)

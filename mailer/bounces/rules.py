@@ -16,42 +16,48 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from email.iterators import body_line_iterator
 from email.message import Message
+from itertools import accumulate
 
-from flufl.bounce import all_failures
+from flufl.bounce._detectors import exchange, qmail
+from flufl.bounce._detectors.simplematch import VALID, SimpleMatch, _quopri_decode
+from flufl.bounce._detectors.simplewarning import SimpleWarning
+from flufl.bounce._scan import _DETECTORS
 
-from mailer.bounces.classify import classify, clean_diagnostic, find_reply, find_status
+from mailer.bounces.classify import Words, classify, clean_diagnostic, find_reply, find_status
 from mailer.bounces.mime import addresses_in
 from mailer.bounces.model import BounceKind, Finding
 
 # flufl.bounce logs one INFO line per detector and message; only its warnings matter to us.
 logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
+_log = logging.getLogger(__name__)
 
 # Where a bounce's text stops and the returned message (or its headers) starts.
-_CUT = re.compile(
+_CUT = Words(
     r"^.{0,40}(original message(?! was received)|returned message|unsent message|"
     r"message headers follow|copy of the (original )?message|below this line is a copy|"
     r"headers of the (original|returned|undelivered)|original message follows|"
     r"message was originally|"
     r"the original mail headers|undelivered message headers|rfc822 headers)",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,
 )
 # Lines whose addresses are never the failed recipient.
-_NOISE_LINE = re.compile(
+_NOISE_LINE = Words(
     r"^\s*(from|reply-to|sender|return-path|message-id|in-reply-to|references|mail from|"
     r"envelope-from|x-[\w-]+|date|subject|received|by|with|id)\s*:|envelope sender|"
     r"\bmail from\b|^\s*(was )?received .{0,40}\bfrom\b|please (send|contact|write)|"
     r"for further assistance|helpdesk|webmaster",
-    re.IGNORECASE,
 )
-_FAILURE = re.compile(
+_FAILURE = Words(
     r"\b[45]\d\d\b|[45]\.\d{1,3}\.\d{1,3}|unknown|no such|not exist|rejected|refused|"
     r"full|quota|invalid|denied|blocked|failed|failure|error|unable|could not|cannot|"
     r"undeliver|expired|timed? ?out|exceed|problem|not delivered|non-delivered",
-    re.IGNORECASE,
 )
-_RCPT_LINE = re.compile(r"\brcpt to\b", re.IGNORECASE)  # a transcript's recipient
+_HEADER_LINE = re.compile(r"^[A-Za-z][\w-]*:\s")
+_RCPT_LINE = Words(r"\brcpt to\b")  # a transcript's recipient
 _WINDOW = 6  # lines read after the one naming the recipient
 
 
@@ -69,25 +75,162 @@ def bounce_text(texts: Iterable[str]) -> str:
 def _looks_like_headers(text: str) -> bool:
     """Whether a text part is a returned message's headers rather than the bounce's words."""
     lines = [line for line in text.lstrip().splitlines()[:4] if line.strip()]
-    fields = sum(1 for line in lines if re.match(r"^[A-Za-z][\w-]*:\s", line))
+    fields = sum(1 for line in lines if _HEADER_LINE.match(line))
     return len(lines) >= 3 and fields >= 3
 
 
 def noise(text: str) -> set[str]:
     """The addresses of ``text`` that sit on header-like or contact lines."""
-    return {a for line in text.splitlines() if _NOISE_LINE.search(line) for a in addresses_in(line)}
+    return {
+        a
+        for line in text.splitlines()
+        if "@" in line and _NOISE_LINE.search(line)  # no "@", no address to look at
+        for a in addresses_in(line)
+    }
 
 
 def flufl_recipients(msg: Message) -> tuple[list[str], set[str]]:
     """The recipients flufl.bounce's detectors find, and which of them it calls temporary.
 
-    Its detectors raise on some hostile input: then they found nothing."""
+    Its ``all_failures``, run here detector by detector in its order (the first that finds
+    someone answers), with the same answers, cheaper: the body's lines are taken once
+    (:class:`_Body`), ``SimpleMatch`` and ``SimpleWarning`` read them as their ``process``
+    does but only from where their start pattern can match, and the detectors whose start
+    words the body does not hold are not run (they would find nobody). Its detectors raise
+    on some hostile input: then they found nothing, as when ``all_failures`` raised."""
+    temporary: frozenset[bytes] = frozenset()
+    permanent: frozenset[bytes] = frozenset()
+    body = _Body(msg)
     try:
-        temporary, permanent = all_failures(msg)
+        for detector in _DETECTORS:
+            if detector is SimpleMatch:
+                temporary, permanent = frozenset(), body.simple(SimpleMatch.PATTERNS)
+            elif detector is SimpleWarning:
+                temporary, permanent = body.simple(SimpleWarning.PATTERNS), frozenset()
+            elif (needs := _NEEDS.get(detector)) is not None and not needs(body.text()):
+                continue
+            else:
+                temporary, permanent = detector().process(msg)
+            if temporary or permanent:
+                break
     except Exception:  # a detector's own bug on odd input: no answer from it
+        _log.debug("a flufl.bounce detector failed", exc_info=True)
         return [], set()
     found = [_decoded(a) for a in sorted(permanent | temporary)]
     return found, {_decoded(a) for a in temporary}
+
+
+# What a detector needs to find in the body's text to find anyone: qmail's intro words, the
+# Exchange start line (literal words, which a line holds only if the text does; searched in
+# linear time, whatever the text)
+_NEEDS: dict[type[object], Callable[[str], bool]] = {
+    qmail.Qmail: lambda text: any(tag in text for tag in qmail.introtags),
+}
+if not set(exchange.scre.pattern) & set("\\.^$*+?{}[]|()") and not exchange.scre.flags & (
+    re.IGNORECASE | re.VERBOSE
+):  # its start pattern is plain words (flufl.bounce 6.0.0)
+    _NEEDS[exchange.Exchange] = lambda text: exchange.scre.pattern in text
+_Patterns = Sequence[tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]]
+# the characters other than ASCII letters that an ASCII letter matches when case is ignored
+_FOLDING = frozenset("\u0130\u0131\u017f\u212a")
+
+
+class _Body:
+    """A message's body lines as flufl.bounce's detectors read them (``body_line_iterator``),
+    taken once, their text, and what ``SimpleMatch.process`` makes of them."""
+
+    def __init__(self, msg: Message) -> None:
+        self._msg = msg
+        self._lines: list[str] | None = None
+        self._text = ""
+        self._lowered: str | None = None  # the text lower-cased, when the needles hold for it
+        self._starts: list[int] = []  # where each line starts in the text
+
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = list(body_line_iterator(self._msg))
+            self._text = "".join(self._lines)
+            lowered = self._text.lower()
+            # a needle holds for a text in which ignoring case keeps letters ASCII
+            if not _FOLDING.intersection(self._text) and len(lowered) == len(self._text):
+                self._lowered = lowered
+            self._starts = list(accumulate((len(line) for line in self._lines), initial=0))
+        return self._lines
+
+    def text(self) -> str:
+        self.lines()
+        return self._text
+
+    def simple(self, patterns: _Patterns) -> frozenset[bytes]:
+        """The valid addresses of the first pattern set that finds any, as ``process``."""
+        lines = self.lines()
+        addresses: set[bytes] = set()
+        for scre, ecre, acre in patterns:
+            start = 0
+            if (needle := _needle(scre)) is not None and self._lowered is not None:
+                if (at := self._lowered.find(needle)) < 0:
+                    continue  # no line can match scre: the loop would find nobody
+                start = bisect_right(self._starts, at) - 1  # no line before it can match
+            seen = next((n for n in range(start, len(lines)) if scre.search(lines[n])), None)
+            for line in lines[seen:] if seen is not None else ():
+                if mo := acre.search(line):
+                    if address := mo.group("addr"):
+                        addresses.add(_quopri_decode(address))
+                elif ecre.search(line):
+                    break
+            if addresses:
+                break
+        return frozenset(a for a in addresses if VALID.match(a))
+
+
+_NEEDLES: dict[str, str | None] = {}
+_CLASS_ESCAPES = frozenset("sSdDwWbBAZ")
+
+
+def _needle(pattern: re.Pattern[str]) -> str | None:
+    """The longest run of plain characters that every match of ``pattern`` holds,
+    lower-cased; None when it cannot tell (alternatives, classes, counted repeats, escapes it
+    does not know)."""
+    if pattern.pattern not in _NEEDLES:
+        _NEEDLES[pattern.pattern] = _longest_run(pattern)
+    return _NEEDLES[pattern.pattern]
+
+
+def _longest_run(pattern: re.Pattern[str]) -> str | None:
+    text = pattern.pattern
+    if pattern.flags & re.VERBOSE or not text.isascii():
+        return None
+    runs: list[str] = []
+    run, depth, index = "", 0, 0
+    while index < len(text):
+        char = text[index]
+        index += 1
+        if char == "\\" and index < len(text):
+            escaped = text[index]
+            index += 1
+            if escaped.isalnum() and escaped not in _CLASS_ESCAPES:
+                return None  # \x41, \1...: not read here
+            if depth == 0 and not escaped.isalnum():
+                run += escaped
+                continue
+        elif char in "[{" or (char == "|" and depth == 0):
+            return None
+        elif char == "(":
+            if text.startswith("?", index) and not text.startswith(("?P<", "?:"), index):
+                return None  # inline flags, look-arounds
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char in "?*+" and depth == 0:
+            run = run[:-1]  # the character repeated or optional is not needed
+        elif depth == 0 and char not in "^$.":
+            run += char
+            continue
+        runs.append(run)
+        run = ""
+    runs.append(run)
+    longest = max(runs, key=len)
+    return longest.lower() if longest and depth == 0 else None
 
 
 def _decoded(raw: bytes) -> str:
@@ -99,7 +242,7 @@ def rule_recipients(text: str, excluded: set[str]) -> list[str]:
     lines = text.splitlines()
     found: list[str] = []
     for number, line in enumerate(lines):
-        if _NOISE_LINE.search(line):
+        if "@" not in line or _NOISE_LINE.search(line):  # no "@", no address
             continue
         for address in addresses_in(line):
             if address in excluded or address in found:
@@ -156,8 +299,13 @@ def _window(recipient: str, text: str) -> str:
 
 def _failure_lines(text: str) -> str:
     """The first lines of ``text`` that carry a code or the words of a failure."""
-    picked = [line for line in text.splitlines() if line.strip() and _FAILURE.search(line)]
-    return "\n".join(picked[:4])
+    picked: list[str] = []
+    for line in text.splitlines():
+        if line.strip() and _FAILURE.search(line):
+            picked.append(line)
+            if len(picked) == 4:
+                break
+    return "\n".join(picked)
 
 
 __all__ = [
