@@ -337,9 +337,14 @@ async def _bounces(
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Stop a background task; one that had failed is logged, not raised at shutdown."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("%s had stopped with an error", task.get_name())
 
 
 def _test_mail(transport: Transport) -> TestMail:
