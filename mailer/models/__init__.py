@@ -6,7 +6,8 @@
 - ``sending``: what storage takes and returns about campaigns, sends and deliveries;
 - ``drafts``: what storage takes and returns about a campaign's spec, approval and schedule;
 - ``bounces``: what storage takes and returns about bounces;
-- ``staff``: staff roles, accounts, sessions and the audit log.
+- ``staff``: staff roles, accounts, sessions and the audit log;
+- ``hooks``: the REST API's keys and scopes, the outgoing webhooks' endpoints and events.
 
 Imports nothing else from the package (foundation layer); ``from mailer.models import X`` is
 the way in.
@@ -21,6 +22,18 @@ from mailer.models.bounces import (
     NoteOutcome,
 )
 from mailer.models.drafts import CampaignListing, CampaignRecord, PlannedSend, ScheduleResult
+from mailer.models.hooks import (
+    DEFAULT_EVENTS,
+    ApiKey,
+    DueHook,
+    Endpoint,
+    EventType,
+    HookAttempt,
+    HookLine,
+    HookStatus,
+    IdempotentAnswer,
+    Scope,
+)
 from mailer.models.sending import (
     REPORT_COLUMNS,
     Campaign,
@@ -89,10 +102,12 @@ from mailer.models.vocabulary import (
 __all__ = [
     "CONFIRM_ACTION",
     "CONFIRM_KIND",
+    "DEFAULT_EVENTS",
     "EVENT_ACTIONS",
     "FALLBACK_LOCALE",
     "REPORT_COLUMNS",
     "ROLES",
+    "ApiKey",
     "AuditEntry",
     "BounceAction",
     "BounceKind",
@@ -113,10 +128,17 @@ __all__ = [
     "DeliveryResult",
     "DeliveryStatus",
     "Due",
+    "DueHook",
+    "Endpoint",
     "EventInfo",
     "EventStatus",
     "EventText",
+    "EventType",
     "ExportRow",
+    "HookAttempt",
+    "HookLine",
+    "HookStatus",
+    "IdempotentAnswer",
     "ImportTally",
     "IncomingBounce",
     "InviteMode",
@@ -141,6 +163,7 @@ __all__ = [
     "Requested",
     "Role",
     "ScheduleResult",
+    "Scope",
     "Send",
     "SendAction",
     "SendFigures",

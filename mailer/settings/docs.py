@@ -37,6 +37,8 @@ SECTION_TITLES = {
     "paths": "Paths (relative to the folder mailer runs in)",
     "log": "Logging",
     "bounces": "Bounces",
+    "api": "REST API (/api/v1/)",
+    "webhooks": "Outgoing webhooks",
     "secret_keys": "Secrets",
 }
 

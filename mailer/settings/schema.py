@@ -2,11 +2,11 @@
 default, its bounds and the sentence ``.env.example`` shows for it.
 
 One model per section (``database``, ``smtp``, ``sender``, ``web``, ``console``,
-``scheduler``, ``delivery``, ``paths``, ``log``, ``bounces``), validated field by field
-here; the rules for a single value live in :mod:`mailer.settings.values`. ``Settings`` is a
-pydantic-settings model, so building it reads the environment: only this package may build
-it from the process (:func:`~mailer.settings.load_settings`, the edge), and tests build it
-with keywords.
+``scheduler``, ``delivery``, ``paths``, ``log``, ``bounces``, ``api``, ``webhooks``),
+validated field by field here; the rules for a single value live in
+:mod:`mailer.settings.values`. ``Settings`` is a pydantic-settings model, so building it
+reads the environment: only this package may build it from the process
+(:func:`~mailer.settings.load_settings`, the edge), and tests build it with keywords.
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mailer.settings.api import ApiSettings, WebhookSettings
 from mailer.settings.bounces import BounceSettings
 from mailer.settings.section import Section
 from mailer.settings.values import (
@@ -475,6 +471,8 @@ class Settings(BaseSettings):
     paths: PathSettings = PathSettings()
     log: LogSettings = LogSettings()
     bounces: BounceSettings = BounceSettings()
+    api: ApiSettings = ApiSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -1,8 +1,8 @@
 """The Store: opens the database and composes the storage nouns around one handle.
 
 ``store.lists``, ``store.subscribers``, ``store.consent``, ``store.campaigns``,
-``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff``, ``store.audit`` and
-``store.bounces``
+``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff``, ``store.audit``,
+``store.bounces``, ``store.api_keys`` and ``store.webhooks``
 each own their tables (their modules' docstrings name them); they share one
 :class:`~mailer.storage.database.Database` (engine, capabilities, transactions, write turns)
 and never import this module. Writes no table itself.
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
+from mailer.storage.api_keys import ApiKeys
 from mailer.storage.audit import Audit
 from mailer.storage.bounces import Bounces
 from mailer.storage.browse import Browse
@@ -33,6 +34,7 @@ from mailer.storage.overview import Overview
 from mailer.storage.sends import Sends
 from mailer.storage.staff import Staff
 from mailer.storage.subscribers import Subscribers
+from mailer.storage.webhooks import Webhooks
 
 
 class Store:
@@ -52,6 +54,8 @@ class Store:
         self.staff = Staff(self.db)
         self.audit = Audit(self.db)
         self.bounces = Bounces(self.db)
+        self.api_keys = ApiKeys(self.db)
+        self.webhooks = Webhooks(self.db)
         self.overview = Overview(self.db)  # the console's reads about sends (no table)
         self.browse = Browse(self.db)  # the console's reads about people (no table)
 
