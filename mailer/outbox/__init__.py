@@ -1,0 +1,1 @@
+"""The outbox's poster: the daemon delivers the webhook events storage wrote (placeholder)."""
