@@ -1,11 +1,8 @@
 """Outgoing webhooks: the endpoints, the outbox of events, and where each stands per endpoint.
 
 Writes ``webhook_endpoints``, ``webhook_events``, ``webhook_deliveries`` and
-``webhook_attempts`` (and no other table). :func:`emit` is how the other nouns report a change:
-called with the caller's connection, it writes the event and one pending delivery per active
-endpoint subscribed to its type in the same transaction as the change, so a change that
-commits has its events and one that rolls back has none. An event no endpoint wants is not
-written at all.
+``webhook_attempts`` (and no other table), with its part :mod:`mailer.storage.outbox`, whose
+``emit`` is how the other nouns report a change, inside their own transaction.
 
 ``store.webhooks`` manages the endpoints and is what the daemon's poster uses: ``claim``
 leases due deliveries to one node (``FOR UPDATE SKIP LOCKED`` where the database has it, so
@@ -22,8 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, func, insert, select, update
 
 from mailer.errors import NotFoundError
 from mailer.models import DueHook, Endpoint, EventType, HookAttempt, HookLine, HookStatus
@@ -35,6 +31,7 @@ from mailer.storage.hook_tables import (
     webhook_endpoints,
     webhook_events,
 )
+from mailer.storage.outbox import event_types
 
 _ERROR, _ANSWER = 500, 500
 MAX_PAGE = 500
@@ -45,20 +42,11 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def new_event_id() -> str:
-    """A ``webhook-id``: ``msg_`` and 128 random bits, unique per event."""
-    return "msg_" + secrets.token_urlsafe(16)
-
-
-def _types(values: Iterable[str]) -> frozenset[EventType]:
-    return frozenset(EventType(v) for v in values if v in EventType._value2member_map_)
-
-
 def _endpoint(row: Any) -> Endpoint:
     return Endpoint(
         id=int(row.id),
         url=row.url,
-        events=_types(row.events),
+        events=event_types(row.events),
         secret=row.secret,
         description=row.description,
         created_by=row.created_by,
@@ -68,69 +56,6 @@ def _endpoint(row: Any) -> Endpoint:
         failing_since=row.failing_since,
         failures=int(row.failures),
     )
-
-
-async def emit(
-    conn: AsyncConnection,
-    events: Sequence[tuple[EventType, dict[str, Any]]],
-    *,
-    now: datetime,
-) -> int:
-    """Write ``events`` (type, data) to the outbox inside the caller's transaction, each with
-    one pending delivery per active endpoint subscribed to its type; how many were written."""
-    if not events:
-        return 0
-    rows = (
-        await conn.execute(
-            select(webhook_endpoints.c.id, webhook_endpoints.c.events).where(
-                webhook_endpoints.c.disabled_at.is_(None)
-            )
-        )
-    ).all()
-    if not rows:
-        return 0
-    wanted = [(int(r.id), _types(r.events)) for r in rows]
-    stamp = now.isoformat().replace("+00:00", "Z")
-    outbox: list[dict[str, Any]] = []
-    fan: dict[str, list[int]] = {}
-    for kind, data in events:
-        targets = [endpoint for endpoint, types in wanted if kind in types]
-        if targets:
-            event_id = new_event_id()
-            payload = {"type": kind.value, "timestamp": stamp, "data": data}
-            outbox.append({"event_id": event_id, "type": kind.value, "payload": payload})
-            fan[event_id] = targets
-    if not outbox:
-        return 0
-    await conn.execute(
-        insert(webhook_events).values(
-            event_id=bindparam("event_id"),
-            type=bindparam("type"),
-            payload=bindparam("payload", type_=webhook_events.c.payload.type),
-            created_at=now,
-        ),
-        outbox,
-    )
-    ids = await conn.execute(
-        select(webhook_events.c.id, webhook_events.c.event_id).where(
-            webhook_events.c.event_id.in_(list(fan))
-        )
-    )
-    await conn.execute(
-        insert(webhook_deliveries),
-        [
-            {
-                "event_row": int(row.id),
-                "endpoint_id": endpoint,
-                "status": HookStatus.PENDING.value,
-                "attempts": 0,
-                "next_at": now,
-            }
-            for row in ids
-            for endpoint in fan[row.event_id]
-        ],
-    )
-    return len(outbox)
 
 
 class Webhooks:
