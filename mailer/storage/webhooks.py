@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.errors import NotFoundError
 from mailer.models import DueHook, Endpoint, EventType, HookAttempt, HookLine, HookStatus
@@ -56,6 +57,50 @@ def _endpoint(row: Any) -> Endpoint:
         failing_since=row.failing_since,
         failures=int(row.failures),
     )
+
+
+async def _tally(
+    conn: AsyncConnection,
+    attempts: Sequence[HookAttempt],
+    now: datetime,
+    disable_after: timedelta,
+    min_failures: int,
+) -> list[int]:
+    """Count each endpoint's run of failures (a success ends it); disable those that failed
+    for ``disable_after`` and ``min_failures`` times at least; their ids."""
+    e = webhook_endpoints
+    ok = {a.endpoint_id for a in attempts if a.delivered}
+    bad = {a.endpoint_id for a in attempts if not a.delivered} - ok
+    if ok:
+        await conn.execute(update(e).where(e.c.id.in_(ok)).values(failures=0, failing_since=None))
+    for endpoint_id in bad:
+        count = sum(1 for a in attempts if a.endpoint_id == endpoint_id)
+        await conn.execute(
+            update(e)
+            .where(e.c.id == endpoint_id)
+            .values(
+                failures=e.c.failures + count,
+                failing_since=func.coalesce(e.c.failing_since, now),
+            )
+        )
+    gone: list[int] = []
+    if bad:
+        disabled = await conn.execute(
+            update(e)
+            .where(
+                e.c.id.in_(bad),
+                e.c.disabled_at.is_(None),
+                e.c.failures >= min_failures,
+                e.c.failing_since <= now - disable_after,
+            )
+            .values(
+                disabled_at=now,
+                disabled_reason=f"every attempt failed for {disable_after} or longer",
+            )
+            .returning(e.c.id)
+        )
+        gone = [int(i) for i in disabled.scalars()]
+    return gone
 
 
 class Webhooks:
@@ -249,7 +294,7 @@ class Webhooks:
         Returns the endpoints this disabled."""
         if not attempts:
             return []
-        d, e = webhook_deliveries, webhook_endpoints
+        d = webhook_deliveries
         async with self._db.begin(write=True) as conn:
             await conn.execute(
                 insert(webhook_attempts),
@@ -286,39 +331,7 @@ class Webhooks:
                         last_error=None if a.error is None else a.error[:_ERROR],
                     )
                 )
-            ok = {a.endpoint_id for a in attempts if a.delivered}
-            bad = {a.endpoint_id for a in attempts if not a.delivered} - ok
-            if ok:
-                await conn.execute(
-                    update(e).where(e.c.id.in_(ok)).values(failures=0, failing_since=None)
-                )
-            for endpoint_id in bad:
-                count = sum(1 for a in attempts if a.endpoint_id == endpoint_id)
-                await conn.execute(
-                    update(e)
-                    .where(e.c.id == endpoint_id)
-                    .values(
-                        failures=e.c.failures + count,
-                        failing_since=func.coalesce(e.c.failing_since, now),
-                    )
-                )
-            gone: list[int] = []
-            if bad:
-                disabled = await conn.execute(
-                    update(e)
-                    .where(
-                        e.c.id.in_(bad),
-                        e.c.disabled_at.is_(None),
-                        e.c.failures >= min_failures,
-                        e.c.failing_since <= now - disable_after,
-                    )
-                    .values(
-                        disabled_at=now,
-                        disabled_reason=f"every attempt failed for {disable_after} or longer",
-                    )
-                    .returning(e.c.id)
-                )
-                gone = [int(i) for i in disabled.scalars()]
+            gone = await _tally(conn, attempts, now, disable_after, min_failures)
         return [await self.get(i) for i in gone]
 
     async def expire(self, *, now: datetime, max_age: timedelta) -> int:
