@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from mailer import __version__, app
+from mailer.cli.api_keys import api_keys_group
 from mailer.cli.bounce_store import bounces_group  # with import, list and show
 from mailer.cli.campaigns import campaign_group
 from mailer.cli.events import event_group
@@ -36,6 +37,7 @@ from mailer.cli.support import (
     safe,
 )
 from mailer.cli.users import users_group
+from mailer.cli.webhooks import webhooks_group
 from mailer.errors import MailerError
 from mailer.logs import configure
 from mailer.settings import describe, example_env, load_settings
@@ -163,6 +165,8 @@ cli.add_command(event_group)
 cli.add_command(status_command)
 cli.add_command(users_group)
 cli.add_command(bounces_group)
+cli.add_command(api_keys_group)
+cli.add_command(webhooks_group)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:
