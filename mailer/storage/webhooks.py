@@ -215,6 +215,36 @@ class Webhooks:
             )
         return await self.get(endpoint_id)
 
+    async def update(
+        self,
+        endpoint_id: int,
+        *,
+        events: Iterable[EventType] | None = None,
+        description: str | None = None,
+        actor: str,
+        now: datetime,
+    ) -> Endpoint:
+        """New events (for the events emitted from now on) or description; NotFoundError."""
+        await self.get(endpoint_id)
+        values: dict[str, Any] = {}
+        if events is not None:
+            values["events"] = sorted({EventType(e).value for e in events})
+        if description is not None:
+            values["description"] = description
+        if values:
+            async with self._db.begin(write=True) as conn:
+                await conn.execute(
+                    update(webhook_endpoints)
+                    .where(webhook_endpoints.c.id == endpoint_id)
+                    .values(**values)
+                )
+                shown = {k: " ".join(v) if k == "events" else v for k, v in values.items()}
+                await audit.record(
+                    conn, actor=actor, action="webhook.update", target=f"webhook:{endpoint_id}",
+                    details=shown, client=None, now=now,
+                )  # fmt: skip
+        return await self.get(endpoint_id)
+
     async def claim(
         self, *, node: str, now: datetime, limit: int, lease: timedelta
     ) -> list[DueHook]:
