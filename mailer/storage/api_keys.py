@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -108,6 +109,7 @@ class ApiKeys:
                 await conn.execute(
                     update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now)
                 )
+            return replace(_key(row), last_used_at=now)
         return _key(row)
 
     async def all(self) -> list[ApiKey]:

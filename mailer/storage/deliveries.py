@@ -30,6 +30,7 @@ from mailer.models import (
     SubscriberStatus,
     SubscriptionStatus,
 )
+from mailer.storage import outbox
 from mailer.storage import suppressions as suppression_writer
 from mailer.storage.database import Database
 from mailer.storage.tables import deliveries, sends, subscribers, subscriptions, suppressions
@@ -240,6 +241,7 @@ class Deliveries:
             }
             if replies:
                 await suppression_writer.add_bounced(conn, self._db, replies, actor=actor, now=now)
+            await outbox.results(conn, results, now=now)
 
     async def renew(self, send_id: int, *, node: str, until: datetime, now: datetime) -> list[int]:
         """Extend the live leases ``node`` holds on a send (its heartbeat); return the
@@ -282,16 +284,11 @@ class Deliveries:
             return sorted(str(w) for w in rows.scalars())
 
     async def next_retry(self, send_id: int) -> datetime | None:
+        soonest = select(func.min(deliveries.c.next_attempt_at)).where(
+            deliveries.c.send_id == send_id, deliveries.c.status == DeliveryStatus.DEFERRED
+        )
         async with self._db.begin() as conn:
-            value = (
-                await conn.execute(
-                    select(func.min(deliveries.c.next_attempt_at)).where(
-                        deliveries.c.send_id == send_id,
-                        deliveries.c.status == DeliveryStatus.DEFERRED,
-                    )
-                )
-            ).scalar()
-        return value  # type: ignore[no-any-return]
+            return (await conn.execute(soonest)).scalar()  # type: ignore[no-any-return]
 
 
 def _due_query(send_id: int, *, after: int, limit: int, now: datetime, pending_ok: bool) -> Any:

@@ -29,6 +29,7 @@ from mailer.models import (
     DeliveryCounts,
     DeliveryStatus,
     EventInfo,
+    EventType,
     ListInfo,
     PlannedSend,
     Send,
@@ -38,6 +39,7 @@ from mailer.models import (
     SendStatus,
 )
 from mailer.storage import deliveries as delivery_writer
+from mailer.storage import outbox
 from mailer.storage.database import Database
 from mailer.storage.tables import campaign_lists, campaigns, deliveries, events, lists, sends
 from mailer.storage.words import event_of, texts_of
@@ -198,6 +200,10 @@ class Sends:
             )
             if result.rowcount and target in (SendStatus.CANCELLED, SendStatus.MISSED):
                 await delivery_writer.skip_rest(conn, [send_id], reason or target.value, now)
+            if result.rowcount and target == SendStatus.PAUSED:
+                await outbox.send_event(
+                    conn, EventType.SEND_PAUSED, send_id, now=now, reason=reason
+                )
             return bool(result.rowcount)
 
     async def running(self) -> list[int]:
@@ -251,7 +257,11 @@ class Sends:
                     status=send_target(SendMove.FINISH).value, finished_at=now, reason=None
                 )
                 query = query.where(sends.c.status.in_(send_sources(SendMove.FINISH)))
-            await conn.execute(query.values(**values))
+            done = await conn.execute(query.values(**values))
+            if counts.pending == 0 and done.rowcount:
+                await outbox.send_event(
+                    conn, EventType.SEND_FINISHED, send_id, now=now, reason=None
+                )
         return counts
 
     async def standing(self, send_id: int) -> tuple[str, str | None, datetime | None]:
@@ -347,6 +357,8 @@ async def _claim(conn: AsyncConnection, send_id: int, *, node: str, now: datetim
             updated_at=now,
         )
     )
+    if result.rowcount:
+        await outbox.send_event(conn, EventType.SEND_STARTED, send_id, now=now, reason=None)
     return bool(result.rowcount)
 
 
@@ -408,6 +420,8 @@ async def move_of_campaign(
     ids = [int(i) for i in result.scalars()]
     if target in (SendStatus.CANCELLED, SendStatus.MISSED):
         await delivery_writer.skip_rest(conn, ids, reason or target.value, now)
+    for moved in ids if target == SendStatus.PAUSED else ():
+        await outbox.send_event(conn, EventType.SEND_PAUSED, moved, now=now, reason=reason)
     return ids
 
 

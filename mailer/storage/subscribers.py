@@ -20,13 +20,14 @@ from mailer.addresses import Address
 from mailer.errors import NotFoundError, StateError
 from mailer.models import (
     ConsentEvent,
+    EventType,
     SubscriberRow,
     SubscriberStatus,
     SubscriberView,
     SubscriptionStatus,
     SuppressionReason,
 )
-from mailer.storage import lookups, suppressions
+from mailer.storage import lookups, outbox, suppressions
 from mailer.storage.database import Database
 from mailer.storage.tables import consent_events, lists, subscribers, subscriptions
 
@@ -334,6 +335,45 @@ async def record_consent(
             at=now,
         )
     )
+    kind = _HOOKS.get(event)
+    if kind is not None and await outbox.wants(conn, kind):
+        await outbox.emit(
+            conn, [(kind, await _consent_data(conn, subscriber_id, list_id, source, now))], now=now
+        )
+
+
+# The webhook event each consent event is (a pending double opt-in request is none).
+_HOOKS = {
+    ConsentEvent.SUBSCRIBED: EventType.SUBSCRIBED,
+    ConsentEvent.CONFIRMED: EventType.CONFIRMED,
+    ConsentEvent.UNSUBSCRIBED: EventType.UNSUBSCRIBED,
+}
+
+
+async def _consent_data(
+    conn: AsyncConnection, subscriber_id: int, list_id: int | None, source: str, now: datetime
+) -> dict[str, Any]:
+    """The webhook's ``data`` for a consent event: the subscriber (by public id), the list."""
+    person = (
+        await conn.execute(
+            select(
+                subscribers.c.public_id, subscribers.c.email, subscribers.c.name,
+                subscribers.c.locale,
+            ).where(subscribers.c.id == subscriber_id)
+        )
+    ).one()  # fmt: skip
+    slug = None
+    if list_id is not None:
+        slug = (await conn.execute(select(lists.c.slug).where(lists.c.id == list_id))).scalar()
+    return {
+        "subscriber": {
+            "id": person.public_id, "email": person.email, "name": person.name,
+            "locale": person.locale,
+        },
+        "list": slug,
+        "source": source[:200],
+        "at": now.isoformat(),
+    }  # fmt: skip
 
 
 def subscribed_values(source: str, now: datetime) -> dict[str, Any]:
