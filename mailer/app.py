@@ -1,5 +1,5 @@
-"""The daemon (``mailer run``): storage, transport, the dispatch loop and the web pages,
-until SIGTERM.
+"""The daemon (``mailer run``): storage, transport, the dispatch loop, the web pages and the
+webhooks' poster, until SIGTERM.
 
 It owns the process's signals. On start it resumes every ``running`` send; then, every
 ``MAILER_SCHEDULER__SYNC_INTERVAL`` seconds, it runs the sends whose time has come and the
@@ -144,6 +144,7 @@ async def run(
             stack, settings, store, on_send=scheduler.enqueue, test_mail=_test_mail(sender)
         )
         pages += await _bounces(stack, settings, store, signer=engine.signer, clock=clock)
+        _webhooks(stack, settings, store, clock=clock)
         log.info(
             "mailer started: database %s (schema %s), transport %s, web pages %s; waiting for work",
             mask_url(settings.database_url),
@@ -334,6 +335,16 @@ async def _bounces(
         stack.push_async_callback(listener.stop)
         said += f"; bounces taken on smtp {where}"
     return said
+
+
+def _webhooks(stack: AsyncExitStack, settings: Settings, store: Store, *, clock: Clock) -> None:
+    """The poster of the outgoing webhooks (``mailer.outbox``), a task cancelled at shutdown:
+    what it has in flight then keeps its lease and goes again at the next start."""
+    from mailer.outbox import Poster
+
+    poster = Poster(store, settings.webhooks, node=node_name(), clock=clock)
+    task = asyncio.create_task(poster.run(), name="webhooks")
+    stack.push_async_callback(_cancel, task)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
