@@ -79,7 +79,10 @@ class Poster:
 
     @asynccontextmanager
     async def opened(self) -> AsyncIterator[Poster]:
-        """The poster with its HTTP client open (closed on the way out)."""
+        """The poster with its HTTP client open (closed on the way out; already open: as is)."""
+        if self._client is not None:
+            yield self
+            return
         async with open_client(
             seconds=self.settings.timeout,
             concurrency=self.settings.concurrency,
