@@ -40,6 +40,7 @@ import pytest
 
 from mailer.addresses import normalize
 from mailer.dispatch import Engine
+from mailer.intake import Intake
 from mailer.lifecycle import SendMove
 from mailer.lists import import_file
 from mailer.models import Content, Role, SendStatus, SuppressionReason
@@ -63,6 +64,7 @@ from tests.browser_support import (
 from tests.conftest import make_settings
 from tests.console_support import FAST, KEY, PASSWORD
 from tests.smtpd import SmtpServer
+from tests.test_bounces_parse import block, dsn
 from tests.test_browser import in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -401,6 +403,7 @@ async def populate(site: Site) -> dict[str, str]:
     async with CaptureTransport(site.tmp_path / "outbox") as transport:
         engine = Engine(site.settings, site.store, transport, node="browser", signer=Signer([KEY]))
         assert (await engine.run_send(done)).counts["sent"] == 3
+    bounce = await bounced(site, done)
     later = await campaign(site.store, "journee", "lettre", "La journée du réseau")
     await send(site.store, later, due=now() + timedelta(days=3))
     paused = await send(site.store, later, key="reminder:P1D", due=now() + timedelta(days=2))
@@ -420,7 +423,24 @@ async def populate(site: Site) -> dict[str, str]:
         "users": "/admin/users",
         "confirm": f"/admin/subscribers/{sam_id}/unsuppress",
         "suppress": f"/admin/subscribers/{lea}/suppress",
+        "bounces": "/admin/bounces",
+        "bounce": f"/admin/bounces/{bounce}",
     }
+
+
+async def bounced(site: Site, send_id: int) -> int:
+    """Bounces of two of the send's messages, not Léa's (her pages are toured unsuppressed): a
+    hard one and a soft one, each with a long raw message, taken in by the real intake; the
+    hard one's id."""
+    intake = Intake(site.store, site.settings, signer=Signer([KEY]))
+    sent = [r async for r in site.store.figures.report(send_id) if not r.email.startswith("lea.")]
+    reasons = [("5.1.1", "550 5.1.1 no such user here"), ("4.2.2", "452 4.2.2 mailbox full")]
+    found = []
+    for row, (status, words) in zip(sent, reasons, strict=False):
+        raw = dsn(block(row.email, "failed", status, words), text="Undelivered. " * 400,
+                  returned=f"Message-ID: {row.message_id}\n")  # fmt: skip
+        found.append((await intake.message(raw, source="smtp")).bounce_id)
+    return found[0]
 
 
 async def test_every_page_passes_axe_under_the_csp_and_fits_a_phone(

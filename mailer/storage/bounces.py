@@ -12,14 +12,19 @@ auto-reply or an unclassified failure counts for nothing. Only a bounce tied to 
 deliveries counts (a verified return path, the Message-ID it echoes, or the send it names
 and the address); any other is kept and marked ``unmatched``: nobody's address is changed by
 a message anyone could have written.
+
+Read back for ``mailer bounces list|show`` (:meth:`Bounces.lines`, :meth:`Bounces.message`)
+and the console's bounces pages (:meth:`Bounces.rows`, :meth:`Bounces.totals`,
+:meth:`Bounces.detail`: keyset pages, an address prefix, the raw message cut in the database).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import LargeBinary, func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.models import (
@@ -35,11 +40,66 @@ from mailer.models import (
 )
 from mailer.storage import lookups, returns, subscribers, suppressions
 from mailer.storage.database import Database
+from mailer.storage.engine import starts_with
 from mailer.storage.returns import Sent
-from mailer.storage.tables import bounce_events, bounce_messages, campaigns, sends
+from mailer.storage.tables import bounce_events, bounce_messages, campaigns, deliveries, sends
+from mailer.storage.tables import subscribers as subscriber_rows
 
 ACTOR = "bounces"  # who the suppressions made here are by, in their history
 _MARKS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.POLICY, BounceKind.UNKNOWN})
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class BounceRow:
+    """One recipient's bounce as the console lists it: :class:`BounceLine`'s fields, whether
+    the message's return path was forged, and the subscriber's public id when the address is
+    a subscriber's."""
+
+    id: int
+    bounce_id: int
+    received_at: datetime
+    source: str
+    recipient: str
+    kind: str
+    status: str | None
+    diagnostic: str
+    final: bool
+    action: str
+    forged: bool
+    delivery_id: int | None
+    send_id: int | None
+    campaign: str | None
+    send_key: str | None
+    public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceRows:
+    lines: list[BounceRow]
+    next: int | None  # the ``before`` of the next page (None: this is the last)
+
+
+@dataclass(frozen=True, slots=True)
+class BounceMessage:
+    """One stored bounce message for the console: how it came and was read, what it is tied
+    to, its recipients, and the first bytes of the raw message (when asked and still kept)."""
+
+    id: int
+    received_at: datetime
+    source: str
+    report: str
+    reader: str
+    message_id: str | None
+    mailer_send: str | None
+    forged: bool
+    delivery_id: int | None  # the delivery the whole message is tied to
+    send_id: int | None  # that delivery's send
+    campaign: str | None
+    send_key: str | None
+    raw_size: int | None  # None: not kept (emptied after KEEP_DAYS, or a webhook event)
+    raw: bytes | None  # at most the ``raw_limit`` first bytes
+    recipients: list[BounceRow]
 
 
 class Bounces:
@@ -156,6 +216,66 @@ class Bounces:
             )
             return [BounceLine(*row) for row in rows.all()], raw[0]
 
+    async def rows(
+        self,
+        *,
+        kind: str | None = None,
+        email_prefix: str = "",
+        send_id: int | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> BounceRows:
+        """A page of recipients' bounces, newest first (keyset on the event id); ``email_prefix``:
+        the addresses beginning with it (case-insensitive), as the suppressions' search."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = _rows().order_by(bounce_events.c.id.desc()).limit(limit + 1)
+        query = _filtered(query, email_prefix=email_prefix, send_id=send_id)
+        if kind is not None:
+            query = query.where(bounce_events.c.kind == kind)
+        if before is not None:
+            query = query.where(bounce_events.c.id < before)
+        async with self._db.begin() as conn:
+            found = [BounceRow(*row) for row in (await conn.execute(query)).all()]
+        following = found[limit - 1].id if len(found) > limit else None
+        return BounceRows(found[:limit], following)
+
+    async def totals(self, *, email_prefix: str = "", send_id: int | None = None) -> dict[str, int]:
+        """Recipients' bounces by kind, of the addresses beginning with ``email_prefix`` and of
+        one send (or all): the console's kind filter shows them."""
+        query = select(bounce_events.c.kind, func.count()).group_by(bounce_events.c.kind)
+        query = _filtered(query, email_prefix=email_prefix, send_id=send_id)
+        async with self._db.begin() as conn:
+            return {str(k): int(n) for k, n in (await conn.execute(query)).all()}
+
+    async def detail(self, bounce_id: int, *, raw_limit: int = 0) -> BounceMessage | None:
+        """One bounce message with its recipients; the first ``raw_limit`` bytes of the raw
+        message (none read when 0: the database hands over no more than asked)."""
+        m = bounce_messages.c
+        cut = func.substr(m.raw, 1, raw_limit, type_=LargeBinary) if raw_limit > 0 else null()
+        head = select(
+            m.id, m.received_at, m.source, m.report, m.reader, m.message_id, m.mailer_send,
+            m.forged, m.delivery_id, deliveries.c.send_id, campaigns.c.name.label("campaign"),
+            sends.c.key.label("send_key"), func.length(m.raw).label("raw_size"), cut.label("raw"),
+        ).select_from(
+            bounce_messages.outerjoin(deliveries, deliveries.c.id == m.delivery_id)
+            .outerjoin(sends, sends.c.id == deliveries.c.send_id)
+            .outerjoin(campaigns, campaigns.c.id == sends.c.campaign_id)
+        ).where(m.id == bounce_id)  # fmt: skip
+        async with self._db.begin() as conn:
+            found = (await conn.execute(head)).mappings().first()
+            if found is None:
+                return None
+            rows = await conn.execute(
+                _rows().where(bounce_events.c.bounce_id == bounce_id).order_by(bounce_events.c.id)
+            )
+            recipients = [BounceRow(*row) for row in rows.all()]
+        fields = dict(found)
+        size, raw = fields.pop("raw_size"), fields.pop("raw")
+        return BounceMessage(
+            **fields, raw_size=None if size is None else int(size),
+            raw=None if raw is None else bytes(raw), recipients=recipients,
+        )  # fmt: skip
+
     async def purge(self, *, raw_before: datetime) -> int:
         """Empty the raw message of bounces received before ``raw_before``; their events
         stay (the score and the history need only them)."""
@@ -191,6 +311,33 @@ def _lines() -> Any:
         .outerjoin(sends, sends.c.id == bounce_events.c.send_id)
         .outerjoin(campaigns, campaigns.c.id == sends.c.campaign_id)
     )
+
+
+def _rows() -> Any:
+    """The console's rows: the CLI's lines with the forged flag and the subscriber's public id
+    (the unique ``email_key``: one look-up a row)."""
+    return (
+        select(
+            bounce_events.c.id, bounce_events.c.bounce_id, bounce_messages.c.received_at,
+            bounce_messages.c.source, bounce_events.c.email_key, bounce_events.c.kind,
+            bounce_events.c.status, bounce_events.c.diagnostic, bounce_events.c.final,
+            bounce_events.c.action, bounce_messages.c.forged, bounce_events.c.delivery_id,
+            bounce_events.c.send_id, campaigns.c.name, sends.c.key, subscriber_rows.c.public_id,
+        )
+        .join(bounce_messages, bounce_messages.c.id == bounce_events.c.bounce_id)
+        .outerjoin(sends, sends.c.id == bounce_events.c.send_id)
+        .outerjoin(campaigns, campaigns.c.id == sends.c.campaign_id)
+        .outerjoin(subscriber_rows, subscriber_rows.c.email_key == bounce_events.c.email_key)
+    )  # fmt: skip
+
+
+def _filtered(query: Any, *, email_prefix: str, send_id: int | None) -> Any:
+    text = email_prefix.strip().casefold()
+    if text:
+        query = query.where(starts_with(bounce_events.c.email_key, text))
+    if send_id is not None:
+        query = query.where(bounce_events.c.send_id == send_id)
+    return query
 
 
 async def _tie(conn: AsyncConnection, incoming: IncomingBounce) -> Sent | None:

@@ -19,6 +19,7 @@ from mailer.storage import Store
 from mailer.web.console import (
     approval,
     audit,
+    bounces,
     campaign_control,
     campaigns,
     compose,
@@ -50,6 +51,7 @@ CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
     *people.ROUTES,
     *imports.ROUTES,
     *suppressions.ROUTES,
+    *bounces.ROUTES,
     *audit.ROUTES,
     *users.ROUTES,
     *login.ROUTES,
