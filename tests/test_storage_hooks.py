@@ -15,15 +15,18 @@ import pytest
 from sqlalchemy import select, text
 
 from mailer.errors import StateError
+from mailer.intake import Intake
 from mailer.lifecycle import SendMove
 from mailer.models import DeliveryStatus, EventType, HookAttempt, HookStatus, Scope
 from mailer.storage import Store, outbox
 from mailer.storage.hook_tables import api_keys, webhook_events
+from mailer.tokens import return_path
 from tests.console_support import now
 from tests.test_console_sends import a_list, a_send, record, start
 
 pytestmark = pytest.mark.timeout(60)
 LEASE = timedelta(seconds=30)
+DOMAIN = "bounces.example.org"
 
 
 async def events_of(store: Store) -> list[tuple[str, dict[str, object]]]:
@@ -263,3 +266,36 @@ async def test_claims_at_once_on_postgresql_never_share_an_event(store: Store) -
     assert len(ids) == len(set(ids)) == 60
     async with store.db.begin() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM webhook_deliveries"))).scalar() == 60
+
+
+async def test_a_bounce_and_a_complaint_report_their_delivery(
+    store: Store, tmp_path: Path, database_url: str
+) -> None:
+    from tests.test_bounce_intake import SIGNER, Clock, hard, sent, settings_for
+    from tests.test_bounces_parse import arf
+
+    await store.webhooks.add(
+        url="https://example.org/h",
+        events=[EventType.DELIVERY_BOUNCED, EventType.COMPLAINT, EventType.UNSUBSCRIBED],
+        description="", actor="cli:ops", now=now(),
+    )  # fmt: skip
+    send_id, ids = await sent(store, tmp_path)
+    intake = Intake(store, settings_for(tmp_path, database_url), clock=Clock(), signer=SIGNER)
+    await intake.message(hard(return_path(SIGNER, ids[0], DOMAIN), "x@y.example"), source="smtp")
+    complaint = arf(
+        "Feedback-Type: abuse\nUser-Agent: fbl/1.0\nVersion: 1\n",
+        f"From: news@example.org\nTo: person1@example.org\nMessage-ID: <{ids[1]}@test>\n",
+    )
+    await intake.message(complaint, source="imap")
+    again = await intake.message(complaint, source="smtp")  # a duplicate: stored once
+    assert again.duplicate
+    kinds = [kind for kind, _ in await events_of(store)]
+    assert kinds == ["delivery.bounced", "subscriber.unsubscribed", "complaint.received"]
+    data = dict(await events_of(store))
+    bounced = data["delivery.bounced"]
+    assert bounced["delivery"]["id"] == ids[0]  # type: ignore[index]
+    assert bounced["delivery"]["status"] == "bounced"  # type: ignore[index]
+    assert bounced["bounce"]["kind"] == "hard"  # type: ignore[index]
+    assert bounced["bounce"]["status"] == "5.1.1"  # type: ignore[index]
+    assert bounced["send"]["id"] == send_id  # type: ignore[index]
+    assert data["complaint.received"]["subscriber"]["email"] == "person1@example.org"  # type: ignore[index]

@@ -38,7 +38,7 @@ from mailer.models import (
     NoteOutcome,
     SuppressionReason,
 )
-from mailer.storage import lookups, returns, subscribers, suppressions
+from mailer.storage import lookups, outbox, returns, subscribers, suppressions
 from mailer.storage.database import Database
 from mailer.storage.engine import starts_with
 from mailer.storage.returns import Sent
@@ -372,9 +372,11 @@ async def _note(
     action = BounceAction.UNMATCHED
     if sent is not None:
         action = await _decide(conn, key, sent, note, limits, now)
+        marked = False
         if note.kind in _MARKS and note.final:
             words = f"bounced {note.status or ''} {note.kind.value}: {note.diagnostic}"
-            await returns.mark_bounced(conn, sent.id, " ".join(words.split()), now)
+            marked = await returns.mark_bounced(conn, sent.id, " ".join(words.split()), now)
+        await outbox.bounce_event(conn, sent.id, note, action=action, marked=marked, now=now)
     await conn.execute(
         bounce_events.insert().values(
             bounce_id=bounce_id, email_key=key[:320], kind=note.kind.value,
