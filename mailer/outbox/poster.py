@@ -214,7 +214,11 @@ class Poster:
             self._warned[hook.endpoint_id] = (last, held + 1)
             return
         self._warned[hook.endpoint_id] = (at, 0)
-        then = f"next attempt {next_at.isoformat()}" if next_at else "given up (too old)"
+        then = (
+            f"next attempt {next_at.isoformat(timespec='seconds')}"
+            if next_at
+            else "given up (too old)"
+        )
         more = f" ({held} more failed attempts since the last line)" if held else ""
         log.warning(
             "webhook endpoint %s (%s): %s %s attempt %s failed: %s; %s%s",
