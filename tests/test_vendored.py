@@ -1,8 +1,9 @@
 """The vendored front-end files, and what they need from the page around them.
 
-Each folder with a ``VENDOR.toml`` (the console's static files, ``tests/vendor``) holds exactly
-the files it records, each hashing to its recorded sha256, beside the project's own files that
-the record names in ``own``. Then, in Debian's Chromium against a small Starlette app served by
+Each folder with a ``VENDOR.toml`` (the console's and the API docs' static files,
+``tests/vendor``) holds exactly the files it records, each hashing to its recorded sha256
+(and naming its version, unless ``version_in_file = false``), beside the project's own files
+that the record names in ``own``. Then, in Debian's Chromium against a small Starlette app served by
 a real uvicorn under the console's strict CSP (``script-src 'self'; style-src 'self'``): htmx
 runs, its meta config keeps it from injecting an inline ``<style>``, it sends the CSRF header
 given by ``hx-headers`` on ``<body>``, Pico's form icons load, and axe-core injected by
@@ -34,8 +35,9 @@ from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "mailer" / "web" / "console" / "static"
+API_STATIC = ROOT / "mailer" / "web" / "api" / "static"
 VENDOR = ROOT / "tests" / "vendor"
-FOLDERS = [STATIC, VENDOR]
+FOLDERS = [STATIC, API_STATIC, VENDOR]
 RECORD = "VENDOR.toml"
 FIELDS = ("name", "package", "version", "tarball", "path", "integrity", "sha256", "licence")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -79,7 +81,8 @@ def problems(folder: Path) -> list[str]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != entry["sha256"]:
             found.append(f"{name}: sha256 {digest}, recorded {entry['sha256']}")
-        if entry["version"] not in path.read_text(encoding="utf-8"):
+        named = entry.get("version_in_file", True)
+        if named and entry["version"] not in path.read_text(encoding="utf-8"):
             found.append(f"{name}: the file does not name version {entry['version']}")
         if not entry["tarball"].endswith(f"-{entry['version']}.tgz"):
             found.append(f"{name}: tarball {entry['tarball']} is not version {entry['version']}")
@@ -95,7 +98,7 @@ def problems(folder: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("folder", FOLDERS, ids=["console-static", "tests-vendor"])
+@pytest.mark.parametrize("folder", FOLDERS, ids=["console-static", "api-static", "tests-vendor"])
 def test_each_folder_holds_exactly_its_recorded_files(folder: Path) -> None:
     """Every recorded file is there with its recorded hash and version, nothing else is."""
     assert record(folder)["file"], f"{folder} records no file"

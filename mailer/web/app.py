@@ -1,13 +1,15 @@
 """The app factory: :func:`create_app` mounts the subscriber pages (``pages.PAGES``),
-``/healthz``, ``/metrics``, the relays' bounce webhooks (``/hooks/bounces/``) and the staff
-console (``/admin/``) on one Starlette app, maps
+``/healthz``, ``/metrics``, the relays' bounce webhooks (``/hooks/bounces/``), the staff
+console (``/admin/``) and the REST API (``/api/v1/``, its own app answering problems in
+JSON, never these pages, with its own body limit ``MAILER_API__MAX_BODY``) on one Starlette
+app, maps
 what a view raises to a page (413, 400, 503, 500), answers 404 and 405 with our own pages,
 and wraps the whole in the body limit and the security headers.
 
 Starlette's trailing-slash redirect is off (it builds its URL from the Host header): a path
 with a slash too many is redirected here, to ``MAILER_WEB__BASE_URL``.
-:func:`create_console_app` serves the console alone, for its own listener; the routes of
-``api/`` will be mounted here too. Nothing here reads a token or a form.
+:func:`create_console_app` serves the console alone, for its own listener. Nothing here
+reads a token or a form.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from mailer.clock import Clock, utc_now
@@ -46,6 +48,8 @@ log = logging.getLogger("mailer.web")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 OPERATOR_PATHS = ("/healthz", "/metrics")  # they answer JSON, not a page, when storage fails
+API_PREFIX = "/api/v1"
+API_PATHS = "/api/"  # a path below it answers a problem (JSON), never a page
 
 
 def create_app(
@@ -63,7 +67,7 @@ def create_app(
     views = Views(settings.paths.templates_dir)
     web = PageContext(settings, store, signer, views, on_send=on_send, clock=clock)
     monitor = Monitor(store, scheduler=scheduler, clock=clock)
-    routes = [
+    routes: list[BaseRoute] = [
         Route(page.path, _guarded(views, partial(page.view, web)), methods=page.methods)
         for page in PAGES
     ]
@@ -72,6 +76,8 @@ def create_app(
         Route("/metrics", _guarded(views, monitor.metrics)),
     ]
     routes += _bounce_hooks(settings, store, signer, clock)
+    if settings.api.enabled:
+        routes.append(_api(settings, store, on_send=on_send, clock=clock))
     closers: list[Callable[[], Awaitable[None]]] = []
     if settings.console.enabled and not own_console_listener(settings):
         routes += _console(
@@ -108,6 +114,15 @@ def _bounce_hooks(settings: Settings, store: Store, signer: Signer, clock: Clock
 
     intake = Intake(store, settings, clock=clock, signer=signer)
     return hook_routes(settings.bounces.webhooks, intake.events, clock=clock)
+
+
+def _api(
+    settings: Settings, store: Store, *, on_send: Callable[[int], None] | None, clock: Clock
+) -> Mount:
+    """``/api/v1``: the REST API, an app of its own (its 404, 405 and 500 are problems)."""
+    from mailer.web.api import api_app
+
+    return Mount(API_PREFIX, app=api_app(settings, store, on_send=on_send, clock=clock))
 
 
 def create_console_app(
@@ -174,24 +189,33 @@ CAMPAIGN_FORM_MAX = 8 << 20  # bytes: two bodies of MAX_BODY characters, URL-enc
 
 
 def _limited(app: ASGIApp, settings: Settings, views: Views) -> ASGIApp:
-    """``app`` behind the body limit (wider for the console's upload and campaign form; a
-    413 page in the reader's language) and the security headers."""
+    """``app`` behind the body limit (wider for the console's upload and campaign form, the
+    API's own ``MAILER_API__MAX_BODY``; a 413 page in the reader's language, a problem for the
+    API) and the security headers (the API's docs page with a policy of its own)."""
+    from mailer.web.api.docs import DocsHeaders
+    from mailer.web.api.problems import Problem
     from mailer.web.bounce_hooks import HOOK_PREFIX, MAX_HOOK_BODY
     from mailer.web.console.imports import UPLOAD_PATHS
 
     uploads = dict.fromkeys(UPLOAD_PATHS, settings.console.upload_max_bytes + 64 * 1024)
+    api_body = settings.api.max_body
 
     def wider(path: str) -> int | None:
         if path in uploads:
             return uploads[path]
         if path.startswith(HOOK_PREFIX):
             return MAX_HOOK_BODY
+        if path.startswith(API_PATHS):
+            return api_body
         return CAMPAIGN_FORM_MAX if CAMPAIGN_FORMS.match(path) else None
 
     def page(scope: Scope) -> Response:
+        if str(scope.get("path", "")).startswith(API_PATHS):
+            detail = f"the body is larger than {api_body} bytes (MAILER_API__MAX_BODY)"
+            return Problem(413, detail).response()
         return views.message(pick_locale(Request(scope)), "too_large", status=413)
 
-    return SecurityHeaders(BodyLimit(app, MAX_BODY, wider=wider, page=page))
+    return DocsHeaders(SecurityHeaders(BodyLimit(app, MAX_BODY, wider=wider, page=page)))
 
 
 def _guarded(views: Views, view: Endpoint) -> Endpoint:
@@ -228,6 +252,10 @@ class _ErrorPages:
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
+        if request.url.path.startswith(API_PATHS) or request.url.path == API_PREFIX:
+            from mailer.web.api.problems import Problem
+
+            return Problem(404, "no such API; the REST API is under /api/v1/").response()
         lang = pick_locale(request)
         if code == 405:
             allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
