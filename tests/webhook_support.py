@@ -76,6 +76,7 @@ class Receiver:
         self.secrets: dict[str, str] = {}
         self.answers: dict[str, Answer] = {}
         self.port = 0
+        self.open = 0  # requests being answered (a slow receiver's in flight)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
@@ -103,11 +104,16 @@ class Receiver:
         self.requests.append(Received(path, headers, body, self._verify(path, headers, body)))
         self._arrived.set()
         answer = self.answers.get(path, Answer())
-        if answer.delay:
-            await asyncio.sleep(answer.delay)
-        raw = [(k.encode(), v.encode()) for k, v in answer.headers.items()]
-        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
-        await send({"type": "http.response.body", "body": b"ok" if answer.status < 300 else b"no"})
+        self.open += 1
+        try:
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+            raw = [(k.encode(), v.encode()) for k, v in answer.headers.items()]
+            await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+            body = b"ok" if answer.status < 300 else b"no"
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            self.open -= 1
 
     def _verify(self, path: str, headers: dict[str, str], body: bytes) -> bool | None:
         secret = self.secrets.get(path)

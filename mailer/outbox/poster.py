@@ -3,7 +3,7 @@
 :class:`Poster` runs in ``mailer run`` as a task on the daemon's exit stack. Every round
 (:meth:`Poster.round`: every ``interval`` seconds, at once when a POST ends and there is more
 to do) it takes up to ``MAILER_WEBHOOKS__CONCURRENCY`` deliveries that are due
-(``store.webhooks.claim``, leased to this node for twice the timeout and a little more, so a
+(``store.webhooks.claim``, leased to this node for twice the timeout and a second, so a
 daemon killed mid-POST leaves them to whoever comes next: at least once), checks each
 target (:func:`~mailer.outbox.targets.check_url`: a refused URL is a failed attempt, not a
 crash), posts each signed (:mod:`mailer.outbox.client`) and records the answers
@@ -71,7 +71,7 @@ class Poster:
         self.rand = rand
         self.interval = interval
         self.monotonic = monotonic
-        self.lease = timedelta(seconds=settings.timeout * 2 + 5)
+        self.lease = timedelta(seconds=settings.timeout * 2 + 1)
         self._client: httpx.AsyncClient | None = None
         self._housework: dict[str, datetime] = {}
         self._warned: dict[int, tuple[float, int]] = {}  # endpoint: last warning, held back
@@ -102,7 +102,9 @@ class Poster:
             inflight: set[asyncio.Task[tuple[DueHook, Answer]]] = set()
             try:
                 while True:
-                    inflight |= await self._start(self.settings.concurrency - len(inflight))
+                    free = self.settings.concurrency - len(inflight)
+                    if free >= max(1, self.settings.concurrency // 2) or not inflight:
+                        inflight |= await self._start(free)  # claims in batches, not one by one
                     if inflight:
                         await asyncio.wait(
                             inflight, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED
