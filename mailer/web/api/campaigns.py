@@ -35,8 +35,7 @@ from mailer.models import (
     Scope,
 )
 from mailer.web.api.core import Answer, ApiRoute, Call
-from mailer.web.api.paging import PageQuery, decode_cursor, encode_cursor, link_header, page_model
-from mailer.web.api.paging import page_of as page_answer
+from mailer.web.api.paging import PageQuery, decode_cursor, encode_cursor, page_answer, page_model
 from mailer.web.api.problems import FieldError, Problem, validation_problem
 from mailer.web.console.compose_fields import template_errors
 from mailer.workflow.scheduling import options_of
@@ -46,7 +45,7 @@ PLAN_FIELDS = (("event.reminder ", "event.reminders"),)  # a plan's message -> i
 _VERSION_TAG = re.compile(r'^(?:W/)?"v(\d{1,9})"$')
 
 
-# --- the models ----------------------------------------------------------------------------------
+# --- the models -----------------------------------------------------------------------------------
 
 
 class EventOut(BaseModel):
@@ -70,7 +69,7 @@ class CampaignOut(BaseModel):
     name: str
     kind: CampaignKind
     status: CampaignStatus
-    version: int = Field(description="One more at each save; the ETag is `\"v<version>\"`.")
+    version: int = Field(description='One more at each save; the ETag is `"v<version>"`.')
     lists: list[str]
     template: str
     timezone: str
@@ -149,7 +148,7 @@ class Timeline(BaseModel):
     data: list[TimelineSend]
 
 
-# --- what the campaign modules share ---------------------------------------------------------------
+# --- what the campaign modules share --------------------------------------------------------------
 
 
 def version_tag(version: int) -> str:
@@ -260,7 +259,7 @@ async def answer_of(call: Call, name: str, status: int = 200, **headers: str) ->
     return tagged(await campaign_out(call, record), record.version, status, **headers)
 
 
-# --- reading -------------------------------------------------------------------------------------
+# --- reading --------------------------------------------------------------------------------------
 
 
 async def campaigns_index(call: Call) -> Answer:
@@ -275,15 +274,18 @@ async def campaigns_index(call: Call) -> Answer:
     following = encode_cursor(shown[-1].name) if len(found) > query.limit else None
     data = [
         CampaignLine(
-            name=x.name, kind=CampaignKind(x.kind), status=CampaignStatus(x.status),
-            version=x.version, updated_by=x.updated_by, updated_at=x.updated_at,
-            next_due=x.next_due, sends=x.sends,
-        )  # fmt: skip
+            name=x.name,
+            kind=CampaignKind(x.kind),
+            status=CampaignStatus(x.status),
+            version=x.version,
+            updated_by=x.updated_by,
+            updated_at=x.updated_at,
+            next_due=x.next_due,
+            sends=x.sends,
+        )
         for x in shown
     ]
-    return Answer(
-        page_answer(CampaignLine, data, following), headers=link_header(call.request, following)
-    )
+    return page_answer(call.request, CampaignLine, data, following)
 
 
 async def campaign_get(call: Call) -> Answer:
@@ -299,15 +301,21 @@ async def campaign_timeline(call: Call) -> Answer:
         counts = await call.store.figures.counts(send.id)
         data.append(
             TimelineSend(
-                id=send.id, key=send.key, action=send.action, status=send.status,
-                due_at=send.due_at, reason=send.reason, started_at=send.started_at,
-                finished_at=send.finished_at, counts=Counts(**dict(counts)),
-            )  # fmt: skip
+                id=send.id,
+                key=send.key,
+                action=send.action,
+                status=send.status,
+                due_at=send.due_at,
+                reason=send.reason,
+                started_at=send.started_at,
+                finished_at=send.finished_at,
+                counts=Counts(**dict(counts)),
+            )
         )
     return Answer(Timeline(data=data))
 
 
-# --- saving a draft --------------------------------------------------------------------------------
+# --- saving a draft -------------------------------------------------------------------------------
 
 
 async def read_campaign(
@@ -323,9 +331,7 @@ async def read_campaign(
             spec, source=Path(source), default_zone=settings.scheduler.timezone,
             templates_dir=settings.paths.templates_dir,
         )  # fmt: skip
-        planned, notes = campaign_files.plan(
-            campaign, now=call.now, domain=settings.sender.domain
-        )
+        planned, notes = campaign_files.plan(campaign, now=call.now, domain=settings.sender.domain)
     except campaign_files.CampaignFileError as exc:
         raise file_errors(exc, source) from None
     infos: list[ListInfo] = []

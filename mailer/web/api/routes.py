@@ -11,13 +11,22 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mailer.web.api import people, suppressions
+from mailer.web.api import (
+    campaign_steps,
+    campaigns,
+    events,
+    hooks,
+    people,
+    sends,
+    suppressions,
+)
 from mailer.web.api.core import ApiRoute
 
 # One line per resource module (its ROUTES), in the document's order.
 MODULES: tuple[ModuleType, ...] = (
     people,
     suppressions,
+    campaigns, campaign_steps, events, sends, hooks,  # A2's
 )  # fmt: skip
 
 
