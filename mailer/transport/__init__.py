@@ -9,8 +9,8 @@ The package owns the only import of aiosmtplib. One noun per module:
 - ``limiter``: the one global rate limit with back-pressure (:class:`RateLimiter`);
 - ``smtp``: the pool of SMTP connections (:class:`SmtpTransport`), with ``client`` (one
   connection's aiosmtplib client), ``failures`` (aiosmtplib's exceptions translated, the one
-  boundary) and ``fast_data`` (the DATA fast path, pinned to the aiosmtplib versions it was
-  written for);
+  boundary) and ``fast_data`` (the DATA fast path and PIPELINING, pinned to the aiosmtplib
+  versions they were written for);
 - ``capture``: the Maildir capture (:class:`CaptureTransport`);
 - here: :func:`open_transport`, which chooses between the two.
 

@@ -3,7 +3,8 @@ recycling, reconnection) behind one :class:`~.limiter.RateLimiter`.
 
 It owns the lifecycle of the connections and the order of a transaction (ready, check the
 extensions and the size, MAIL/RCPT/DATA, the result); what a reply means is ``replies``'s,
-what an exception means is ``failures``'s, and how DATA reaches the wire is ``fast_data``'s.
+what an exception means is ``failures``'s, and how DATA reaches the wire is ``fast_data``'s
+(with MAIL and RCPT in the same write when the relay offers PIPELINING: ``client``).
 It must not build or alter message bytes (``message`` does), retry or record results
 (``dispatch`` does), log message bodies or passwords, or log recipient addresses above DEBUG.
 """
@@ -78,6 +79,7 @@ class SmtpTransport:
     ) -> None:
         self.eight_bit = False
         self.smtputf8 = False
+        self.pipelining = False  # MAIL, RCPT and DATA go in one write (known once connected)
         self._settings = smtp
         self._where = f"{smtp.host}:{smtp.port}"
         self._limiter = RateLimiter(rate_per_second, rate_per_hour)
@@ -122,12 +124,13 @@ class SmtpTransport:
             )
         else:
             log.info(
-                "SMTP relay %s ready (%s%s, 8BITMIME %s, SMTPUTF8 %s)",
+                "SMTP relay %s ready (%s%s, 8BITMIME %s, SMTPUTF8 %s, PIPELINING %s)",
                 self._where,
                 self._settings.security,
                 ", AUTH" if self._settings.username else "",
                 "yes" if self.eight_bit else "no",
                 "yes" if self.smtputf8 else "no",
+                "yes" if self.pipelining else "no",
             )
         self._state = "open"
         return self
@@ -210,6 +213,7 @@ class SmtpTransport:
         connection.last_used = time.monotonic()
         self.eight_bit = client.supports_extension("8bitmime")
         self.smtputf8 = client.supports_extension("smtputf8")
+        self.pipelining = self.fast_data.pipe(client, None) is not None
         log.debug(
             "connection %d to %s open (%s, 8BITMIME %s, SMTPUTF8 %s, SIZE %s)",
             connection.number,
