@@ -9,7 +9,8 @@ transport that send them.
 
 ``api.anonymous()`` has no key; ``api.client_for(raw)`` sends a given key; ``api.queued`` are
 the send ids the app handed to ``on_send`` (a double opt-in confirmation). Import the
-``api`` fixture into a test module with ``from tests.api_support import api  # noqa: F401``.
+``api`` fixture into a test module with ``from tests.api_support import api_fixture  # noqa:
+F401`` (its name is ``api``).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ async def open_api(
             await client.aclose()
 
 
-@pytest.fixture
-async def api(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator[Api]:
+@pytest.fixture(name="api")
+async def api_fixture(store: Store, tmp_path: Path, database_url: str) -> AsyncIterator[Api]:
     """The REST API on the current backend's database."""
     async for found in open_api(store, tmp_path, database_url):
         yield found

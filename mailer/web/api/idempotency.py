@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailer.errors import StorageError, StorageUnavailable
 from mailer.storage import Store
 from mailer.web.api.problems import Problem
 
@@ -57,7 +58,14 @@ async def run(
     (kept unless it is a 5xx)."""
     idem = _check_key(request.headers["idempotency-key"])
     fingerprint = _fingerprint(request, raw)
-    kept = await store.api_keys.remembered(key_id, idem, fingerprint=fingerprint, now=now)
+    try:
+        kept = await store.api_keys.remembered(key_id, idem, fingerprint=fingerprint, now=now)
+    except StorageUnavailable:
+        raise
+    except StorageError:
+        # Two requests noted the same key at once; the other's insert won (a unique
+        # constraint refused ours): look again, it is in progress or answered now.
+        kept = await store.api_keys.remembered(key_id, idem, fingerprint=fingerprint, now=now)
     if kept is not None:
         if kept.fingerprint != fingerprint:
             raise Problem(
