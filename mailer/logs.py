@@ -37,6 +37,7 @@ def configure(settings: LogSettings) -> None:
         ("aiosmtplib", "WARNING"),
         ("apscheduler", "WARNING"),
         ("aioimaplib", "WARNING"),
+        ("httpx", "WARNING"),  # a line per webhook POST, with its URL
     ):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

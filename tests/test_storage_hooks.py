@@ -116,13 +116,17 @@ async def test_nothing_is_written_when_nobody_listens_or_the_change_rolls_back(
     with pytest.raises(Boom):
         await rolled_back()
     assert await events_of(store) == []
+    # A disabled endpoint is given its events too: they wait, unclaimed, until it is enabled.
     await store.webhooks.set_enabled(hook.id, False, actor="cli:ops", now=now())
     async with store.db.begin(write=True) as conn:
-        assert await outbox.emit(conn, [(EventType.SEND_STARTED, {"a": 3})], now=now()) == 0
+        assert await outbox.emit(conn, [(EventType.SEND_STARTED, {"a": 3})], now=now()) == 1
+    assert await store.webhooks.claim(node="a", now=now(), limit=10, lease=LEASE) == []
     await store.webhooks.set_enabled(hook.id, True, actor="cli:ops", now=now())
     async with store.db.begin(write=True) as conn:
         assert await outbox.emit(conn, [(EventType.SEND_STARTED, {"a": 4})], now=now()) == 1
-    assert await events_of(store) == [("send.started", {"a": 4})]
+    assert await events_of(store) == [("send.started", {"a": 3}), ("send.started", {"a": 4})]
+    claimed = await store.webhooks.claim(node="a", now=now(), limit=10, lease=LEASE)
+    assert [h.payload["data"] for h in claimed] == [{"a": 3}, {"a": 4}]
     assert hook.secret.startswith("whsec_")
     assert len(hook.secret) == 6 + 44
 

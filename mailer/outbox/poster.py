@@ -40,7 +40,6 @@ from mailer.settings.api import WebhookSettings
 from mailer.storage import Store
 
 log = logging.getLogger("mailer.webhooks")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request, with its URL
 
 EXPIRE_EVERY = timedelta(minutes=1)
 PURGE_EVERY = timedelta(hours=1)

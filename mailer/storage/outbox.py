@@ -1,7 +1,7 @@
 """The outbox: the part of :mod:`mailer.storage.webhooks` the other nouns call to report a change.
 
 :func:`emit`, called with the caller's connection, writes each event to ``webhook_events`` and
-one pending ``webhook_deliveries`` row per active endpoint subscribed to its type, in the same
+one pending ``webhook_deliveries`` row per endpoint subscribed to its type, in the same
 transaction as the change: a change that commits has its events, one that rolls back has none.
 An event no endpoint wants is not written at all (one look at the endpoints per call).
 """
@@ -43,26 +43,22 @@ def event_types(values: Iterable[str]) -> frozenset[EventType]:
 
 
 async def _subscribed(conn: AsyncConnection) -> list[tuple[int, frozenset[EventType]]]:
-    """The active endpoints with the types each wants, read once per transaction (a list's
-    import or a send's group commit asks for every row)."""
+    """The endpoints with the types each wants, read once per transaction (a list's import or
+    a send's group commit asks for every row). A disabled endpoint is given its events too:
+    they wait, unclaimed, until it is enabled again or they are older than the retry window
+    (never lost because an endpoint was down for long)."""
     transaction = conn.get_transaction()
     cached = conn.info.get(_CACHE)
     if cached is not None and cached[0] is transaction:
         return cast(list[tuple[int, frozenset[EventType]]], cached[1])
-    rows = (
-        await conn.execute(
-            select(webhook_endpoints.c.id, webhook_endpoints.c.events).where(
-                webhook_endpoints.c.disabled_at.is_(None)
-            )
-        )
-    ).all()
+    rows = (await conn.execute(select(webhook_endpoints.c.id, webhook_endpoints.c.events))).all()
     wanted = [(int(r.id), event_types(r.events)) for r in rows]
     conn.info[_CACHE] = (transaction, wanted)
     return wanted
 
 
 async def wants(conn: AsyncConnection, kind: EventType) -> bool:
-    """Whether an active endpoint subscribes to ``kind``: a caller that must read more to
+    """Whether an endpoint subscribes to ``kind``: a caller that must read more to
     describe the event asks first, and reads nothing when nobody listens."""
     return any(kind in types for _, types in await _subscribed(conn))
 
@@ -74,7 +70,8 @@ async def emit(
     now: datetime,
 ) -> int:
     """Write ``events`` (type, data) to the outbox inside the caller's transaction, each with
-    one pending delivery per active endpoint subscribed to its type; how many were written."""
+    one pending delivery per endpoint subscribed to its type (a disabled endpoint's wait);
+    how many were written."""
     if not events:
         return 0
     wanted = await _subscribed(conn)
