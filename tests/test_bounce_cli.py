@@ -124,3 +124,31 @@ async def test_import_of_a_missing_path_is_one_usage_line(
     assert ran.returncode == 2
     assert "nowhere: no such file or folder" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+async def test_import_stores_a_backlog_in_batches_as_one_at_a_time(
+    store: Store, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An mbox of five messages stored two to a transaction: a copy in the next batch is a
+    duplicate, a message that is no bounce is kept and counts for nothing, and the tally is
+    the one a message at a time gives."""
+    from mailer.cli import bounce_store
+
+    monkeypatch.setattr(bounce_store, "BATCH", 2)
+    send_id, ids = await sent(store, tmp_path)
+    box = mailbox.mbox(tmp_path / "backlog.mbox", create=True)
+    raws = [
+        hard("news@example.org", f"person{i}@example.org", returned=f"Message-ID: <{ids[i]}@test>\n",
+             head=f"Message-ID: <backlog-{i}@mx.example.net>\n")
+        for i in (0, 1, 2)
+    ]  # fmt: skip
+    for raw in (raws[0], raws[1], raws[0], raws[2], b"Subject: hello\n\nnot a bounce\n"):
+        box.add(raw)
+    box.close()
+    env = env_for(tmp_path, database_url)
+    ran = await cli_support.amailer(
+        tmp_path, "bounces", "import", str(tmp_path / "backlog.mbox"), env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "1 file(s): messages 5, new 4, duplicates 1, suppressed 3"
+    assert [line.status for line in await delivery_lines(store, send_id)] == ["bounced"] * 3

@@ -1,8 +1,8 @@
 """``mailer bounces import|list|show``: bounces stored. ``import PATH...`` takes in a backlog
 (a Maildir, a folder of messages, an mbox file or single messages) the way the listener
-takes a bounce in (``mailer.intake``); ``list`` shows what came back, newest first; ``show
-ID`` one bounce message with its recipients (``--raw``: the message itself, while it is
-kept)."""
+takes a bounce in (``mailer.intake``), 500 messages to a transaction; ``list`` shows what
+came back, newest first; ``show ID`` one bounce message with its recipients (``--raw``: the
+message itself, while it is kept)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from mailer.bounces import split_messages
 from mailer.cli.bounces import MAX_FILE_BYTES, bounces_group
 from mailer.cli.support import EXIT_ERROR, current_settings, err, open_store, out, run_async, safe
 from mailer.intake import Intake
-from mailer.models import BounceKind, BounceLine
+from mailer.models import BounceKind, BounceLine, BounceOutcome
+
+BATCH = 500  # messages stored in one transaction (Intake.messages)
+BATCH_BYTES = 16 * 2**20  # and at most about this many bytes of them
 
 
 @bounces_group.command("import")
@@ -29,12 +32,14 @@ async def bounces_import(paths: tuple[Path, ...]) -> int:
     """Store bounce messages from a Maildir, a folder, an mbox file or message files.
 
     Each is read, tied to its delivery and counted as if the listener had received it; a
-    message stored before (by any way in) counts once."""
+    message stored before (by any way in) counts once. Stored 500 at a time."""
     files = list(_files(paths))
     settings = current_settings()
     tally: Counter[str] = Counter()
     async with open_store() as store:
         intake = Intake(store, settings)
+        batch: list[bytes] = []
+        size = 0
         for path in files:
             try:
                 raw = path.read_bytes() if path.stat().st_size <= MAX_FILE_BYTES else None
@@ -47,10 +52,12 @@ async def bounces_import(paths: tuple[Path, ...]) -> int:
                 tally["too large"] += 1
                 continue
             for message in split_messages(raw):
-                outcome = await intake.message(message, source="import")
-                tally["messages"] += 1
-                tally["duplicates" if outcome.duplicate else "new"] += 1
-                tally.update(n.action.value for n in outcome.notes)
+                batch.append(message)
+                size += len(message)
+                if len(batch) >= BATCH or size >= BATCH_BYTES:
+                    _count(tally, await intake.messages(batch, source="import"))
+                    batch, size = [], 0
+        _count(tally, await intake.messages(batch, source="import"))
     order = (
         "messages", "new", "duplicates", "suppressed", "unsubscribed", "counted",
         "already suppressed", "policy", "ignored", "unmatched", "unreadable", "too large",
@@ -60,6 +67,13 @@ async def bounces_import(paths: tuple[Path, ...]) -> int:
         if tally else f"{len(files)} file(s): no message"
     )  # fmt: skip
     return 0
+
+
+def _count(tally: Counter[str], outcomes: list[BounceOutcome]) -> None:
+    for outcome in outcomes:
+        tally["messages"] += 1
+        tally["duplicates" if outcome.duplicate else "new"] += 1
+        tally.update(n.action.value for n in outcome.notes)
 
 
 def _files(paths: tuple[Path, ...]) -> Iterator[Path]:

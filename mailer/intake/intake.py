@@ -17,7 +17,7 @@ from mailer.clock import Clock, utc_now
 from mailer.errors import StorageError
 from mailer.intake import reading
 from mailer.lifecycle import SendMove
-from mailer.models import BounceAction, BounceLimits, BounceOutcome
+from mailer.models import BounceAction, BounceLimits, BounceOutcome, IncomingBounce
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import Signer, load_signer
@@ -66,19 +66,47 @@ class Intake:
         """Take one bounce message in: read, store (once), act. Raises StorageError or
         StorageUnavailable if it could not be stored (the caller keeps the message)."""
         report = await asyncio.to_thread(parse, raw)
+        found = self._incoming(raw, report, source=source, envelope_to=envelope_to)
+        outcome = await self.store.bounces.record(found, self.limits, now=self.clock())
+        self._forged(found, outcome)
+        await self._act([outcome], source)
+        return outcome
+
+    async def messages(self, raws: Sequence[bytes], *, source: str) -> list[BounceOutcome]:
+        """Take bounce messages in as :meth:`message` would one after another (the same
+        outcomes), stored in batches: one transaction per 500 messages, the policy pause
+        checked once per send. Raises as :meth:`message` (then none of the batch that
+        failed is stored: the caller keeps them all)."""
+        if not raws:
+            return []
+        reports = await asyncio.to_thread(lambda: [parse(raw) for raw in raws])
+        found = [
+            self._incoming(raw, report, source=source)
+            for raw, report in zip(raws, reports, strict=True)
+        ]
+        outcomes = await self.store.bounces.record_many(found, self.limits, now=self.clock())
+        for incoming, outcome in zip(found, outcomes, strict=True):
+            self._forged(incoming, outcome)
+        await self._act(outcomes, source)
+        return outcomes
+
+    def _incoming(
+        self, raw: bytes, report: Report, *, source: str, envelope_to: Sequence[str] = ()
+    ) -> IncomingBounce:
         assert self.signer is not None
-        found = reading.incoming(
+        return reading.incoming(
             report, fingerprint=reading.fingerprint(raw), source=source, raw=raw,
             envelope_to=envelope_to, domain=self.settings.bounces.domain, signer=self.signer,
         )  # fmt: skip
-        outcome = await self.store.bounces.record(found, self.limits, now=self.clock())
+
+    @staticmethod
+    def _forged(found: IncomingBounce, outcome: BounceOutcome) -> None:
         if found.forged and not outcome.duplicate:
             log.warning(
                 "bounce from %s: its return path's signature does not check out (forged or "
-                "mangled); kept as bounce %d, counted for nothing", source, outcome.bounce_id,
+                "mangled); kept as bounce %d, counted for nothing", found.source,
+                outcome.bounce_id,
             )  # fmt: skip
-        await self._act(outcome, source)
-        return outcome
 
     async def keep(self, *, every: float = 3600.0) -> None:
         """Forever (until cancelled): empty the raw messages older than
@@ -107,22 +135,27 @@ class Intake:
                 domain=self.settings.bounces.domain, signer=self.signer,
             )  # fmt: skip
             outcome = await self.store.bounces.record(found, self.limits, now=self.clock())
-            await self._act(outcome, found.source)
+            await self._act([outcome], found.source)
             outcomes.append(outcome)
         return outcomes
 
-    async def _act(self, outcome: BounceOutcome, source: str) -> None:
-        if outcome.duplicate:
-            log.info("bounce from %s: received before (bounce %d)", source, outcome.bounce_id)
-            return
-        for note in outcome.notes:
-            if note.action in (BounceAction.SUPPRESSED, BounceAction.UNSUBSCRIBED):
-                log.info(
-                    "bounce from %s: %s %s (%s)", source, note.recipient, note.action.value,
-                    note.kind.value,
-                )  # fmt: skip
-        policy = {n.send_id for n in outcome.notes if n.action is BounceAction.POLICY}
-        for send_id in sorted(s for s in policy if s is not None):
+    async def _act(self, outcomes: Sequence[BounceOutcome], source: str) -> None:
+        """Log what the bounces did; check the policy pause of each send they bounced for
+        policy, once."""
+        policy: set[int] = set()
+        for outcome in outcomes:
+            if outcome.duplicate:
+                log.info("bounce from %s: received before (bounce %d)", source, outcome.bounce_id)
+                continue
+            for note in outcome.notes:
+                if note.action in (BounceAction.SUPPRESSED, BounceAction.UNSUBSCRIBED):
+                    log.info(
+                        "bounce from %s: %s %s (%s)", source, note.recipient, note.action.value,
+                        note.kind.value,
+                    )  # fmt: skip
+                if note.action is BounceAction.POLICY and note.send_id is not None:
+                    policy.add(note.send_id)
+        for send_id in sorted(policy):
             await self._policy(send_id)
 
     async def _policy(self, send_id: int) -> None:

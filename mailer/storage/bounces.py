@@ -1,9 +1,10 @@
 """Bounces: each message (or relay webhook event) stored once, each recipient's bounce with
 what it did, the address's score with decay, and the suppressions that follow.
 
-Writes ``bounce_messages`` and ``bounce_events`` (and no other table); in the same
-transaction, through their writers, marks the delivery ``bounced`` (``returns``), suppresses
-(``suppressions``) and, for a complaint, unsubscribes from every list (``subscribers``).
+Writes ``bounce_messages`` and ``bounce_events`` (and no other table), through its part
+``bounce_record`` (one message at a time, or in batches); in the same transaction, through
+their writers, marks the delivery ``bounced`` (``returns``), suppresses (``suppressions``)
+and, for a complaint, unsubscribes from every list (``subscribers``).
 
 The score of an address is read from its rows of the last ``stale_days``: hard bounces
 suppress at ``hard_limit``; soft bounces at ``soft_limit`` different (UTC) days; a complaint
@@ -20,33 +21,20 @@ and the console's bounces pages (:meth:`Bounces.rows`, :meth:`Bounces.totals`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import LargeBinary, func, null, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailer.models import (
-    BounceAction,
-    BounceKind,
-    BounceLimits,
-    BounceLine,
-    BounceNote,
-    BounceOutcome,
-    IncomingBounce,
-    NoteOutcome,
-    SuppressionReason,
-)
-from mailer.storage import lookups, outbox, returns, subscribers, suppressions
+from mailer.models import BounceKind, BounceLimits, BounceLine, BounceOutcome, IncomingBounce
+from mailer.storage import bounce_record, returns
 from mailer.storage.database import Database
 from mailer.storage.engine import starts_with
-from mailer.storage.returns import Sent
 from mailer.storage.tables import bounce_events, bounce_messages, campaigns, deliveries, sends
 from mailer.storage.tables import subscribers as subscriber_rows
 
-ACTOR = "bounces"  # who the suppressions made here are by, in their history
-_MARKS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.POLICY, BounceKind.UNKNOWN})
 MAX_PAGE = 200
 
 
@@ -113,45 +101,14 @@ class Bounces:
     ) -> BounceOutcome:
         """Store one bounce and do what it calls for, in one transaction; a bounce whose
         fingerprint is stored already changes nothing (``duplicate``)."""
-        async with self._db.begin(write=True) as conn:
-            inserted = await conn.execute(
-                self._db.insert(bounce_messages)
-                .values(
-                    fingerprint=incoming.fingerprint, source=incoming.source[:32],
-                    report=incoming.report.value, reader=incoming.reader[:32],
-                    received_at=now, raw=incoming.raw, delivery_id=None,
-                    message_id=(incoming.message_id or "")[:255] or None,
-                    mailer_send=(incoming.mailer_send or "")[:200] or None,
-                    forged=incoming.forged,
-                )
-                .on_conflict_do_nothing(index_elements=["fingerprint"])
-                .returning(bounce_messages.c.id)
-            )  # fmt: skip
-            bounce_id = inserted.scalar()
-            if bounce_id is None:
-                first = await conn.execute(
-                    select(bounce_messages.c.id).where(
-                        bounce_messages.c.fingerprint == incoming.fingerprint
-                    )
-                )
-                return BounceOutcome(bounce_id=int(first.scalar_one()), duplicate=True)
-            tied = None if incoming.forged else await _tie(conn, incoming)
-            if tied is not None:
-                await conn.execute(
-                    update(bounce_messages)
-                    .where(bounce_messages.c.id == bounce_id)
-                    .values(delivery_id=tied.id)
-                )
-            outcomes = []
-            seen: set[str] = set()
-            for note in incoming.notes:
-                sent = tied or await _tie_note(conn, incoming, note)
-                key = sent.email_key if sent else note.recipient
-                if key in seen:
-                    continue
-                seen.add(key)
-                outcomes.append(await _note(conn, int(bounce_id), note, sent, limits, now))
-            return BounceOutcome(bounce_id=int(bounce_id), duplicate=False, notes=tuple(outcomes))
+        return await bounce_record.record(self._db, incoming, limits, now=now)
+
+    async def record_many(
+        self, incomings: Sequence[IncomingBounce], limits: BounceLimits, *, now: datetime
+    ) -> list[BounceOutcome]:
+        """Store bounces as :meth:`record` would one after another, in batches: one
+        transaction of a few statements per 500 messages (``storage/bounce_record.py``)."""
+        return await bounce_record.record_many(self._db, incomings, limits, now=now)
 
     async def policy_share(self, send_id: int, *, since: datetime) -> tuple[int, int]:
         """A send's policy bounces stored since ``since``, and its messages sent."""
@@ -338,103 +295,3 @@ def _filtered(query: Any, *, email_prefix: str, send_id: int | None) -> Any:
     if send_id is not None:
         query = query.where(bounce_events.c.send_id == send_id)
     return query
-
-
-async def _tie(conn: AsyncConnection, incoming: IncomingBounce) -> Sent | None:
-    """The delivery the whole message is about: its return path's, else its Message-ID's."""
-    if incoming.delivery_id is not None:
-        found = await returns.by_id(conn, incoming.delivery_id)
-        if found is not None:
-            return found
-    if incoming.message_id:
-        return await returns.by_message_id(conn, incoming.message_id)
-    return None
-
-
-async def _tie_note(
-    conn: AsyncConnection, incoming: IncomingBounce, note: BounceNote
-) -> Sent | None:
-    """One recipient's delivery, by the send the bounce names and that recipient."""
-    if incoming.forged or not incoming.mailer_send:
-        return None
-    return await returns.by_trace(conn, incoming.mailer_send, note.recipient)
-
-
-async def _note(
-    conn: AsyncConnection,
-    bounce_id: int,
-    note: BounceNote,
-    sent: Sent | None,
-    limits: BounceLimits,
-    now: datetime,
-) -> NoteOutcome:
-    key = sent.email_key if sent else note.recipient
-    action = BounceAction.UNMATCHED
-    if sent is not None:
-        action = await _decide(conn, key, sent, note, limits, now)
-        marked = False
-        if note.kind in _MARKS and note.final:
-            words = f"bounced {note.status or ''} {note.kind.value}: {note.diagnostic}"
-            marked = await returns.mark_bounced(conn, sent.id, " ".join(words.split()), now)
-        await outbox.bounce_event(conn, sent.id, note, action=action, marked=marked, now=now)
-    await conn.execute(
-        bounce_events.insert().values(
-            bounce_id=bounce_id, email_key=key[:320], kind=note.kind.value,
-            status=note.status, diagnostic=note.diagnostic[:2000], final=note.final,
-            action=action.value, delivery_id=sent.id if sent else None,
-            send_id=sent.send_id if sent else None, day=now.date().isoformat(), at=now,
-        )
-    )  # fmt: skip
-    return NoteOutcome(
-        recipient=key, kind=note.kind, action=action,
-        delivery_id=sent.id if sent else None, send_id=sent.send_id if sent else None,
-    )  # fmt: skip
-
-
-async def _decide(
-    conn: AsyncConnection,
-    key: str,
-    sent: Sent,
-    note: BounceNote,
-    limits: BounceLimits,
-    now: datetime,
-) -> BounceAction:
-    """What this bounce does to the address (the event itself not stored yet)."""
-    if note.kind is BounceKind.POLICY:
-        return BounceAction.POLICY
-    if note.kind not in (BounceKind.HARD, BounceKind.SOFT, BounceKind.COMPLAINT):
-        return BounceAction.IGNORED
-    already = bool(await lookups.suppressed_keys(conn, [key]))
-    detail = f"{note.kind.value} bounce {note.status or ''}: {note.diagnostic}"
-    if note.kind is BounceKind.COMPLAINT:
-        if not already:
-            await suppressions.add(
-                conn, key, reason=SuppressionReason.COMPLAINT,
-                detail=f"complaint: {note.diagnostic}"[:1000], actor=ACTOR, now=now,
-            )  # fmt: skip
-        await subscribers.unsubscribe_rows(
-            conn, sent.subscriber_id, None, source="complaint", now=now
-        )
-        return BounceAction.UNSUBSCRIBED
-    since = now - timedelta(days=limits.stale_days)
-    counted = (bounce_events.c.email_key == key) & (bounce_events.c.at >= since)
-    counted &= bounce_events.c.kind == note.kind.value
-    counted &= bounce_events.c.action != BounceAction.UNMATCHED.value
-    if note.kind is BounceKind.HARD:
-        found = await conn.execute(select(func.count()).where(counted))
-        reached = int(found.scalar_one()) + 1 >= limits.hard_limit
-        reason = SuppressionReason.HARD_BOUNCE
-    else:
-        days = await conn.execute(select(bounce_events.c.day).where(counted).distinct())
-        reached = len({str(d) for d in days.scalars()} | {now.date().isoformat()}) >= (
-            limits.soft_limit
-        )
-        reason = SuppressionReason.SOFT_BOUNCE
-    if not reached:
-        return BounceAction.COUNTED
-    if already:
-        return BounceAction.ALREADY
-    await suppressions.add(
-        conn, key, reason=reason, detail=" ".join(detail.split())[:1000], actor=ACTOR, now=now
-    )
-    return BounceAction.SUPPRESSED

@@ -42,6 +42,46 @@ async def add(
     )  # fmt: skip
 
 
+async def add_many(
+    conn: AsyncConnection,
+    db: Database,
+    wanted: Mapping[str, tuple[SuppressionReason, str]],
+    *,
+    actor: str,
+    now: datetime,
+) -> set[str]:
+    """Suppress the addresses of ``wanted`` (address key -> reason and detail), each with its
+    event in the history, skipping any suppressed already (by a concurrent writer too): the
+    keys suppressed here."""
+    if not wanted:
+        return set()
+    keys = list(wanted)  # the history in the order given
+    inserted = await conn.execute(
+        db.insert(suppressions)
+        .values(
+            [
+                {"email_key": k, "reason": wanted[k][0].value, "detail": wanted[k][1],
+                 "created_at": now}
+                for k in keys
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["email_key"])
+        .returning(suppressions.c.email_key)
+    )  # fmt: skip
+    fresh = {str(k) for k in inserted.scalars()}
+    if fresh:
+        await conn.execute(
+            suppression_events.insert(),
+            [
+                {"email_key": k, "action": SuppressionAction.SUPPRESS.value,
+                 "reason": wanted[k][0].value, "detail": wanted[k][1], "actor": actor, "at": now}
+                for k in keys
+                if k in fresh
+            ],
+        )  # fmt: skip
+    return fresh
+
+
 async def add_bounced(
     conn: AsyncConnection, db: Database, replies: Mapping[str, str], *, actor: str, now: datetime
 ) -> None:
