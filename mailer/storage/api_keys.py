@@ -27,6 +27,7 @@ KEY_PREFIX = "mlr_"
 _SHOWN = len(KEY_PREFIX) + 8
 _TOUCH = timedelta(minutes=1)  # last_used_at is written at most once a minute per key
 KEEP_ANSWERS = timedelta(hours=24)
+_PURGE = timedelta(minutes=1)
 
 
 def new_key() -> str:
@@ -57,6 +58,7 @@ class ApiKeys:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._purged: datetime | None = None  # answers past a day are deleted once a minute
 
     async def create(
         self, *, name: str, scopes: Iterable[Scope], actor: str, now: datetime
@@ -145,11 +147,13 @@ class ApiKeys:
     ) -> IdempotentAnswer | None:
         """The answer kept for ``idem_key`` (status 0: still being answered), or None after
         noting this request as in progress: the caller answers it and calls :meth:`remember`.
-        Answers older than 24 h are forgotten first."""
+        Answers older than 24 h are forgotten (and deleted, at most once a minute)."""
         async with self._db.begin(write=True) as conn:
-            await conn.execute(
-                delete(api_idempotency).where(api_idempotency.c.created_at < now - KEEP_ANSWERS)
-            )
+            if self._purged is None or now - self._purged >= _PURGE:
+                await conn.execute(
+                    delete(api_idempotency).where(api_idempotency.c.created_at < now - KEEP_ANSWERS)
+                )
+                self._purged = now
             row = (
                 await conn.execute(
                     select(api_idempotency).where(
@@ -157,7 +161,7 @@ class ApiKeys:
                     )
                 )
             ).first()
-            if row is not None:
+            if row is not None and row.created_at >= now - KEEP_ANSWERS:
                 return IdempotentAnswer(
                     fingerprint=row.fingerprint,
                     status=int(row.status),
@@ -165,8 +169,11 @@ class ApiKeys:
                     headers=dict(row.headers or {}),
                     created_at=row.created_at,
                 )
-            await conn.execute(
-                insert(api_idempotency).values(
+            if row is not None:  # older than a day, not purged yet: forgotten
+                await conn.execute(delete(api_idempotency).where(api_idempotency.c.id == row.id))
+            noted = await conn.execute(
+                self._db.insert(api_idempotency)
+                .values(
                     key_id=key_id,
                     idem_key=idem_key,
                     fingerprint=fingerprint,
@@ -175,7 +182,12 @@ class ApiKeys:
                     headers={},
                     created_at=now,
                 )
+                .on_conflict_do_nothing(index_elements=["key_id", "idem_key"])
             )
+            if not noted.rowcount:  # a request with this key got in first, just now
+                return IdempotentAnswer(
+                    fingerprint=fingerprint, status=0, body="", headers={}, created_at=now
+                )
         return None
 
     async def remember(
