@@ -83,6 +83,7 @@ async def test_the_report_as_csv_is_formula_safe_and_audited(api: Api, tmp_path:
     replies = [r[REPORT_COLUMNS.index("smtp_reply")] for r in rows[1:]]
     assert "'" + FORMULA in replies
     assert FORMULA not in replies
+    assert (await client.head(f"/api/v1/sends/{send_id}/report.csv")).status_code == 200
     [entry] = await api.store.audit.page(action="send.export")
     assert (entry.actor, entry.target) == ("api:crm", f"send {send_id}")
 

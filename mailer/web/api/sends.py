@@ -239,6 +239,8 @@ async def send_report(call: Call) -> Answer:
 async def send_report_csv(call: Call) -> Response:
     """Every recipient, the columns of ``mailer send report --csv``, formula-safe."""
     line = await _line(call)
+    if call.request.method == "HEAD":  # no file made, nothing audited: only a GET exports
+        return Response(media_type="text/csv; charset=utf-8", headers={"Cache-Control": NO_STORE})
     # Written to a spool file at the database's pace, then sent at the client's: a slow
     # download holds no database connection.
     spool: IO[str] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by the stream)
