@@ -27,6 +27,8 @@ REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"{(\w+)(?::(\w+))?}")
 ALWAYS = (400, 401, 403, 429, 503)  # any protected operation may answer these
 WITH_BODY = (413, 415, 422)
+# A path parameter: one URL segment, never "." or ".." (which a client folds away).
+SEGMENT = r"^[A-Za-z0-9_@+~-][A-Za-z0-9_@.+~-]{0,199}$"
 DESCRIPTION = """The REST API of mailer: lists, subscribers, suppressions, campaigns, sends,
 bounces and webhooks.
 
@@ -113,7 +115,7 @@ def _parameters(route: ApiRoute, schemas: dict[str, Any]) -> list[dict[str, Any]
         schema: dict[str, Any] = (
             {"type": "integer", "minimum": 0, "maximum": 2**53}
             if kind == "int"
-            else {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^/]+$"}
+            else {"type": "string", "minLength": 1, "maxLength": 200, "pattern": SEGMENT}
         )
         found.append({"name": name, "in": "path", "required": True, "schema": schema})
     if route.query is not None:
