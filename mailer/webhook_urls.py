@@ -1,11 +1,13 @@
-"""Where a webhook may be posted: one check for the CLI, the API and the daemon.
+"""Where a webhook may be posted: one check for the CLI, the API and the daemon (a stage:
+pure but for the ``resolve`` it is handed).
 
 With ``MAILER_WEBHOOKS__ALLOW_PRIVATE`` off (the default) an endpoint is ``https`` to a host
 whose every address is public: no loopback, private (RFC 1918, unique local), link-local
 (the cloud metadata service at 169.254.169.254), shared (100.64/10), multicast, reserved or
 unspecified address, an IPv4 address mapped or embedded in IPv6 included, so that whoever may
 add an endpoint cannot aim the daemon at the inside of the network. The daemon checks again
-before each POST and at the moment it connects (:mod:`mailer.outbox.client`), so a name that
+before each POST and at the moment it connects (:mod:`mailer.outbox.client`); the API and the
+CLI check when an endpoint is added,, so a name that
 resolves elsewhere later (DNS rebinding) is refused then too.
 
 :func:`check_url` is handed ``resolve`` (host to addresses): the tests pass their own, the
@@ -123,9 +125,10 @@ async def check_url(url: str, allow_private: bool, resolve: Resolve) -> Target:
     else:
         try:
             addresses = await resolve(target.host)
-        except OSError as exc:
+        except (OSError, UnicodeError, TimeoutError) as exc:
             raise TargetError(
-                f"{target.host}: cannot be resolved ({exc.strerror or exc}); check the name"
+                f"{target.host}: cannot be resolved "
+                f"({getattr(exc, 'strerror', None) or exc or 'timed out'}); check the name"
             ) from None
         if not addresses:
             raise TargetError(f"{target.host}: resolves to no address")
@@ -141,5 +144,7 @@ async def check_url(url: str, allow_private: bool, resolve: Resolve) -> Target:
 
 async def system_resolve(host: str) -> Sequence[str]:
     """The host's addresses as the system resolves them (IPv4 and IPv6, TCP)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    infos = await asyncio.wait_for(
+        asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 10
+    )
     return list(dict.fromkeys(str(info[4][0]) for info in infos))

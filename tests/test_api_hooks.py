@@ -46,7 +46,7 @@ def resolver(*addresses: str) -> Callable[[str], Awaitable[Sequence[str]]]:
         ("https://169.254.169.254/latest", (), "link-local"),
         ("https://[::1]:8443/x", (), "loopback"),
         ("https://100.64.0.1/x", (), "private or reserved"),
-        ("http://93.184.215.14/x", (), "must start with https://"),
+        ("http://93.184.215.14/x", (), "must use https://"),
         ("https://user:pw@93.184.215.14/x", (), "user or password"),
         ("https://93.184.215.14/x#frag", (), "fragment"),
         ("https:///x", (), "no host"),

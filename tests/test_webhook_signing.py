@@ -17,8 +17,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from mailer.outbox import policy, signing
 from mailer.outbox.policy import Verdict
-from mailer.outbox.targets import TargetError, check_url, parse_url, refused_address, shown
 from mailer.storage.webhooks import new_secret
+from mailer.webhook_urls import TargetError, check_url, parse_url, refused_address, shown
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

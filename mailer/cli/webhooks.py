@@ -26,9 +26,9 @@ from mailer.cli.support import (
     safe,
 )
 from mailer.models import DEFAULT_EVENTS, Endpoint, EventType, HookStatus
-from mailer.outbox import TargetError, check_url, system_resolve
 from mailer.outbox.client import open_client, post
 from mailer.storage.outbox import new_event_id
+from mailer.webhook_urls import TargetError, check_url, system_resolve
 
 MAX_DESCRIPTION = 300
 

@@ -2,11 +2,10 @@
 
 Orchestration (no SQL, no SMTP; the web app never imports it): :mod:`.signing` (Standard
 Webhooks signatures) and :mod:`.policy` (retries, what an answer means) are pure;
-:mod:`.targets` says where a webhook may go; :mod:`.client` posts one event;
-:mod:`.poster` is the daemon's loop.
+:mod:`.client` posts one event; :mod:`.poster` is the daemon's loop. Where a webhook may go
+is the stage :mod:`mailer.webhook_urls`, shared with the CLI and the API.
 """
 
 from mailer.outbox.poster import Poster
-from mailer.outbox.targets import Target, TargetError, check_url, system_resolve
 
-__all__ = ["Poster", "Target", "TargetError", "check_url", "system_resolve"]
+__all__ = ["Poster"]

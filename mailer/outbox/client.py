@@ -3,7 +3,7 @@
 :func:`open_client` makes an ``httpx.AsyncClient`` that follows no redirect, reads no proxy
 from the environment, says ``User-Agent: mailer/<version>`` and connects only through
 :class:`GuardedBackend`: the host is resolved at the moment of connecting and every address
-checked (:func:`mailer.outbox.targets.refused_address`), the connection made to the address
+checked (:func:`mailer.webhook_urls.refused_address`), the connection made to the address
 checked, so a name that changes its answer between the check and the connection (DNS
 rebinding) still cannot reach a private address. TLS is verified against the host name.
 
@@ -28,7 +28,7 @@ import httpx
 
 from mailer import __version__
 from mailer.outbox import signing
-from mailer.outbox.targets import Resolve, refused_address, shown, system_resolve
+from mailer.webhook_urls import Resolve, refused_address, shown, system_resolve
 
 MAX_ANSWER = 2048  # bytes of an answer's body read (stored: its start)
 

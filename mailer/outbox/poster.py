@@ -5,7 +5,7 @@
 to do) it takes up to ``MAILER_WEBHOOKS__CONCURRENCY`` deliveries that are due
 (``store.webhooks.claim``, leased to this node for twice the timeout and a second, so a
 daemon killed mid-POST leaves them to whoever comes next: at least once), checks each
-target (:func:`~mailer.outbox.targets.check_url`: a refused URL is a failed attempt, not a
+target (:func:`~mailer.webhook_urls.check_url`: a refused URL is a failed attempt, not a
 crash), posts each signed (:mod:`mailer.outbox.client`) and records the answers
 (``store.webhooks.record``) with the next attempt that :mod:`mailer.outbox.policy` decides.
 
@@ -35,9 +35,9 @@ from mailer.models import DueHook, Endpoint, HookAttempt
 from mailer.outbox import policy
 from mailer.outbox.client import Answer, open_client, post
 from mailer.outbox.policy import Random, Verdict
-from mailer.outbox.targets import Resolve, TargetError, check_url, shown, system_resolve
 from mailer.settings.api import WebhookSettings
 from mailer.storage import Store
+from mailer.webhook_urls import Resolve, TargetError, check_url, shown, system_resolve
 
 log = logging.getLogger("mailer.webhooks")
 

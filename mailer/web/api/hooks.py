@@ -4,23 +4,17 @@ the description or whether it is enabled, remove, and what was delivered to it
 (``store.webhooks.lines``). Each change is written to the audit log by ``store.webhooks``
 (actor ``api:<key name>``), never with the secret.
 
-Where an endpoint may point (:func:`check_url`, pure but for the ``resolve`` it is handed):
-with ``MAILER_WEBHOOKS__ALLOW_PRIVATE=false`` (the default) only ``https`` to a host whose
-every address is public (no loopback, private, shared, link-local, multicast, reserved or
-unspecified address, an IPv4 address mapped or embedded in IPv6 included), so a key cannot
-aim the daemon at the inside of the network. The name is resolved when the endpoint is
-added: it may resolve elsewhere later (DNS rebinding, a time-of-check/time-of-use gap), which
-is why the daemon checks each address again when it connects.
+Where an endpoint may point (:func:`check_url`, the daemon's and the CLI's rule from
+:mod:`mailer.webhook_urls`): with ``MAILER_WEBHOOKS__ALLOW_PRIVATE=false`` (the default)
+only ``https`` to a host whose every address is public, so a key cannot aim the daemon at the
+inside of the network. The name is resolved when the endpoint is added: it may resolve
+elsewhere later (DNS rebinding), which is why the daemon checks each address again when it
+connects.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -30,98 +24,20 @@ from mailer.web.api.core import Answer, ApiRoute, Call
 from mailer.web.api.idempotency import check_if_match, etag_of
 from mailer.web.api.paging import PageQuery, encode_cursor, int_cursor, page_answer, page_model
 from mailer.web.api.problems import Problem, invalid
+from mailer.webhook_urls import MAX_URL, Resolve, TargetError, system_resolve
+from mailer.webhook_urls import check_url as check_target
 
-Resolve = Callable[[str], Awaitable[Sequence[str]]]
-MAX_URL = 2000
 MAX_ID = 2**63 - 1
-PRIVATE_HINT = (
-    "webhooks go to public https endpoints (MAILER_WEBHOOKS__ALLOW_PRIVATE=true allows others)"
-)
-
-
-# --- where an endpoint may point ------------------------------------------------------------------
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-
-
-def refused_address(text: str, *, allow_private: bool) -> str | None:
-    """Why an endpoint may not be at this address (None: it may)."""
-    address = _address(text)
-    if address is None:
-        return f"{text} is not an IP address"
-    if allow_private:
-        return None
-    inner = [address]
-    if isinstance(address, ipaddress.IPv6Address):
-        inner += [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
-        if address.teredo is not None:
-            inner.append(address.teredo[1])
-    for one in inner:
-        if one.is_unspecified or one.is_loopback or one.is_link_local or one.is_multicast:
-            return f"{text} is a loopback, link-local, multicast or unspecified address"
-        if one.is_private or one.is_reserved or not one.is_global:
-            return f"{text} is a private or reserved address"
-    return None
-
-
-def url_problem(url: str, *, allow_private: bool) -> tuple[str | None, str]:
-    """``(why the URL is refused, its host)``; None when its form is right."""
-    if len(url) > MAX_URL:
-        return f"is over {MAX_URL} characters", ""
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-        return "holds spaces or control characters", ""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (it raises for a port that is not one)
-    except ValueError as exc:
-        return f"is not a URL ({exc})", ""
-    scheme = parts.scheme.lower()
-    if scheme != "https" and not (scheme == "http" and allow_private):
-        return "must start with https:// (plain http only with MAILER_WEBHOOKS__ALLOW_PRIVATE)", ""
-    if parts.username is not None or parts.password is not None:
-        return ("holds a user or password: leave them out (the receiver checks the "
-                "webhook-signature header with the endpoint's secret)"), ""  # fmt: skip
-    if parts.fragment:
-        return "has a #fragment, which is never sent: remove it", ""
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        return "has no host", ""
-    return None, host
 
 
 async def check_url(url: str, *, allow_private: bool, resolve: Resolve) -> str | None:
-    """Why an endpoint may not be at ``url`` (None: it may). The host is resolved with
-    ``resolve``; one refused address is enough to refuse it."""
-    why, host = url_problem(url, allow_private=allow_private)
-    if why is not None:
-        return why
-    if _address(host) is not None:
-        addresses: Sequence[str] = [host]
-    else:
-        try:
-            addresses = await resolve(host)
-        except (OSError, UnicodeError) as exc:
-            return f"{host} cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
-        if not addresses:
-            return f"{host} resolves to no address"
-    for address in addresses:
-        refused = refused_address(address, allow_private=allow_private)
-        if refused is not None:
-            return f"{host}: {refused}; {PRIVATE_HINT}"
+    """Why an endpoint may not be at ``url`` (None: it may): the daemon's own rule
+    (:func:`mailer.webhook_urls.check_url`)."""
+    try:
+        await check_target(url, allow_private, resolve)
+    except TargetError as exc:
+        return str(exc)
     return None
-
-
-async def system_resolve(host: str) -> Sequence[str]:
-    """The host's addresses as the system resolves them."""
-    infos = await asyncio.wait_for(
-        asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 10
-    )
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # --- the models -----------------------------------------------------------------------------------
