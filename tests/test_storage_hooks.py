@@ -303,3 +303,14 @@ async def test_a_bounce_and_a_complaint_report_their_delivery(
     assert bounced["bounce"]["status"] == "5.1.1"  # type: ignore[index]
     assert bounced["send"]["id"] == send_id  # type: ignore[index]
     assert data["complaint.received"]["subscriber"]["email"] == "person1@example.org"  # type: ignore[index]
+
+
+async def test_the_audit_log_keeps_no_token_of_an_endpoint_url(store: Store) -> None:
+    hook = await store.webhooks.add(
+        url="https://crm.example.org/in?token=s3cret", events=[EventType.SEND_STARTED],
+        description="", actor="cli:ops", now=now(),
+    )  # fmt: skip
+    await store.webhooks.remove(hook.id, actor="cli:ops", now=now())
+    audit = await store.audit.page()
+    assert [e.details["url"] for e in audit] == ["https://crm.example.org/in?..."] * 2
+    assert all(hook.secret not in str(e.details) for e in audit)

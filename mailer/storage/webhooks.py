@@ -43,6 +43,12 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _bare(url: str) -> str:
+    """A URL for the audit log: without its query, which may carry the receiver's token."""
+    head, mark, _ = url.partition("?")
+    return head + ("?..." if mark else "")
+
+
 def _endpoint(row: Any) -> Endpoint:
     return Endpoint(
         id=int(row.id),
@@ -135,7 +141,7 @@ class Webhooks:
                 actor=actor,
                 action="webhook.add",
                 target=f"webhook:{new_id}",
-                details={"url": url, "events": " ".join(types)},
+                details={"url": _bare(url), "events": " ".join(types)},
                 client=None,
                 now=now,
             )
@@ -171,7 +177,7 @@ class Webhooks:
                 actor=actor,
                 action="webhook.remove",
                 target=f"webhook:{endpoint_id}",
-                details={"url": gone.url},
+                details={"url": _bare(gone.url)},
                 client=None,
                 now=now,
             )
