@@ -82,6 +82,7 @@ async def test_a_double_opt_in_list_sends_the_confirmation(api: Api) -> None:
     answer = await add(client, "bob@example.org", "club", timezone="Europe/Paris")
     assert answer.status_code == 201, answer.text
     assert answer.json()["subscriptions"][0]["status"] == "pending"
+    assert answer.json()["subscriptions"][0]["source"] == "api"  # not the sign-up form's
     assert answer.json()["timezone"] == "Europe/Paris"
     assert len(api.queued) == 1
     spec = await api.store.sends.spec(api.queued[0])

@@ -21,7 +21,7 @@ CHANGEABLE = frozenset({"name", "locale", "timezone", "attributes"})
 
 
 class ApiPeople:
-    """The API's own reads and writes about subscribers (``ApiPeople(store.db)``)."""
+    """The API's own reads and writes about subscribers (``store.api_people``)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db

@@ -87,10 +87,12 @@ class Consent:
         now: datetime,
         interval: timedelta,
         per_day: int,
+        source: str = WEB_SOURCE,
     ) -> tuple[Requested, int | None]:
-        """A sign-up from the form: a pending subscription and a confirmation send, at most
-        one per ``interval`` for this list and ``per_day`` in 24 hours for this address.
-        Returns what happened and the confirmation send, if one was made."""
+        """A sign-up from the form (or ``source``: the API): a pending subscription and a
+        confirmation send, at most one per ``interval`` for this list and ``per_day`` in 24
+        hours for this address. Returns what happened and the confirmation send, if one was
+        made."""
         async with self._db.begin(write=True) as conn:
             if await lookups.suppressed_keys(conn, [address.key]):
                 return Requested.SUPPRESSED, None
@@ -124,10 +126,10 @@ class Consent:
                 return Requested.RATE_LIMITED, None
             await writer.write_subscription(
                 conn, subscriber_id, public.id, exists=current is not None,
-                values=_request_values(current, ip=ip, now=now), now=now,
+                values=_request_values(current, ip=ip, now=now, source=source), now=now,
             )  # fmt: skip
             await writer.record_consent(
-                conn, subscriber_id, public.id, ConsentEvent.REQUESTED, source=WEB_SOURCE,
+                conn, subscriber_id, public.id, ConsentEvent.REQUESTED, source=source,
                 ip=ip, now=now,
             )  # fmt: skip
             campaign_id = await campaign_writer.confirm_campaign(
@@ -272,13 +274,15 @@ def _subscription_of(subscriber_id: int) -> Any:
     )
 
 
-def _request_values(current: str | None, *, ip: str | None, now: datetime) -> dict[str, Any]:
+def _request_values(
+    current: str | None, *, ip: str | None, now: datetime, source: str
+) -> dict[str, Any]:
     """What a sign-up request writes on the subscription, with its fresh nonce."""
     values: dict[str, Any]
     if current is None or current == SubscriptionStatus.PENDING:
         values = {
             "status": SubscriptionStatus.PENDING.value,
-            "source": WEB_SOURCE,
+            "source": source,
             "consent_at": now,
             "consent_ip": ip,
             "confirmed_at": None,

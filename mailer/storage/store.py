@@ -2,7 +2,7 @@
 
 ``store.lists``, ``store.subscribers``, ``store.consent``, ``store.campaigns``,
 ``store.sends``, ``store.deliveries``, ``store.figures``, ``store.staff``, ``store.audit``,
-``store.bounces``, ``store.api_keys`` and ``store.webhooks``
+``store.bounces``, ``store.api_keys``, ``store.api_people`` and ``store.webhooks``
 each own their tables (their modules' docstrings name them); they share one
 :class:`~mailer.storage.database.Database` (engine, capabilities, transactions, write turns)
 and never import this module. Writes no table itself.
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailer.settings import Settings
 from mailer.storage import engine as _engine
 from mailer.storage.api_keys import ApiKeys
+from mailer.storage.api_people import ApiPeople
 from mailer.storage.audit import Audit
 from mailer.storage.bounces import Bounces
 from mailer.storage.browse import Browse
@@ -55,6 +56,7 @@ class Store:
         self.audit = Audit(self.db)
         self.bounces = Bounces(self.db)
         self.api_keys = ApiKeys(self.db)
+        self.api_people = ApiPeople(self.db)  # the API's compare-and-set of a subscriber
         self.webhooks = Webhooks(self.db)
         self.overview = Overview(self.db)  # the console's reads about sends (no table)
         self.browse = Browse(self.db)  # the console's reads about people (no table)

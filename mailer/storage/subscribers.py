@@ -42,7 +42,7 @@ class Subscribers:
         self, row: SubscriberRow, *, slug: str, source: str, now: datetime, force: bool = False
     ) -> str:
         """Subscribe one address to a list; return what happened in a few words."""
-        async with self._db.begin() as conn:
+        async with self._db.begin(write=True) as conn:
             list_id = await lookups.list_id(conn, slug)
             if await lookups.suppressed_keys(conn, [row.key]):
                 raise StateError(
@@ -67,7 +67,7 @@ class Subscribers:
 
     async def remove(self, key: str, *, slug: str | None) -> str:
         """Remove from one list, or erase the subscriber and their history everywhere."""
-        async with self._db.begin() as conn:
+        async with self._db.begin(write=True) as conn:
             sub_id = await lookups.require_subscriber(conn, key)
             if slug is None:
                 await conn.execute(
@@ -87,7 +87,7 @@ class Subscribers:
 
     async def unsubscribe(self, key: str, *, slug: str | None, source: str, now: datetime) -> int:
         """Mark subscriptions unsubscribed (one list or all); return how many changed."""
-        async with self._db.begin() as conn:
+        async with self._db.begin(write=True) as conn:
             sub_id = await lookups.require_subscriber(conn, key)
             list_id = None if slug is None else await lookups.list_id(conn, slug)
             return await unsubscribe_rows(conn, sub_id, list_id, source=source, now=now)
@@ -103,7 +103,7 @@ class Subscribers:
     ) -> bool:
         """Add a suppression, with its event in the history (who, when, why); return False
         (and write nothing) if the address was already suppressed."""
-        async with self._db.begin() as conn:
+        async with self._db.begin(write=True) as conn:
             if await lookups.suppressed_keys(conn, [key]):
                 return False
             await suppressions.add(conn, key, reason=reason, detail=detail, actor=actor, now=now)
@@ -113,7 +113,7 @@ class Subscribers:
         """Lift a suppression: the address may be mailed again (its subscriptions decide).
         The history keeps the suppression and this lift, with who, when and why. Returns
         the reason it was suppressed for; StateError if it is not suppressed."""
-        async with self._db.begin() as conn:
+        async with self._db.begin(write=True) as conn:
             reason = await lookups.suppression_reason(conn, key)
             if reason is None:
                 raise StateError(f"{key} is not suppressed; nothing to lift")

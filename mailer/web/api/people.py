@@ -24,7 +24,6 @@ from mailer.models import (
     SubscriberRow,
     SubscriptionStatus,
 )
-from mailer.storage.api_people import ApiPeople
 from mailer.storage.browse import MAX_PAGE, Person
 from mailer.web.api import schemas as s
 from mailer.web.api.core import Answer, ApiRoute, Call
@@ -192,7 +191,7 @@ async def subscriber_add(call: Call) -> Answer:
             )
         except StateError as exc:
             raise Problem(409, _api_words(str(exc)), slug="refused") from None
-    public_id = await ApiPeople(call.store.db).public_id(address.key)
+    public_id = await call.store.api_people.public_id(address.key)
     if public_id is None:  # erased meanwhile
         raise Problem(409, "the subscriber was erased meanwhile; try again", slug="refused")
     await call.audit("subscriber.add", f"subscriber {public_id}", {"list": given.list, "did": what})
@@ -219,6 +218,7 @@ async def _request(call: Call, given: s.SubscriberIn, address: Address) -> str:
         now=call.now,
         interval=timedelta(seconds=web.confirm_interval),
         per_day=web.confirm_per_day,
+        source="api",
     )
     if outcome is Requested.SUPPRESSED:
         raise Problem(
@@ -241,7 +241,7 @@ async def _request(call: Call, given: s.SubscriberIn, address: Address) -> str:
         if v is not None
     }
     if extra:
-        people = ApiPeople(call.store.db)
+        people = call.store.api_people
         public_id = await people.public_id(address.key)
         stamp = None if public_id is None else await people.stamp(public_id)
         if public_id is not None and stamp is not None:
@@ -252,7 +252,7 @@ async def _request(call: Call, given: s.SubscriberIn, address: Address) -> str:
 async def subscriber_update(call: Call) -> Answer:
     """Change name, language, time zone or attributes; 412 if If-Match is stale."""
     given: s.SubscriberPatch = call.body
-    people = ApiPeople(call.store.db)
+    people = call.store.api_people
     public_id = call.param("public_id")
     stamp = await people.stamp(public_id) if len(public_id) <= PUBLIC_ID_MAX else None
     person = await _person(call)
