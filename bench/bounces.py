@@ -12,26 +12,30 @@ Two measurements, both by default (``--only corpus`` or ``--only record`` for on
    with a send of ``--bounces`` deliveries (default 20,000) marked sent with their
    Message-IDs, as dispatch records them; then as many distinct DSNs, one per delivery (about
    65 % hard, 35 % soft, in the words of a few common servers, each returning the headers of
-   the message it is about), fed one after another to the real
-   ``mailer.intake.Intake.message(raw, source="import")``: parsing in a worker thread, the
-   return path checked, one transaction that ties the delivery, marks it bounced, scores the
-   address and suppresses it. The DSNs are tied by their VERP return path (the bounce domain
-   is configured, ``--tie verp``, the default) or, with ``--tie message-id``, by the
-   Message-ID they echo (no bounce domain). Printed: parsed and recorded per second, parsing
-   alone over the same messages (the difference is the recording), CPU per message (all
-   threads: aiosqlite's and the parsing worker's too; and the event loop's thread's own), the
-   rate by fifth of the run (does it slow down as the tables grow?) and the ratio to the
-   target; ``--profile`` adds cProfile's top functions of the event loop's thread. The
-   outcome of every bounce is checked (tied to its own delivery, hard ones suppressing, soft
-   ones counted, the stored bounces by kind); a mismatch exits with status 1. ``Intake`` has
-   no batch path (a relay webhook's events are stored one transaction each too), so there is
-   one line.
+   the message it is about), fed to the real intake: one after another to
+   ``mailer.intake.Intake.message(raw, source="import")`` (the listener's way: parsing in a
+   worker thread, the return path checked, one transaction that ties the delivery, marks it
+   bounced, scores the address and suppresses it), and, on a second fresh database with the
+   same DSNs, ``--batch`` at a time (default 500) to ``Intake.messages(raws,
+   source="import")`` (the way of an IMAP fetch and ``mailer bounces import``: one
+   transaction of a few multi-row statements per batch). ``--only-batch`` or
+   ``--only-single`` measures one of the two. The DSNs are tied by their VERP return path
+   (the bounce domain is configured, ``--tie verp``, the default) or, with ``--tie
+   message-id``, by the Message-ID they echo (no bounce domain). Printed for each: parsed and
+   recorded per second, parsing alone over the same messages (the difference is the
+   recording), CPU per message (all threads: aiosqlite's and the parsing worker's too; and
+   the event loop's thread's own), the rate by fifth of the run (does it slow down as the
+   tables grow?) and the ratio to the target; ``--profile`` adds cProfile's top functions of
+   the event loop's thread. The outcome of every bounce is checked (tied to its own
+   delivery, hard ones suppressing, soft ones counted, the stored bounces by kind); a
+   mismatch exits with status 1.
 
 Issue 16's target is 1,000 messages/s on one core. Figures are printed, never asserted.
 
     .venv/bin/python bench/bounces.py [--only corpus|record] [--seconds 5] [--bounces 20000]
         [--database-url postgresql+asyncpg://user:password@host/postgres]
-        [--tie verp|message-id] [--profile] [--seed 1]
+        [--tie verp|message-id] [--batch 500] [--only-single|--only-batch] [--profile]
+        [--seed 1]
 """
 
 from __future__ import annotations
@@ -337,6 +341,16 @@ def rate_line(what: str, n: int, seconds: float, cpu: float, main: float | None 
 
 
 async def record(args: argparse.Namespace) -> int:
+    """One at a time and in batches, each on a fresh database; the worst status."""
+    sizes = [] if args.only_batch else [0]
+    sizes += [] if args.only_single else [args.batch]
+    status = 0
+    for batch in sizes:
+        status = max(status, await record_once(args, batch))
+    return status
+
+
+async def record_once(args: argparse.Namespace, batch: int) -> int:
     from mailer.intake import Intake
     from mailer.storage import Store
 
@@ -353,13 +367,35 @@ async def record(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 made = await prepare(store, work, args.bounces, args.tie, args.seed)
                 set_up = time.perf_counter() - t0
-                return await measure(store, Intake(store, settings), made, args, described, set_up)
+                intake = Intake(store, settings)
+                return await measure(store, intake, made, args, (described, set_up, batch))
+
+
+async def feed(
+    intake: Any, raws: list[bytes], batch: int, step: int
+) -> tuple[list[Any], list[float]]:
+    """Every DSN to the intake, one at a time (``batch`` 0) or ``batch`` at a time; the
+    outcomes, and the times at which each fifth was done."""
+    outcomes: list[Any] = []
+    marks: list[float] = []
+    if not batch:
+        for i, raw in enumerate(raws):
+            outcomes.append(await intake.message(raw, source="import"))
+            if (i + 1) % step == 0 and len(marks) < 5:
+                marks.append(time.perf_counter())
+        return outcomes, marks
+    for start in range(0, len(raws), batch):
+        outcomes += await intake.messages(raws[start : start + batch], source="import")
+        while len(marks) < 5 and len(outcomes) >= step * (len(marks) + 1):
+            marks.append(time.perf_counter())
+    return outcomes, marks
 
 
 async def measure(
-    store: Any, intake: Any, made: list[Made], args: argparse.Namespace, described: str,
-    set_up: float,
+    store: Any, intake: Any, made: list[Made], args: argparse.Namespace,
+    run: tuple[str, float, int],
 ) -> int:  # fmt: skip
+    described, set_up, batch = run
     raws = [m.raw for m in made]
     for raw in raws[:200]:  # warm up the parser (the database is warmed by the first records)
         parse(raw)
@@ -368,16 +404,11 @@ async def measure(
         parse(raw)
     parse_s, parse_cpu = time.perf_counter() - t0, time.process_time() - c0
     profile = cProfile.Profile() if args.profile else None
-    outcomes: list[Any] = []
-    marks: list[float] = []
     step = len(raws) // 5
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     if profile:
         profile.enable()
-    for i, raw in enumerate(raws):
-        outcomes.append(await intake.message(raw, source="import"))
-        if (i + 1) % step == 0 and len(marks) < 5:
-            marks.append(time.perf_counter())
+    outcomes, marks = await feed(intake, raws, batch, step)
     if profile:
         profile.disable()
     record_s, record_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -386,19 +417,21 @@ async def measure(
     n, kinds = len(raws), Counter(m.kind for m in made)
     size = sum(map(len, raws)) / n
     tie = "VERP return path" if args.tie == "verp" else "Message-ID echoed"
-    print(f"record: parsed and recorded through Intake.message, on {described}")
+    how = f"Intake.messages, {batch} at a time" if batch else "Intake.message, one at a time"
+    print(f"record: parsed and recorded through {how}, on {described}")
     print(f"  a send of {n:,} deliveries marked sent (set up in {set_up:.1f} s); {n:,} DSNs, "
           f"one per delivery ({kinds['hard']} hard, {kinds['soft']} soft; {size:,.0f} bytes "
-          f"on average), tied by the {tie}, one after another")  # fmt: skip
+          f"on average), tied by the {tie}")  # fmt: skip
     print(rate_line("parsed and recorded", n, record_s, record_cpu, record_main))
     print(rate_line("parsing only, same messages", n, parse_s, parse_cpu))
     per_record = 1000 * (record_s - parse_s) / n
     print(f"  recording's share: {per_record:.2f} ms per message of {1000 * record_s / n:.2f} "
           f"({(record_s - parse_s) / record_s:.0%})")  # fmt: skip
-    starts = [t0, *marks[:-1]]
-    fifths = [step / (b - a) for a, b in zip(starts, marks, strict=True)]
-    print("  parsed and recorded by fifth of the run: "
-          + ", ".join(f"{r:,.0f}" for r in fifths) + " messages/s")  # fmt: skip
+    if step >= batch:  # a fifth is a batch at least
+        starts = [t0, *marks[:-1]]
+        fifths = [step / (b - a) for a, b in zip(starts, marks, strict=True)]
+        print("  parsed and recorded by fifth of the run: "
+              + ", ".join(f"{r:,.0f}" for r in fifths) + " messages/s")  # fmt: skip
     if profile:
         print("\n  cProfile of the recording loop (main thread; the parse runs in a worker "
               "thread, SQLite in aiosqlite's):")  # fmt: skip
@@ -422,11 +455,19 @@ def main() -> None:
         "created on that server (and dropped); default: a SQLite file in a temporary folder",
     )  # fmt: skip
     parser.add_argument("--tie", choices=("verp", "message-id"), default="verp")
+    parser.add_argument(
+        "--batch", type=int, default=500, help="record: messages per Intake.messages (500)"
+    )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--only-single", action="store_true", help="record: one at a time only")
+    only.add_argument("--only-batch", action="store_true", help="record: in batches only")
     parser.add_argument("--profile", action="store_true", help="record: cProfile the loop")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.bounces < 10:
         parser.error("--bounces must be at least 10")
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
     print(f"bounces on {machine()}")
     status = 0
     if args.only in (None, "corpus"):

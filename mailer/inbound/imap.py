@@ -3,7 +3,9 @@ read and emptied into a folder of its own.
 
 :class:`ImapReader` connects (implicit TLS, required STARTTLS, or plain text to this machine
 only), logs in, selects the folder and hands each message's bytes to ``accept`` (the intake),
-by UID in batches with ``BODY.PEEK[]`` (nothing is marked read). A message ``accept`` stored is
+by UID in batches with ``BODY.PEEK[]`` (nothing is marked read); given ``accept_batch``, a
+fetch's messages go to it at once, and to ``accept`` one by one if it refuses them. A message
+stored is
 moved to the done folder (``UID MOVE``, else ``UID COPY``, ``\\Deleted`` and ``UID EXPUNGE``,
 or ``EXPUNGE`` without UIDPLUS), created when missing; one it refused stays where it is, for
 the next sweep. :meth:`ImapReader.run` sweeps, then waits with IDLE (renewed every 29 minutes)
@@ -38,6 +40,7 @@ from mailer.settings.bounces import ImapSettings
 log = logging.getLogger("mailer.bounces.imap")
 T = TypeVar("T")
 Accept = Callable[[bytes], Awaitable[None]]
+AcceptBatch = Callable[[Sequence[bytes]], Awaitable[None]]  # all stored, or raises
 
 TIMEOUT = 30.0  # seconds for an answer to a command (a fetch: between two pieces of it)
 IDLE_RENEW = 29 * 60.0  # seconds: IDLE is re-issued before the 30 minutes servers allow
@@ -69,6 +72,7 @@ class ImapReader:
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = TIMEOUT,
         idle_renew: float = IDLE_RENEW,
+        accept_batch: AcceptBatch | None = None,
     ) -> None:
         if not settings.host or settings.user is None or settings.password is None:
             raise ConfigError(
@@ -84,6 +88,7 @@ class ImapReader:
             raise ConfigError(f"{VAR}DONE_FOLDER must differ from {VAR}FOLDER ({settings.folder})")
         self.settings = settings
         self.accept = accept
+        self.accept_batch = accept_batch
         self.context = ssl_context
         if self.context is None and settings.security != "none":
             self.context = ssl.create_default_context()
@@ -353,7 +358,8 @@ class _Session:
         return wire.bodies(response.lines[:-1])
 
     async def _take(self, batch: Sequence[int], sizes: dict[int, int]) -> int:
-        """Hand the batch's messages to ``accept``; move those stored, and those too large."""
+        """Hand the batch's messages to ``accept_batch`` or ``accept``; move those stored, and
+        those too large."""
         where, folder = self.reader.where, self.settings.folder
         large = [uid for uid in batch if sizes[uid] > MAX_MESSAGE]
         for uid in large:
@@ -364,11 +370,13 @@ class _Session:
             )  # fmt: skip
         small = [uid for uid in batch if uid not in large]
         bodies = await self._bodies(small) if small else {}
-        done = list(large)
+        for uid in small:
+            if uid not in bodies:
+                log.warning("IMAP %s: UID %d of %r not returned; left there", where, uid, folder)
+        done = list(large) + await self._batch([(u, bodies[u]) for u in small if u in bodies])
         for uid in small:
             raw = bodies.get(uid)
-            if raw is None:
-                log.warning("IMAP %s: UID %d of %r not returned; left there", where, uid, folder)
+            if raw is None or uid in done:
                 continue
             try:
                 await self.reader.accept(raw)
@@ -383,6 +391,21 @@ class _Session:
         if done:
             await self._move(sorted(done))
         return len(done) - len(large)
+
+    async def _batch(self, fetched: list[tuple[int, bytes]]) -> list[int]:
+        """The UIDs ``accept_batch`` stored: all of them, or none when it refused them."""
+        if self.reader.accept_batch is None or len(fetched) < 2:
+            return []
+        try:
+            await self.reader.accept_batch([raw for _, raw in fetched])
+        except Exception as exc:
+            log.warning(
+                "IMAP %s: a batch of %d messages not stored (%s: %s); trying them one by one",
+                self.reader.where, len(fetched), type(exc).__name__, self._scrub(exc),
+                exc_info=not isinstance(exc, MailerError),
+            )  # fmt: skip
+            return []
+        return [uid for uid, _ in fetched]
 
     async def _move(self, uids: Sequence[int]) -> None:
         """To the done folder: UID MOVE, else COPY, \\Deleted and (UID) EXPUNGE."""
@@ -468,4 +491,4 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value < 60 else f"{value / 60:.0f} min"
 
 
-__all__ = ["MAX_MESSAGE", "Accept", "ImapError", "ImapReader"]
+__all__ = ["MAX_MESSAGE", "Accept", "AcceptBatch", "ImapError", "ImapReader"]

@@ -1,7 +1,9 @@
 """The one way a bounce is taken in (:class:`Intake`), whatever brought it: the listener,
 an IMAP mailbox, ``mailer bounces import``, a relay's webhook. Read it (in a worker thread:
 parsing a large bounce takes milliseconds), store it once, and act on what storing it found:
-a send whose messages are refused for policy in numbers is paused, and the operator told."""
+a send whose messages are refused for policy in numbers is paused, and the operator told.
+One message at a time (:meth:`Intake.message`: the listener answers each) or a batch
+(:meth:`Intake.messages`: an IMAP fetch, an import; a transaction per 500, same outcomes)."""
 
 from __future__ import annotations
 

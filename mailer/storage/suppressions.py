@@ -58,15 +58,13 @@ async def add_many(
     keys = list(wanted)  # the history in the order given
     inserted = await conn.execute(
         db.insert(suppressions)
-        .values(
-            [
-                {"email_key": k, "reason": wanted[k][0].value, "detail": wanted[k][1],
-                 "created_at": now}
-                for k in keys
-            ]
-        )
         .on_conflict_do_nothing(index_elements=["email_key"])
-        .returning(suppressions.c.email_key)
+        .returning(suppressions.c.email_key),
+        [
+            {"email_key": k, "reason": wanted[k][0].value, "detail": wanted[k][1],
+             "created_at": now}
+            for k in keys
+        ],
     )  # fmt: skip
     fresh = {str(k) for k in inserted.scalars()}
     if fresh:
