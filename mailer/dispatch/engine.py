@@ -12,6 +12,7 @@ It must not speak SQL or SMTP (``storage`` and ``transport`` do), run the stages
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -21,21 +22,20 @@ from datetime import datetime, timedelta
 
 from mailer.clock import Clock, utc_now
 from mailer.compose import Composer, make_composer
-from mailer.dispatch.feed import Feed, describe, not_built, open_feed, trace_of
+from mailer.dispatch.feed import Feed, open_feed, open_pool, trace_of
 from mailer.dispatch.policy import Retries, too_late
+from mailer.dispatch.preflight import Preflight
 from mailer.dispatch.send_pass import Missed, Paused, SendPass
 from mailer.errors import MessageError, TemplateError
 from mailer.lifecycle import SendMove
-from mailer.models import CONFIRM_ACTION, DeliveryResult, Due, SendInfo, SendSpec, SendStatus
-from mailer.render import LanguageTally, Renderer
+from mailer.models import CONFIRM_ACTION, Due, SendInfo, SendSpec, SendStatus
+from mailer.render import Renderer
 from mailer.settings import Settings
 from mailer.storage import Store
 from mailer.tokens import Signer, load_signer, return_path
 from mailer.transport import Transport
 
 log = logging.getLogger("mailer.dispatch")
-
-PREFLIGHT_BUILT = 20  # recipients the pre-flight composes whole (the others: rendered)
 
 
 @dataclass(slots=True)
@@ -139,21 +139,23 @@ class Engine:
         wait_for_retries: bool,
     ) -> None:
         """The pre-flight, then a pass over the due deliveries; with ``wait_for_retries``,
-        another each time retries fall due, while the send runs and nothing stops it."""
+        another each time retries fall due, while the send runs and nothing stops it.
+
+        A large send's render pool is opened before the pre-flight, which runs in it, and
+        kept for the first pass; the pre-flight has ended before the pass starts."""
         composers = self._composers(spec)
-        first, total = await self._preflight(spec, composers)
         renderer = self.renderer
         templates_dir = renderer.templates_dir if renderer else self.settings.paths.templates_dir
-        while True:
-            async with open_feed(
-                self.settings, spec, composers,
-                templates_dir=templates_dir, keys=self.signer.keys, recipients=total,
-                clock=self.clock,
-            ) as feed:  # fmt: skip
-                await self._pass(spec, feed, stop, on_progress, first=first, total=total)
-            first = None
-            if stop.is_set() or not wait_for_retries:
-                return
+        keys, clock = self.signer.keys, self.clock
+        due = (await self.store.figures.counts(spec.id)).pending
+        async with open_pool(
+            self.settings, spec, composers, templates_dir=templates_dir, keys=keys, recipients=due
+        ) as pool:
+            feed = Feed(composers, clock=clock, send_id=spec.id, pool=pool)
+            first, total = await self._preflight(spec, feed)
+            feed = Feed(composers, clock=clock, send_id=spec.id, pool=pool)
+            await self._pass(spec, feed, stop, on_progress, first=first, total=total)
+        while not stop.is_set() and wait_for_retries:
             if await self.store.sends.status(spec.id) != SendStatus.RUNNING:
                 return
             next_retry = await self.store.deliveries.next_retry(spec.id)
@@ -164,8 +166,13 @@ class Engine:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 total = (await self.store.figures.counts(spec.id)).pending  # this pass, at most
-                continue
-            return
+            else:
+                return
+            async with open_feed(
+                self.settings, spec, composers,
+                templates_dir=templates_dir, keys=keys, recipients=total, clock=clock,
+            ) as feed:  # fmt: skip
+                await self._pass(spec, feed, stop, on_progress, total=total)
 
     async def _pass(
         self,
@@ -240,14 +247,13 @@ class Engine:
 
     # --- the pre-flight ---------------------------------------------------------------------
 
-    async def _preflight(
-        self, spec: SendSpec, composers: dict[int, Composer]
-    ) -> tuple[list[Due] | None, int]:
+    async def _preflight(self, spec: SendSpec, feed: Feed) -> tuple[list[Due] | None, int]:
         """Render and build every due recipient before the first message leaves.
 
         The first ``PREFLIGHT_BUILT`` recipients are composed whole (rendered, links made,
         MIME built, signed): what fails for every message (a base URL the builder refuses,
-        the DKIM key) shows here. The others are rendered and their header values checked.
+        the DKIM key) shows here. The others are rendered and their header values checked,
+        in the render pool's processes when the feed has one.
 
         A failure that belongs to a recipient (their address or name cannot go in a
         header; a template that fails on their data alone) fails that delivery with the
@@ -258,40 +264,23 @@ class Engine:
         so that the first pass need not fetch them again (None otherwise), and how many
         recipients are to be sent.
         """
-        now = self.clock()
-        check = _Preflight(composers, now=now)
+        check = Preflight()
         started = time.monotonic()
-        batch_size = self.settings.delivery.batch_size
-        only: list[Due] | None = None
-        after, fetched = 0, 0
-        while True:
-            batch = await self.store.deliveries.due(
-                spec.id, after=after, limit=batch_size, now=now,
-                pending_ok=spec.action == CONFIRM_ACTION,
-            )  # fmt: skip
-            fetched += 1
-            if not batch:
-                break
-            if fetched == 1 and len(batch) < batch_size:
-                only = batch
-            after = batch[-1].id
-            # Rendering is CPU work (up to the render budget per recipient): a thread does
-            # it, so the event loop (other sends, the pages, /healthz) is never held.
-            await asyncio.to_thread(check.batch, batch)
-            if len(batch) < batch_size:
-                break  # a short batch is the last: no query for an empty one
+        only = await self._check_all(spec, feed, check, now=self.clock())
+        elapsed = time.monotonic() - started
         failures, total = check.failures, check.total
         log.info(
-            "send %s: pre-flight check of %d recipients in %.2f s (%d composed whole); "
-            "%d cannot be sent",
-            spec.id, total, time.monotonic() - started, check.built, len(failures),
+            "send %s: pre-flight check of %d recipients in %.2f s (%.0f µs per recipient, "
+            "%s; %d composed whole); %d cannot be sent",
+            spec.id, total, elapsed, elapsed * 1e6 / max(total, 1), feed.where, check.built,
+            len(failures),
         )  # fmt: skip
         log.info("send %s: languages: %s", spec.id, check.languages.summary())
         reason = check.campaign_fails()
         if reason is not None:
             raise Paused(reason)
         if failures:
-            await self.store.deliveries.record(failures, now=now, actor=f"send {spec.id}")
+            await self.store.deliveries.record(failures, now=self.clock(), actor=f"send {spec.id}")
             log.warning(
                 "send %s: %d recipients cannot be sent (recorded failed with the reason); "
                 "the others go",
@@ -303,59 +292,50 @@ class Engine:
             total -= len(failures)
         return only, total
 
+    async def _check_all(
+        self, spec: SendSpec, feed: Feed, check: Preflight, *, now: datetime
+    ) -> list[Due] | None:
+        """Every due delivery checked by the feed, batch after batch; the next batch is read
+        while the last one is checked (once the first ones were composed whole). The due
+        deliveries when there was one short batch, else None."""
+        batch_size = self.settings.delivery.batch_size
+        only: list[Due] | None = None
+        after, fetched = 0, 0
+        checking: asyncio.Future[None] | None = None  # the check of the batch read last
 
-class _Preflight:
-    """What the pre-flight found so far, batch after batch (run in a thread)."""
+        async def run(dues: list[Due], whole: int) -> None:
+            check.add(dues, await feed.check(dues, whole=whole, date=now))
 
-    def __init__(self, composers: dict[int, Composer], *, now: datetime) -> None:
-        self.composers = composers
-        self.now = now
-        self.total = 0  # recipients to send (skipped ones aside)
-        self.built = 0  # of them composed whole
-        self.built_failed = 0  # of those, failed
-        self.campaign_failed = 0  # failures of a template (not of a recipient's header values)
-        self.failures: list[DeliveryResult] = []
-        self.reasons: list[str] = []  # the first three, for the pause reason
-        self.languages = LanguageTally()  # who gets which language, who falls back
-
-    def batch(self, batch: list[Due]) -> None:
-        for due in batch:
-            if due.skip_reason:
-                continue
-            self.total += 1
-            composer = self.composers[due.list_id]
-            self.languages.add(due.recipient, composer.compiled.choice(due.recipient))
-            try:
-                composer.check_recipient(due.recipient)
-            except MessageError as exc:
-                self.failures.append(not_built(due, exc))
-                continue
-            whole = self.built < PREFLIGHT_BUILT
-            try:
-                if whole:
-                    self.built += 1
-                    composer.compose(due.recipient, date=self.now)
+        try:
+            while True:
+                batch = await self.store.deliveries.due(
+                    spec.id, after=after, limit=batch_size, now=now,
+                    pending_ok=spec.action == CONFIRM_ACTION,
+                )  # fmt: skip
+                fetched += 1
+                if checking is not None:
+                    await checking
+                    checking = None
+                if not batch:
+                    break
+                if fetched == 1 and len(batch) < batch_size:
+                    only = batch
+                after = batch[-1].id
+                dues = [d for d in batch if not d.skip_reason]
+                if check.whole_left:  # what the next batch composes whole depends on it
+                    await run(dues, check.whole_left)
                 else:
-                    composer.check_one(due.recipient)
-            except Exception as exc:  # any failure of a template is its own
-                # (a RecursionError of a body that calls itself, say): never the daemon's
-                self.built_failed += whole
-                self.campaign_failed += 1
-                self.failures.append(not_built(due, exc))
-                if len(self.reasons) < 3:
-                    self.reasons.append(f"{due.recipient.email}: {describe(exc)}")
-
-    def campaign_fails(self) -> str | None:
-        """The reason to pause when the failures belong to the campaign: more than half of
-        the recipients checked, or of those composed whole."""
-        failed = self.campaign_failed
-        checked = self.total - (len(self.failures) - failed)  # recipient data set aside
-        if failed and (2 * failed > checked or 2 * self.built_failed > self.built):
-            return (
-                f"pre-flight check: {failed} of {checked} recipients cannot be "
-                "rendered or built; " + "; ".join(self.reasons)
-            )
-        return None
+                    checking = asyncio.ensure_future(run(dues, 0))
+                if len(batch) < batch_size:
+                    break  # a short batch is the last: no query for an empty one
+            if checking is not None:
+                await checking
+        finally:
+            if checking is not None and not checking.done():
+                checking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checking
+        return only
 
 
 __all__ = ["Engine", "RunSummary"]

@@ -1,9 +1,15 @@
 """The feed: due deliveries in, built messages out, composed here or in the render pool.
 
-The only code that knows where composing runs. For one pass of a send, :func:`open_feed`
-opens a :class:`~.render_pool.RenderPool` when the send is large enough to pay for the
-processes (at least :data:`RENDER_POOL_MIN` recipients, ``MAILER_DELIVERY__RENDER_WORKERS``
-not 0), and composes in a thread of the sending process otherwise. The producer of the
+The only code that knows where composing runs. :func:`open_pool` opens a
+:class:`~.render_pool.RenderPool` when the send is large enough to pay for the processes
+(at least :data:`RENDER_POOL_MIN` recipients, ``MAILER_DELIVERY__RENDER_WORKERS`` not 0);
+the engine opens it before the pre-flight and keeps it for the first pass, and
+:func:`open_feed` opens one for a later pass. Without a pool, everything runs in a thread
+of the sending process.
+
+The pre-flight goes through :meth:`Feed.check`: its first recipients composed whole here
+(:data:`~.preflight.PREFLIGHT_BUILT`), the others spread over the pool's processes in
+chunks, the results back in order. The producer of the
 :class:`~.send_pass.SendPass` pushes each due delivery to the feed, which hands the built
 message (or the reason it cannot be built) to the pass's :class:`Outlet`, in order: at once
 when composing here; in the pool, :data:`RENDER_CHUNK` recipients a batch and at most
@@ -22,14 +28,22 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from mailer.clock import Clock
 from mailer.compose import Composer
-from mailer.dispatch.render_pool import Recipe, RenderPool, RenderPoolLost, compose_batch
+from mailer.dispatch.preflight import Checked, check_batch, describe
+from mailer.dispatch.render_pool import (
+    Recipe,
+    RenderPool,
+    RenderPoolLost,
+    compose_batch,
+    processes_for,
+)
 from mailer.message import Built
-from mailer.models import DeliveryResult, DeliveryStatus, Due, SendSpec
+from mailer.models import DeliveryResult, DeliveryStatus, Due, Recipient, SendSpec
 from mailer.settings import Settings
 
 log = logging.getLogger("mailer.dispatch")
@@ -37,6 +51,7 @@ log = logging.getLogger("mailer.dispatch")
 RENDER_POOL_MIN = 1000  # recipients: below, the render pool costs more than it saves
 RENDER_CHUNK = 64  # recipients per batch sent to the render pool
 RENDER_AHEAD = 4  # batches composed ahead of the SMTP lanes: bounds the memory
+CHECK_CHUNK = 32  # recipients per pre-flight chunk sent to the pool, at the least
 
 
 class Outlet(Protocol):
@@ -106,6 +121,56 @@ class Feed:
             future.cancel()
         await asyncio.gather(*(future for _, future in self._ahead), return_exceptions=True)
 
+    @property
+    def where(self) -> str:
+        """Where it composes, for the log lines: ``2 render workers``, ``this process``."""
+        if self._pool is None or self.lost:
+            return "in this process"
+        count = self._pool.processes
+        return f"{count} render worker{'s' if count > 1 else ''}"
+
+    async def check(self, dues: list[Due], *, whole: int, date: datetime) -> list[Checked]:
+        """The pre-flight's check of ``dues`` (none skipped), in order: here without a pool;
+        with one, the first ``whole`` composed whole here and the others in the pool."""
+        items = [(d.list_id, d.recipient) for d in dues]
+        pool = None if self.lost else self._pool
+        if pool is None:
+            return await asyncio.to_thread(
+                check_batch, self._composers, items, date=date, whole=whole
+            )
+        here: list[Checked] = []
+        if whole:
+            here = await asyncio.to_thread(
+                check_batch, self._composers, items, date=date, whole=whole, until_built=True
+            )
+        rest = items[len(here) :]
+        return here + await self._check_in_pool(pool, rest, date) if rest else here
+
+    async def _check_in_pool(
+        self, pool: RenderPool, items: list[tuple[int, Recipient]], date: datetime
+    ) -> list[Checked]:
+        """``items`` in chunks over the pool's processes; a chunk the pool lost, here."""
+        size = max(CHECK_CHUNK, -(-len(items) // (2 * pool.processes)))
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        results = await asyncio.gather(
+            *(pool.check(chunk, date=date) for chunk in chunks), return_exceptions=True
+        )
+        out: list[Checked] = []
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, RenderPoolLost):
+                if not self.lost:
+                    log.warning("send %s: %s; checking in this process", self._send_id, result)
+                    self.lost = True
+            elif isinstance(result, Exception):  # not a recipient's: check them here, each
+                log.warning("send %s: the render pool failed a check (%s)", self._send_id, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out += result
+                continue
+            out += await asyncio.to_thread(check_batch, self._composers, chunk, date=date)
+        return out
+
     def _submit(self, pool: RenderPool) -> None:
         chunk, self._chunk = self._chunk, []
         items = [(d.list_id, d.recipient) for d in chunk]
@@ -143,7 +208,7 @@ class Feed:
 
 
 @asynccontextmanager
-async def open_feed(
+async def open_pool(
     settings: Settings,
     spec: SendSpec,
     composers: dict[int, Composer],
@@ -151,13 +216,11 @@ async def open_feed(
     templates_dir: Path,
     keys: Sequence[str],
     recipients: int,
-    clock: Clock,
-) -> AsyncIterator[Feed]:
-    """The feed of one pass over ``recipients`` deliveries: with a render pool for a large
-    send (the first pass; retry passes are small), composing here otherwise."""
-    processes = settings.delivery.render_workers
+) -> AsyncIterator[RenderPool | None]:
+    """A render pool for a send of ``recipients`` deliveries when it pays, else None."""
+    processes = processes_for(settings.delivery.render_workers)
     if processes == 0 or recipients < RENDER_POOL_MIN:
-        yield Feed(composers, clock=clock, send_id=spec.id)
+        yield None
         return
     sample = next(iter(composers.values()))
     recipe = Recipe(
@@ -171,19 +234,31 @@ async def open_feed(
         parent=os.getpid(),
     )
     async with RenderPool(recipe, processes=processes) as pool:
+        yield pool
+
+
+@asynccontextmanager
+async def open_feed(
+    settings: Settings,
+    spec: SendSpec,
+    composers: dict[int, Composer],
+    *,
+    templates_dir: Path,
+    keys: Sequence[str],
+    recipients: int,
+    clock: Clock,
+) -> AsyncIterator[Feed]:
+    """The feed of one pass over ``recipients`` deliveries: with a render pool for a large
+    send, composing here otherwise."""
+    async with open_pool(
+        settings, spec, composers, templates_dir=templates_dir, keys=keys, recipients=recipients
+    ) as pool:
         yield Feed(composers, clock=clock, send_id=spec.id, pool=pool)
 
 
 def trace_of(spec: SendSpec) -> str:
     """The trace a send's messages carry (campaign and send key)."""
     return f"c{spec.campaign_id}/{spec.key}"
-
-
-def describe(exc: BaseException) -> str:
-    """A template's failure in words, for the delivery's reason."""
-    if isinstance(exc, RecursionError):
-        return "the template calls itself without end (maximum recursion depth)"
-    return str(exc) or type(exc).__name__
 
 
 def not_built(due: Due, exc: BaseException) -> DeliveryResult:

@@ -1,11 +1,15 @@
 """The render pool: a send's messages composed in child processes, so that rendering and MIME
 building use a second core while the sending process does only the database and SMTP.
 
-A :class:`RenderPool` is opened for one pass of a large send and closed with it (the only
-caller is :mod:`~.feed`, which decides when it pays). Each of its processes gets a picklable
+A :class:`RenderPool` is opened for the pre-flight and the first pass of a large send (or
+for a later pass, if large) and closed with it; the only caller is :mod:`~.feed`, which
+decides when it pays. It has :func:`processes_for` ``MAILER_DELIVERY__RENDER_WORKERS``
+processes (``auto``: one per usable core but one, at least 1). Each gets a picklable
 :class:`Recipe` once, makes the send's composers from it (templates compiled once, as in the
-sending process) and then turns batches of recipients into message bytes. A recipient whose
-message cannot be built comes back as the reason, never as an exception.
+sending process) and then checks batches of recipients for the pre-flight
+(:func:`~.preflight.check_batch`, the results as values, with the pid that made them) or
+turns them into message bytes. A recipient whose message cannot be built comes back as the
+reason, never as an exception.
 
 It must not touch the database or the network: the pool only computes, and imports nothing
 of storage or transport (the fork server imports this module; ``mailer.dispatch`` loads its
@@ -38,14 +42,32 @@ from types import TracebackType
 from typing import Self
 
 from mailer.compose import Composer, make_composer
+from mailer.dispatch.preflight import Checked, check_batch
 from mailer.errors import MailerError, MessageError, TemplateError
 from mailer.message import Built
 from mailer.models import Recipient, SendInfo
 from mailer.render import RENDER_BUDGET, Renderer
 from mailer.settings import Settings
+from mailer.settings.values import MAX_RENDER_WORKERS
 from mailer.tokens import Signer
 
 HARD_LIMIT = 3 * RENDER_BUDGET  # seconds one recipient may take in a pool process, all included
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def processes_for(setting: int | str, cpus: int | None = None) -> int:
+    """The processes ``MAILER_DELIVERY__RENDER_WORKERS`` means here: ``auto`` is one per
+    core but one (the sending process keeps one), at least 1; a number is itself."""
+    if setting == "auto":
+        return min(MAX_RENDER_WORKERS, max(1, (cpus or usable_cpus()) - 1))
+    return int(setting)
 
 
 class RenderPoolLost(MailerError, RuntimeError):
@@ -141,6 +163,19 @@ def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built |
     return out
 
 
+def _check(items: list[tuple[int, Recipient]], date: datetime) -> tuple[int, list[Checked]]:
+    """In a pool process: the pre-flight's check of each recipient (rendered, not composed
+    whole), under the hard limit; with this process's pid."""
+    out: list[Checked] = []
+    try:
+        for item in items:
+            signal.setitimer(signal.ITIMER_REAL, _hard_limit)
+            out += check_batch(_composers, [item], date=date)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return os.getpid(), out
+
+
 # --- in the sending process ------------------------------------------------------------------
 
 
@@ -149,7 +184,8 @@ class RenderPool:
 
     def __init__(self, recipe: Recipe, *, processes: int = 1) -> None:
         self._recipe = recipe
-        self._processes = processes
+        self.processes = processes
+        self.checked_by: set[int] = set()  # pids of the processes that ran pre-flight checks
         self._executor: ProcessPoolExecutor | None = None
         self._state = "new"
 
@@ -161,7 +197,7 @@ class RenderPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         self._executor = ProcessPoolExecutor(
-            max_workers=self._processes,
+            max_workers=self.processes,
             mp_context=context,
             initializer=_start,
             initargs=(self._recipe,),
@@ -193,3 +229,16 @@ class RenderPool:
             return await loop.run_in_executor(self._executor, _compose, items, date)
         except BrokenProcessPool as exc:
             raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None
+
+    async def check(self, items: list[tuple[int, Recipient]], *, date: datetime) -> list[Checked]:
+        """The pre-flight's check of ``items``, in order; :class:`RenderPoolLost` if its
+        process died."""
+        if self._executor is None:
+            raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
+        loop = asyncio.get_running_loop()
+        try:
+            pid, checked = await loop.run_in_executor(self._executor, _check, items, date)
+        except BrokenProcessPool as exc:
+            raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None
+        self.checked_by.add(pid)
+        return checked

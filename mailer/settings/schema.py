@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mailer.settings.api import ApiSettings, WebhookSettings
@@ -29,6 +29,7 @@ from mailer.settings.values import (
     split_commas,
     zone_name,
 )
+from mailer.settings.values import render_workers as workers_value
 
 ENV_PREFIX = "MAILER_"
 NESTED_DELIMITER = "__"
@@ -398,13 +399,12 @@ class DeliverySettings(Section):
         ge=1,
         description="Consecutive failed or deferred messages that pause a send.",
     )
-    render_workers: int = Field(
-        default=1,
-        ge=0,
-        le=16,
+    render_workers: Annotated[int | Literal["auto"], BeforeValidator(workers_value)] = Field(
+        default="auto",
         description=(
-            "Worker processes that render and build the messages of a large send, so that "
-            "it uses another core; 0: everything in the sending process. One per spare core."
+            "Processes that run the pre-flight and build the messages of a send of 1,000 or "
+            "more, on the other cores; auto: one per core but one (at least 1, at most 16); "
+            "0: everything in the sending process."
         ),
     )
     shutdown_grace: float = Field(

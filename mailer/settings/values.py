@@ -1,5 +1,6 @@
 """Single values of the settings: what a time zone, a base URL, a database URL, a comma
-list and a list of e-mail addresses must be, and a database URL shown with its passwords hidden.
+list, a list of e-mail addresses and a number of render processes must be, and a database URL
+shown with its passwords hidden.
 
 Plain functions on strings, used by the validators of :mod:`mailer.settings.schema` and by
 what shows the settings; they know no section and no variable. A wrong value is a
@@ -92,6 +93,25 @@ def split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+MAX_RENDER_WORKERS = 16
+
+
+def render_workers(value: Any) -> int | str:
+    """``auto`` or a whole number of render processes from 0 to :data:`MAX_RENDER_WORKERS`."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value == "auto":
+            return "auto"
+        if value.isdigit():
+            value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RENDER_WORKERS:
+        return int(value)
+    raise ValueError(
+        "must be auto (one render process per core but one, at least 1) or a whole number "
+        f"from 0 (render in the sending process) to {MAX_RENDER_WORKERS}"
+    )
 
 
 def email_addresses(entries: list[Any]) -> list[str]:
