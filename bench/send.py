@@ -8,7 +8,8 @@ that the noise of a shared machine spreads evenly, each against a freshly starte
 1. ceiling: ``smtp-source -s 10 -d`` (10 reused sessions) sends our message, built once, as
    fast as the sink takes it;
 2. transport only: that same message (one ``Built``, a different recipient each time) through
-   ``SmtpTransport`` with ``pool_size`` 10 and 20 concurrent tasks;
+   ``SmtpTransport`` with ``pool_size`` 10 and 20 concurrent tasks, with PIPELINING (MAIL,
+   RCPT and DATA in one write: smtp-sink offers it) and without (one command at a time);
 3. end to end: ``Engine.run_send`` of a newsletter (the ~20 KB French newsletter of
    ``render_message.py``) to ``--recipients`` subscribers imported from a generated CSV into
    a fresh SQLite database, with ``SmtpTransport`` (pool 10);
@@ -350,7 +351,10 @@ class Sink:
 
 
 def _settings(
-    work: Path, port: int = 25, database: Path | None = None, render_workers: int | None = None
+    work: Path,
+    port: int = 25,
+    database: Path | None = None,
+    render_workers: int | str | None = None,
 ) -> Any:
     from mailer.settings import Settings
 
@@ -469,12 +473,15 @@ async def child_setup(work: Path, count: int, seed: int) -> dict[str, Any]:
     }
 
 
-async def child_transport(work: Path, port: int, count: int) -> dict[str, Any]:
-    """The pre-built message through SmtpTransport (pool 10), TASKS concurrent senders."""
+async def child_transport(
+    work: Path, port: int, count: int, pipelining: bool = True
+) -> dict[str, Any]:
+    """The pre-built message through SmtpTransport (pool 10), TASKS concurrent senders;
+    ``pipelining=False``: one command at a time, though the sink offers PIPELINING."""
     import dataclasses
 
     from mailer.message import Built
-    from mailer.transport import Outcome, SmtpTransport
+    from mailer.transport import FastData, Outcome, SmtpTransport
 
     built = Built(
         data=(work / "message.eml").read_bytes(), sender=SENDER_ADDRESS, recipient="",
@@ -483,7 +490,8 @@ async def child_transport(work: Path, port: int, count: int) -> dict[str, Any]:
     settings = _settings(work, port)
     numbers = iter(range(count))
     outcomes: dict[str, int] = {}
-    async with SmtpTransport(settings.smtp) as transport:
+    data = FastData(pipelining=pipelining)
+    async with SmtpTransport(settings.smtp, fast_data=data) as transport:
 
         async def sender() -> None:
             for number in numbers:  # shared iterator: each number is taken once
@@ -496,6 +504,8 @@ async def child_transport(work: Path, port: int, count: int) -> dict[str, Any]:
         cpu0, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(TASKS)))
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    if data.pipelined != (count if pipelining else 0):
+        raise SystemExit(f"{data.pipelined:,} of {count:,} transactions pipelined")
     return {
         "messages": count,
         "sent": outcomes.get(Outcome.SENT.value, 0),
@@ -573,7 +583,12 @@ def _stop_forkserver() -> None:
 
 
 async def child_e2e(
-    work: Path, port: int, send_id: int, expected: int, profile: bool, render_workers: int | None
+    work: Path,
+    port: int,
+    send_id: int,
+    expected: int,
+    profile: bool,
+    render_workers: int | str | None,
 ) -> dict[str, Any]:
     """Engine.run_send of the whole send, from a copy of the prepared database. CPU counts
     the render worker processes too (in ``worker_cpu``)."""
@@ -799,7 +814,11 @@ def run_child(mode: str, options: dict[str, Any]) -> None:
     if mode == "setup":
         result = asyncio.run(child_setup(work, options["count"], options["seed"]))
     elif mode == "transport":
-        result = asyncio.run(child_transport(work, options["port"], options["count"]))
+        result = asyncio.run(
+            child_transport(
+                work, options["port"], options["count"], options.get("pipelining", True)
+            )
+        )
     elif mode == "e2e":
         result = asyncio.run(
             child_e2e(
@@ -948,9 +967,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--render-workers",
-        type=int,
         default=None,
-        help="MAILER_DELIVERY__RENDER_WORKERS for the end-to-end send (default: the setting's)",
+        help="MAILER_DELIVERY__RENDER_WORKERS for the end-to-end send: auto or a number "
+        "(default: the setting's, auto)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -997,13 +1016,17 @@ def main() -> None:
             "transport": Line(
                 "transport", f"transport only: SmtpTransport pool {POOL}, {TASKS} tasks"
             ),
+            "transport1": Line(
+                "transport1", "transport only, no PIPELINING: one command at a time"
+            ),
             "e2e": Line("e2e", f"end to end: Engine.run_send, SQLite, pool {POOL}"),
             "baseline": Line("baseline", "baseline: Jinja2 + EmailMessage + 1 smtplib"),
         }
         sink = Sink(tools, work)
         send_id = setup["send_id"]
         say(
-            f"{repetitions} repetitions, interleaved (ceiling, transport, end to end, baseline); "
+            f"{repetitions} repetitions, interleaved (ceiling, transport with and without "
+            f"PIPELINING, end to end, baseline); "
             f"{count:,} messages each, {baseline_count:,} for the baseline"
         )
         for repetition in range(1, repetitions + 1):
@@ -1011,6 +1034,12 @@ def main() -> None:
             for key, run in (
                 ("ceiling", lambda s: run_ceiling(tools, s, work, count)),
                 ("transport", lambda s: child("transport", work=work, port=s.port, count=count)),
+                (
+                    "transport1",
+                    lambda s: child(
+                        "transport", work=work, port=s.port, count=count, pipelining=False
+                    ),
+                ),
                 (
                     "e2e",
                     lambda s: child(
@@ -1115,6 +1144,13 @@ def main() -> None:
     say(
         "  (msgs/s and ÷ ceiling: medians over the repetitions, each ratio against the "
         "ceiling of its own repetition; CPU: the client process, smtp-source for the ceiling)"
+    )
+
+    piped, serial = lines["transport"], lines["transport1"]
+    say(
+        f"  PIPELINING: the transport alone at {piped.rate():,.0f} msgs/s against "
+        f"{serial.rate():,.0f} one command at a time (x{piped.rate() / serial.rate():.2f}); "
+        f"CPU {piped.cpu_us():,.0f} against {serial.cpu_us():,.0f} µs/msg"
     )
 
     e2e, baseline = lines["e2e"], lines["baseline"]

@@ -5,7 +5,8 @@ The path of a send::
 
     claim (scheduled -> running, once) -> materialise deliveries (INSERT ... SELECT, repeat-safe)
     -> pre-flight (render every recipient, compose the first ones whole; a recipient's own
-       failure fails that delivery, the campaign's pauses the send untouched)   [engine]
+       failure fails that delivery, the campaign's pauses the send untouched; in the render
+       pool's processes for a large send, ended before the first pass)  [engine, preflight]
     -> produce: due deliveries by keyset batches, leased to this node          [send_pass]
     -> the feed: each one composed here, or in the render pool for a large send      [feed]
     -> pool_size lanes (one per pooled SMTP connection): transport.send, one message
@@ -40,8 +41,9 @@ implausible rate (:class:`~.policy.RejectWatch`) and any 5.7.x reply pause it to
 refusals are put back in the queue: a broken relay neither fails nor suppresses anybody.
 
 The modules: :mod:`~.engine` (:class:`Engine`, :class:`RunSummary`: the send, the
-pre-flight, the composers), :mod:`~.send_pass` (the stages of one pass), :mod:`~.feed`
-(where composing runs), :mod:`~.render_pool` (the child processes), :mod:`~.policy` (the
+pre-flight, the composers), :mod:`~.preflight` (the pre-flight's checks as values, and their
+tally), :mod:`~.send_pass` (the stages of one pass), :mod:`~.feed` (where composing and the
+pre-flight's checks run), :mod:`~.render_pool` (the child processes), :mod:`~.policy` (the
 rules, pure). ``Engine`` and ``RunSummary`` are loaded on first use: the render pool's
 processes import :mod:`~.render_pool` and must not pay for storage and SMTP.
 """

@@ -1,8 +1,9 @@
 """The engine: one send run from its claim to its last result, pass after pass.
 
 :meth:`Engine.run_send` claims (or resumes) a send, materialises its deliveries, compiles its
-composers (one per list), runs the pre-flight, then one :class:`~.send_pass.SendPass` per pass
-with the :class:`~.feed.Feed` of that pass, and moves the send as the pass ended (paused,
+composers (one per list), runs the pre-flight (for a large send in the render pool, opened
+for it and kept for the first pass), then one :class:`~.send_pass.SendPass` per pass with
+the :class:`~.feed.Feed` of that pass, and moves the send as the pass ended (paused,
 overrun, done). It returns a :class:`RunSummary`.
 
 It must not speak SQL or SMTP (``storage`` and ``transport`` do), run the stages of a pass
