@@ -336,6 +336,8 @@ class Engine:
                 checking.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await checking
+            elif checking is not None and not checking.cancelled():
+                checking.exception()  # retrieved: the error that ended the loop is the one
         return only
 
 
