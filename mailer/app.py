@@ -321,7 +321,10 @@ async def _bounces(
         async def mailbox(raw: bytes) -> None:
             await intake.message(raw, source="imap")
 
-        reader = ImapReader(settings.bounces.imap, mailbox)
+        async def mailboxes(raws: Sequence[bytes]) -> None:  # a fetch, in one transaction
+            await intake.messages(raws, source="imap")
+
+        reader = ImapReader(settings.bounces.imap, mailbox, accept_batch=mailboxes)
         task = asyncio.create_task(reader.run(), name="bounces-imap")
         stack.push_async_callback(_cancel, task)
         said += f"; bounces read from imap {reader.where}"
