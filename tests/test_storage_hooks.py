@@ -314,3 +314,36 @@ async def test_the_audit_log_keeps_no_token_of_an_endpoint_url(store: Store) -> 
     audit = await store.audit.page()
     assert [e.details["url"] for e in audit] == ["https://crm.example.org/in?..."] * 2
     assert all(hook.secret not in str(e.details) for e in audit)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_sign_ups_at_once_to_a_new_double_opt_in_list_all_succeed(store: Store) -> None:
+    """The first sign-ups of a list make its confirmation campaign: at once on PostgreSQL,
+    one made it and the others failed on its unique name (a 503 through the API)."""
+    from mailer.addresses import normalize
+    from mailer.models import ListMeta, OptInMode, Requested
+
+    meta = ListMeta(slug="club", title="Club", opt_in=OptInMode.DOUBLE, public=True)
+    await store.lists.upsert(meta, now=now())
+    public = await store.lists.public_list("club")
+    assert public is not None
+    outcomes = await asyncio.gather(
+        *(
+            store.consent.request(
+                public,
+                normalize(f"p{i}@example.org"),
+                name="",
+                locale="fr",
+                ip=None,
+                timezone="",
+                now=now(),
+                interval=timedelta(0),
+                per_day=10,
+                source="api",
+            )
+            for i in range(12)
+        )
+    )
+    assert [outcome for outcome, _ in outcomes] == [Requested.MAIL_QUEUED] * 12
+    assert len({send for _, send in outcomes}) == 12

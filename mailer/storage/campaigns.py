@@ -41,6 +41,7 @@ from mailer.storage.drafts import (
     put_event,
     set_lists,
 )
+from mailer.storage.engine import capabilities
 from mailer.storage.tables import campaign_lists, campaigns, events, sends
 from mailer.storage.words import details_json, event_of, texts_of
 
@@ -293,22 +294,29 @@ async def _set_status(
 async def confirm_campaign(
     conn: AsyncConnection, public: PublicList, *, timezone: str, now: datetime
 ) -> int:
-    """The system campaign that carries a list's confirmation mails, made on first use."""
+    """The system campaign that carries a list's confirmation mails, made on first use (by
+    the first of sign-ups made at once: the others wait for it and take it)."""
     name = f"confirm:{public.slug}"
     found = (await conn.execute(select(campaigns.c.id).where(campaigns.c.name == name))).scalar()
     if found is not None:
         return int(found)
-    result = await conn.execute(
-        insert(campaigns).values(
+    made = await conn.execute(
+        capabilities(conn.dialect).insert(campaigns).values(
             name=name, kind=CONFIRM_KIND, status=CampaignStatus.SCHEDULED.value,
             template=CONFIRM_TEMPLATE, subject="", body="", body_format="markdown",
             sender_name=None, sender_address=None, timezone=timezone, options={},
             created_at=now, updated_at=now, approved_by="system", approved_at=now,
-        )
+        ).on_conflict_do_nothing(index_elements=["name"]).returning(campaigns.c.id)
     )  # fmt: skip
-    campaign_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    campaign_id = made.scalar()
+    if campaign_id is None:  # another sign-up made it meanwhile and committed
+        return int(
+            (
+                await conn.execute(select(campaigns.c.id).where(campaigns.c.name == name))
+            ).scalar_one()
+        )
     await conn.execute(insert(campaign_lists).values(campaign_id=campaign_id, list_id=public.id))
-    return campaign_id
+    return int(campaign_id)
 
 
 async def _check_movable(
