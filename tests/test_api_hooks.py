@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from mailer.models import DEFAULT_EVENTS, EventType, Scope
 from mailer.storage import Store
@@ -82,9 +83,18 @@ async def test_an_endpoint_is_added_with_its_secret_shown_once(api: Api) -> None
     assert (found["enabled"], found["created_by"]) == (True, "api:crm")
     path = made.headers["location"]
     assert path == f"{HOOKS}/{found['id']}"
-    replay = await client.post(HOOKS, json=body, headers=once)  # a retry of a lost answer
-    assert replay.json() == found
+    assert "x-mailer-secret-answer" not in made.headers
+    # A retry of a lost answer: nothing added twice, and the secret is not shown again (its
+    # answer was kept without its body: it would have kept the secret for a day).
+    replay = await client.post(HOOKS, json=body, headers=once)
+    assert replay.status_code == 409, replay.text
+    assert secret not in replay.text
+    assert "shown" in replay.json()["detail"]
+    assert path in replay.json()["detail"]
     assert len(await api.store.webhooks.all()) == 1
+    async with api.store.db.begin() as conn:
+        kept = (await conn.execute(text("SELECT body FROM api_idempotency"))).scalars().all()
+    assert all("whsec_" not in b for b in kept)
     for answer in (await client.get(path), await client.get(HOOKS),
                    await client.patch(path, json={"description": "CRM"}),
                    await client.get(f"{path}/deliveries")):  # fmt: skip

@@ -182,7 +182,10 @@ async def test_a_request_still_in_progress_is_409(api: Api) -> None:
     key = next(k for k in await api.store.api_keys.all() if k.name == "slow")
     client = api.client_for(raw)
     content = b'{"email": "ann@example.org", "list": "news"}'
-    fingerprint = hashlib.sha256(b"POST\0/api/v1/subscribers\0\0" + content).hexdigest()
+    # method, path, query, media type, If-Match, then the body
+    fingerprint = hashlib.sha256(
+        b"POST\0/api/v1/subscribers\0\0application/json\0\0" + content
+    ).hexdigest()
     assert await api.store.api_keys.remembered(key.id, "k", fingerprint=fingerprint,
                                                now=now()) is None  # fmt: skip
     busy = await client.post(SUBSCRIBERS, content=content,
@@ -268,3 +271,18 @@ async def test_suppressions(api: Api) -> None:
     empty = await client.post("/api/v1/suppressions", json={"email": "a@example.org",
                               "detail": "  "})  # fmt: skip
     assert empty.json()["errors"][0]["field"] == "detail"
+
+
+async def test_a_refusal_for_a_header_is_not_replayed_to_the_fixed_retry(api: Api) -> None:
+    """A 415 (or 412, 429) names something the client fixes and retries with the same key:
+    the retry is answered anew, not given the kept refusal for a day."""
+    await api.make_list("news")
+    client = await api.client(Scope.SUBSCRIBERS_WRITE)
+    content = b'{"email": "ann@example.org", "list": "news"}'
+    once = {"Idempotency-Key": "k-415"}
+    wrong = await client.post(SUBSCRIBERS, content=content,
+                              headers={**once, "Content-Type": "text/plain"})  # fmt: skip
+    assert wrong.status_code == 415
+    fixed = await client.post(SUBSCRIBERS, content=content,
+                              headers={**once, "Content-Type": "application/json"})  # fmt: skip
+    assert fixed.status_code == 201, fixed.text

@@ -347,3 +347,16 @@ async def test_sign_ups_at_once_to_a_new_double_opt_in_list_all_succeed(store: S
     )
     assert [outcome for outcome, _ in outcomes] == [Requested.MAIL_QUEUED] * 12
     assert len({send for _, send in outcomes}) == 12
+
+
+async def test_a_request_noted_in_progress_and_never_answered_is_taken_over(store: Store) -> None:
+    """Its process was killed between the change and keeping the answer: after a minute, the
+    client's retry with the same key is answered, not refused as in progress for a day."""
+    key, _ = await store.api_keys.create(name="crm", scopes=[], actor="cli:ops", now=now())
+    t0 = now()
+    assert await store.api_keys.remembered(key.id, "k", fingerprint="f", now=t0) is None
+    soon = await store.api_keys.remembered(key.id, "k", fingerprint="f", now=t0 + LEASE)
+    assert soon is not None
+    assert soon.status == 0
+    later = t0 + timedelta(minutes=1, seconds=1)
+    assert await store.api_keys.remembered(key.id, "k", fingerprint="f", now=later) is None

@@ -28,6 +28,7 @@ _SHOWN = len(KEY_PREFIX) + 8
 _TOUCH = timedelta(minutes=1)  # last_used_at is written at most once a minute per key
 KEEP_ANSWERS = timedelta(hours=24)
 _PURGE = timedelta(minutes=1)
+_ABANDONED = timedelta(minutes=1)  # an answer still 'in progress' after this was abandoned
 
 
 def new_key() -> str:
@@ -161,7 +162,11 @@ class ApiKeys:
                     )
                 )
             ).first()
-            if row is not None and row.created_at >= now - KEEP_ANSWERS:
+            stale = row is not None and (
+                row.created_at < now - KEEP_ANSWERS
+                or (row.status == 0 and row.created_at < now - _ABANDONED)
+            )
+            if row is not None and not stale:
                 return IdempotentAnswer(
                     fingerprint=row.fingerprint,
                     status=int(row.status),
@@ -169,7 +174,7 @@ class ApiKeys:
                     headers=dict(row.headers or {}),
                     created_at=row.created_at,
                 )
-            if row is not None:  # older than a day, not purged yet: forgotten
+            if row is not None:  # past a day, or a request that never finished: forgotten
                 await conn.execute(delete(api_idempotency).where(api_idempotency.c.id == row.id))
             noted = await conn.execute(
                 self._db.insert(api_idempotency)

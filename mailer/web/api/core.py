@@ -227,7 +227,10 @@ async def _run(route: ApiRoute, ctx: ApiContext, request: Request) -> Response:
         return await idempotency.run(
             ctx.store, key.id, request, raw, now=now, produce=lambda: _respond(call, raw)
         )
-    return await _respond(call, raw)
+    response = await _respond(call, raw)
+    if idempotency.SECRET in response.headers:  # a note for the idempotency layer only
+        del response.headers[idempotency.SECRET]
+    return response
 
 
 async def _respond(call: Call, raw: bytes) -> Response:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailer.errors import NotFoundError
 from mailer.models import DEFAULT_EVENTS, Endpoint, EventType, HookStatus, Scope
+from mailer.web.api import idempotency
 from mailer.web.api.core import Answer, ApiRoute, Call
 from mailer.web.api.idempotency import check_if_match, etag_of
 from mailer.web.api.paging import PageQuery, encode_cursor, int_cursor, page_answer, page_model
@@ -189,7 +190,8 @@ async def webhook_add(call: Call) -> Answer:
         now=call.now,
     )  # fmt: skip
     body = WebhookCreated(**_webhook(added).model_dump(), secret=added.secret)
-    return Answer(body, status=201, headers={"Location": f"/api/v1/webhooks/{added.id}"})
+    where = {"Location": f"/api/v1/webhooks/{added.id}", idempotency.SECRET: "1"}
+    return Answer(body, status=201, headers=where)  # the secret's answer is never kept
 
 
 async def webhook_get(call: Call) -> Answer:

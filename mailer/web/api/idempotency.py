@@ -1,7 +1,11 @@
 """``Idempotency-Key`` on a POST: the same key and body get the first answer again for 24 h
 (with ``Idempotent-Replayed: true``), the same key with another body (or another path) is a
 422, and a second request while the first is still being answered is a 409. Answers of 5xx
-are not kept (the client may retry with the same key). Kept per API key by
+are not kept (the client may retry with the same key), nor 412, 415 and 429 (the retry that
+fixed what they named is answered anew); the fingerprint covers the method, path, query,
+media type, ``If-Match`` and body. An answer holding a secret shown once (a webhook's) is kept
+without its body: its replay is a 409 saying so. A request noted as in progress that never
+finished (its process killed) is taken over after a minute. Kept per API key by
 ``store.api_keys.remembered/remember/forget``, so two keys never see each other's answers.
 
 And ``ETag`` / ``If-Match`` for updates: :func:`etag_of` a resource's JSON, :func:`check_if_match`.
@@ -26,10 +30,20 @@ KEPT_HEADERS = ("content-type", "location", "etag", "link", "cache-control")
 REPLAYED = "Idempotent-Replayed"
 
 
+# Answers not kept: a retry with the same key after fixing what they name must be answered
+# anew (a stale If-Match, a wrong media type, a rate limit that has passed), as a 5xx.
+NOT_KEPT = frozenset({412, 415, 429})
+# An answer whose body must not be kept (it holds a secret shown once): its replay is a 409.
+SECRET = "X-Mailer-Secret-Answer"  # noqa: S105 - a header name, not a secret
+
+
 def _fingerprint(request: Request, raw: bytes) -> str:
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.url.path.encode(), request.url.query.encode()):
-        digest.update(part + b"\0")
+    for part in (
+        request.method, request.url.path, request.url.query,
+        request.headers.get("content-type", ""), request.headers.get("if-match", ""),
+    ):  # fmt: skip
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
     digest.update(raw)
     return digest.hexdigest()
 
@@ -81,22 +95,34 @@ async def run(
                 slug="idempotency-key-in-progress",
                 headers={"Retry-After": "1"},
             )
+        if kept.headers.get(SECRET.lower()):
+            raise Problem(
+                409,
+                "this Idempotency-Key already created the resource, whose secret was shown "
+                "once, in that first answer; if it was lost, remove the resource and add it "
+                f"again ({kept.headers.get('location', '')})",
+                slug="idempotency-key-secret-shown",
+            )
         return Response(
             kept.body, status_code=kept.status, headers={**kept.headers, REPLAYED: "true"}
         )
     try:
         response = await produce()
+        if response.status_code >= 500 or response.status_code in NOT_KEPT:
+            await store.api_keys.forget(key_id, idem)
+            return response
+        secret = SECRET in response.headers
+        body = "" if secret else bytes(response.body).decode("utf-8", "replace")
+        headers = {k: v for k, v in response.headers.items() if k.lower() in KEPT_HEADERS}
+        if secret:
+            headers[SECRET.lower()] = "1"
+            del response.headers[SECRET]
+        await store.api_keys.remember(
+            key_id, idem, status=response.status_code, body=body, headers=headers
+        )
     except BaseException:
         await store.api_keys.forget(key_id, idem)
         raise
-    if response.status_code >= 500:
-        await store.api_keys.forget(key_id, idem)
-        return response
-    body = bytes(response.body).decode("utf-8", "replace")
-    headers = {k: v for k, v in response.headers.items() if k.lower() in KEPT_HEADERS}
-    await store.api_keys.remember(
-        key_id, idem, status=response.status_code, body=body, headers=headers
-    )
     return response
 
 
