@@ -394,9 +394,13 @@ def pipeline(
     work.mkdir(parents=True)
     name = f"mailer_scale_{os.getpid()}_{number}"
     server = args.database_url
+    start = time.perf_counter()
     setup = child("setup", server, work=work, count=count, seed=args.seed, name=name)
+    setup_seconds = time.perf_counter() - start
     url = setup["url"]
-    result: dict[str, Any] = {"count": count, "backend": setup["backend"]}
+    result: dict[str, Any] = {
+        "count": count, "backend": setup["backend"], "setup_seconds": setup_seconds,
+    }  # fmt: skip
     try:
         say(f"  {count:,} subscribers: importing the CSV ({setup['csv_bytes'] / 1e6:.1f} MB)")
         result["import"] = child("import", url, work=work)
@@ -433,6 +437,15 @@ def pipeline(
             child("drop", server, scratch=url)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def estimate(small: dict[str, Any], wall: float, count: int) -> float:
+    """Seconds the pipeline of ``count`` would take at the rates of ``small`` (which took
+    ``wall``): its stages scaled, its fixed costs (interpreters, sinks, the ceiling) not."""
+    stages = float(small["setup_seconds"]) + sum(
+        float(small[stage]["seconds"]) for stage in ("import", "materialise", "send")
+    )
+    return stages * count / small["count"] + (wall - stages)
 
 
 def _rate(r: dict[str, Any], what: str) -> str:
@@ -491,7 +504,8 @@ def stage_lines(result: dict[str, Any]) -> list[str]:
         else f"  {count:,} subscribers",
         f"    import       {imported['rows'] / imported['seconds']:>9,.0f} rows/s  "
         f"{imported['seconds']:7.1f} s  CPU {imported['cpu']:6.1f} s  peak RSS "
-        f"{_mib(imported['peak_kib'])} MiB (+{_mib(grown)} during the import)",
+        f"{_mib(imported['peak_kib'])} MiB (+{_mib(grown)} during the import, "
+        f"{grown * 1024 / count:,.0f} bytes per row)",
         f"    materialise  {made['deliveries'] / made['seconds']:>9,.0f} rows/s  "
         f"{made['seconds']:7.1f} s  CPU {made['cpu']:6.1f} s  peak RSS "
         f"{_mib(made['peak_kib'])} MiB",
@@ -636,7 +650,7 @@ def main() -> None:
             start = time.perf_counter()
             small = pipeline(args.compare, work / "compare", args, tools, 1)
             problems += checks(small)
-            minutes = (time.perf_counter() - start) * count / args.compare / 60
+            minutes = estimate(small, time.perf_counter() - start, count) / 60
             say(f"at the comparison's rates, {count:,} would take about {minutes:.0f} min")
             if args.budget and minutes > args.budget and args.fallback < count:
                 note = (
