@@ -445,7 +445,7 @@ def estimate(small: dict[str, Any], wall: float, count: int) -> float:
     stages = float(small["setup_seconds"]) + sum(
         float(small[stage]["seconds"]) for stage in ("import", "materialise", "send")
     )
-    return stages * count / small["count"] + (wall - stages)
+    return stages * count / int(small["count"]) + (wall - stages)
 
 
 def _rate(r: dict[str, Any], what: str) -> str:
