@@ -226,6 +226,13 @@ async def child_materialise(work: Path, url: str, seed: int) -> dict[str, Any]:
         peak = _maxrss_kib()
         counts = await store.figures.counts(send_id)
         message = await _write_message(store, settings, spec, send_id, campaign, work)
+        size = 0
+        if url:  # PostgreSQL: the scratch database's size on disk
+            from sqlalchemy import text
+
+            async with store.engine.connect() as conn:
+                query = text("SELECT pg_database_size(current_database())")
+                size = int((await conn.execute(query)).scalar() or 0)
     return {
         "send_id": send_id,
         "started": started,
@@ -236,6 +243,7 @@ async def child_materialise(work: Path, url: str, seed: int) -> dict[str, Any]:
         "baseline_kib": baseline,
         "peak_kib": peak,
         "message_bytes": message,
+        "database_bytes": size,
     }
 
 
@@ -408,7 +416,7 @@ def pipeline(
         say("  materialising the send (store.sends.start: claim + INSERT ... SELECT)")
         result["materialise"] = child("materialise", url, work=work, seed=args.seed)
         say(f"    {result['materialise']['seconds']:.1f} s")
-        result["db_bytes"] = _size(work)
+        result["db_bytes"] = _size(work) or result["materialise"]["database_bytes"]
         ceiling_count = min(CEILING_MESSAGES, count)
         with Sink(tools, work) as sink:
             ceiling = run_ceiling(tools, sink, work, ceiling_count)
@@ -499,9 +507,7 @@ def stage_lines(result: dict[str, Any]) -> list[str]:
     rate = count / send["seconds"]
     grown = imported["peak_kib"] - imported["baseline_kib"]
     return [
-        f"  {count:,} subscribers ({result['db_bytes'] / 2**20:,.0f} MiB of SQLite)"
-        if result["db_bytes"]
-        else f"  {count:,} subscribers",
+        f"  {count:,} subscribers (the database {result['db_bytes'] / 2**20:,.0f} MiB)",
         f"    import       {imported['rows'] / imported['seconds']:>9,.0f} rows/s  "
         f"{imported['seconds']:7.1f} s  CPU {imported['cpu']:6.1f} s  peak RSS "
         f"{_mib(imported['peak_kib'])} MiB (+{_mib(grown)} during the import, "
