@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
+
 from mailer.errors import MailerError
 
 Resolve = Callable[[str], Awaitable[Sequence[str]]]
@@ -86,6 +88,11 @@ def parse_url(url: str, *, allow_private: bool) -> Target:
     host = (parts.hostname or "").lower().rstrip(".")
     if not host:
         raise TargetError("the URL has no host")
+    if not host.isascii():  # as the HTTP client will encode it (IDNA 2008, UTS 46)
+        try:
+            idna.encode(host, uts46=True)
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise TargetError(f"the URL's host is not a valid domain name ({exc})") from None
     return Target(url, scheme, host, port or (443 if scheme == "https" else 80), ())
 
 
@@ -111,7 +118,8 @@ def refused_address(text: str, *, allow_private: bool) -> str | None:
     for one in inner:
         if one.is_unspecified or one.is_loopback or one.is_link_local or one.is_multicast:
             return f"{text} is a loopback, link-local, multicast or unspecified address"
-        if one.is_private or one.is_reserved or not one.is_global:
+        site_local = isinstance(one, ipaddress.IPv6Address) and one.is_site_local
+        if one.is_private or one.is_reserved or site_local or not one.is_global:
             return f"{text} is a private or reserved address"
     return None
 

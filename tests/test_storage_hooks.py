@@ -360,3 +360,26 @@ async def test_a_request_noted_in_progress_and_never_answered_is_taken_over(stor
     assert soon.status == 0
     later = t0 + timedelta(minutes=1, seconds=1)
     assert await store.api_keys.remembered(key.id, "k", fingerprint="f", now=later) is None
+
+
+async def test_an_endpoint_removed_mid_post_does_not_refuse_the_others_results(
+    store: Store,
+) -> None:
+    """Its deliveries went with it; their attempts referred to nothing and the foreign key
+    refused the whole batch, every endpoint's results with it (from a review)."""
+    kept = await store.webhooks.add(
+        url="https://a.example.org/h", events=[EventType.SEND_STARTED], description="",
+        actor="cli:ops", now=now(),
+    )  # fmt: skip
+    gone = await store.webhooks.add(
+        url="https://b.example.org/h", events=[EventType.SEND_STARTED], description="",
+        actor="cli:ops", now=now(),
+    )  # fmt: skip
+    async with store.db.begin(write=True) as conn:
+        await outbox.emit(conn, [(EventType.SEND_STARTED, {})], now=now())
+    due = await store.webhooks.claim(node="a", now=now(), limit=10, lease=LEASE)
+    await store.webhooks.remove(gone.id, actor="cli:ops", now=now())
+    done = [HookAttempt(h.delivery_id, h.endpoint_id, 204, None, 1, "", None) for h in due]
+    await store.webhooks.record(done, now=now(), disable_after=timedelta(hours=24))
+    [line] = await store.webhooks.lines()
+    assert (line.endpoint_id, line.status) == (kept.id, HookStatus.DELIVERED)

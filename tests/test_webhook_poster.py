@@ -274,3 +274,28 @@ async def test_two_posters_on_postgresql_deliver_each_event_once_per_endpoint(
         assert len(counts) == 150
         assert set(counts.values()) == {1}, f"{path}: duplicates under SKIP LOCKED"
     assert all(r.verified for r in receiver.requests)
+
+
+async def test_a_receivers_odd_retry_after_stops_nothing(store: Store, receiver: Receiver) -> None:
+    """``Retry-After: ²`` passed str.isdigit and then failed int(): the poster's task died and
+    no endpoint got anything more until a restart (from a review; the test failed before)."""
+    clock = SimClock()
+    await endpoint(store, receiver, "/odd", clock)
+    await endpoint(store, receiver, "/ok", clock)
+    receiver.answer("/odd", 503, retry_after="²")
+    await emit(store, 2, clock())
+    sim = poster(store, hooks(), clock)
+    task = asyncio.create_task(sim.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not task.done():
+            lines = await store.webhooks.lines()
+            codes = {(line.url.rsplit("/", 1)[1], line.last_code) for line in lines}
+            if codes == {("odd", 503), ("ok", 200)}:  # every attempt recorded
+                break
+            assert asyncio.get_running_loop().time() < deadline, codes
+            await asyncio.sleep(0.05)
+        assert not task.done(), task.exception()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -190,3 +190,19 @@ async def test_accepted_urls_and_how_they_are_shown() -> None:
     )
     assert shown("https://hooks.example.org/in?token=s3cret") == "https://hooks.example.org/in?..."
     assert "s3cret" not in shown("https://u:s3cret@hooks.example.org/in")
+
+
+def test_an_odd_retry_after_is_ignored() -> None:
+    assert policy.retry_after("120") == 120.0
+    for odd in ("²", "\u0663", "-1", "1.5", "", None, "Wed, 21 Oct 2026 07:28:00 GMT"):
+        assert policy.retry_after(odd) is None
+
+
+async def test_a_host_httpx_cannot_encode_and_a_site_local_address_are_refused() -> None:
+    async def public(host: str) -> list[str]:
+        return ["93.184.215.14"]
+
+    with pytest.raises(TargetError, match="not a valid domain name"):
+        await check_url("https://\u2603.net/hook", False, public)
+    assert await check_url("https://b\u00fccher.example/x", False, public)
+    assert refused_address("fec0::1", allow_private=False) is not None

@@ -150,7 +150,7 @@ async def post(
         return Answer(None, f"no answer within {seconds:g} s", _ms(started))
     except httpx.TimeoutException:
         return Answer(None, f"no answer within {seconds:g} s", _ms(started))
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
         return Answer(None, _one_line(exc), _ms(started))
     took, code = _ms(started), response.status_code
     if 200 <= code < 300:
@@ -171,7 +171,7 @@ async def _start_of(response: httpx.Response) -> str:
     return got[:MAX_ANSWER].decode("utf-8", "replace")
 
 
-def _one_line(exc: httpx.HTTPError) -> str:
+def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     kind = "cannot connect" if isinstance(exc, httpx.ConnectError) else type(exc).__name__
     return f"{kind}: {text}"[:300]

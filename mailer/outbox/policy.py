@@ -74,6 +74,7 @@ def next_attempt(
 
 def retry_after(value: str | None) -> float | None:
     """A ``Retry-After`` header's seconds (the delta form only; a date is ignored)."""
-    if value is None or not value.strip().isdigit():
+    digits = (value or "").strip()[:9]
+    if not digits or not (digits.isascii() and digits.isdecimal()):  # "²" is a digit too
         return None
-    return float(int(value.strip()[:9]))
+    return float(int(digits))

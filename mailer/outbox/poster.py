@@ -30,7 +30,7 @@ from typing import TypeVar
 import httpx
 
 from mailer.clock import Clock, utc_now
-from mailer.errors import StorageError
+from mailer.errors import NotFoundError, StorageError
 from mailer.models import DueHook, Endpoint, HookAttempt
 from mailer.outbox import policy
 from mailer.outbox.client import Answer, open_client, post
@@ -112,7 +112,7 @@ class Poster:
                         await asyncio.sleep(self.interval)
                     done = {t for t in inflight if t.done()}
                     inflight -= done
-                    await self._guarded(self._record([t.result() for t in done]))
+                    await self._guarded(self._record(self._results(done)))
             finally:
                 for task in inflight:
                     task.cancel()
@@ -192,10 +192,13 @@ class Poster:
             gone.pop(endpoint.id, None)
             self._alert(endpoint)
         for endpoint_id, hook in gone.items():
-            endpoint = await self.store.webhooks.set_enabled(
-                endpoint_id, False, actor=f"daemon {self.node}", now=now,
-                reason=f"answered 410 Gone to {hook.type} {hook.event_id}",
-            )  # fmt: skip
+            try:
+                endpoint = await self.store.webhooks.set_enabled(
+                    endpoint_id, False, actor=f"daemon {self.node}", now=now,
+                    reason=f"answered 410 Gone to {hook.type} {hook.event_id}",
+                )  # fmt: skip
+            except NotFoundError:  # removed meanwhile: nothing left to disable
+                continue
             self._alert(endpoint)
 
     def _alert(self, endpoint: Endpoint) -> None:
@@ -241,9 +244,26 @@ class Poster:
             keep = timedelta(days=self.settings.keep_days)
             await self.store.webhooks.purge(now=now, keep=keep)
 
+    def _results(
+        self, done: set[asyncio.Task[tuple[DueHook, Answer]]]
+    ) -> list[tuple[DueHook, Answer]]:
+        """The finished POSTs' results; one that raised (a bug, never the receiver's doing:
+        ``post`` answers for those) is logged and left to its lease, which runs out."""
+        results = []
+        for task in done:
+            failure = task.exception()
+            if failure is None:
+                results.append(task.result())
+            else:
+                log.error("webhooks: a POST failed unexpectedly (%r); it is tried again "
+                          "once its lease runs out", failure)  # fmt: skip
+        return results
+
     async def _guarded(self, work: Awaitable[T]) -> T | None:
         """``work`` awaited; the database failing is a warning (a minute apart at most) and
-        ``None``: the loop goes on, the leases run out, nothing is lost."""
+        ``None``: the loop goes on, the leases run out, nothing is lost. Any other failure
+        (a bug) is an ERROR line, and the loop goes on too: one bad answer never stops every
+        endpoint's webhooks."""
         try:
             return await work
         except StorageError as exc:
@@ -251,4 +271,10 @@ class Poster:
             if at - self._storage_warned >= WARN_EVERY:
                 self._storage_warned = at
                 log.warning("webhooks: the database failed (%s); trying again", exc)
+            return None
+        except Exception as exc:
+            at = self.monotonic()
+            if at - self._storage_warned >= WARN_EVERY:
+                self._storage_warned = at
+                log.error("webhooks: recording failed unexpectedly (%r); trying again", exc)
             return None

@@ -327,11 +327,19 @@ class Webhooks:
     ) -> list[Endpoint]:
         """Write each attempt and where its delivery now stands; an endpoint that answered
         only failures for ``disable_after`` (and ``min_failures`` times at least) is disabled.
-        Returns the endpoints this disabled."""
+        Returns the endpoints this disabled. The attempts of a delivery removed meanwhile
+        (with its endpoint) are dropped."""
         if not attempts:
             return []
         d = webhook_deliveries
         async with self._db.begin(write=True) as conn:
+            # An endpoint removed while its event was being posted took its deliveries
+            # with it: their attempts are dropped, not allowed to refuse everyone's.
+            wanted = [a.delivery_id for a in attempts]
+            alive = set((await conn.execute(select(d.c.id).where(d.c.id.in_(wanted)))).scalars())
+            attempts = [a for a in attempts if a.delivery_id in alive]
+            if not attempts:
+                return []
             await conn.execute(
                 insert(webhook_attempts),
                 [
