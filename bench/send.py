@@ -16,6 +16,24 @@ that the noise of a shared machine spreads evenly, each against a freshly starte
 4. baseline: what a user might write by hand: plain Jinja2 with the same templates,
    ``email.message.EmailMessage`` per recipient and ONE ``smtplib.SMTP`` connection, in turn.
 
+``--mode daemon`` (in the default run too, after those) measures what an operator sees, per
+message size (``--size`` KB, default 20; ``--sizes 10,20,50``) and per
+``MAILER_DELIVERY__RENDER_WORKERS`` value (``--workers``, default 1 and 2), interleaved in each
+repetition against a freshly started sink:
+
+5. ceiling: ``smtp-source -s 20 -d`` with that size's message;
+6. ``Engine.run_send`` of the send below, as in 3, from a copy of its database;
+7. ``mailer run``: a data folder made once per size with the CLI (a CSV of ``--recipients``
+   subscribers imported by ``mailer init``; an announcement due now, whose Markdown body is
+   chosen to make a message of the size as the send builds it, by ``mailer campaign
+   create``), copied fresh for each run; the daemon started as a subprocess with
+   MAILER_SMTP__HOST/PORT at the sink (web pages on, on a free port), the clock running from
+   its start (Popen) to the sink's last message (its ``-c`` counter), then SIGTERM once it
+   has logged the send's end. Its processes are read in ``/proc`` every 0.1 s: the peak RSS
+   (VmHWM) and CPU (utime + stime) of the main process, of the render workers (the children
+   of multiprocessing's fork server; those it reaped are in its cutime) and of the fork
+   server. The report adds the CPU per message of each and the rate more cores would give.
+
 Every measurement runs in its own child process (CPU time and peak RSS are its own); the
 parent uses the standard library only and stays small, because on Linux a child's
 ``ru_maxrss`` starts at its parent's high-water mark. Every message must be accepted: the
@@ -29,6 +47,8 @@ a cache folder (Postfix itself is never installed, configured or started); if th
 
     .venv/bin/python bench/send.py [--quick] [--recipients 20000] [--repetitions 5]
                                    [--memory-check] [--profile] [--seed 1]
+                                   [--mode all|engine|daemon] [--sizes 10,20,50]
+                                   [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -45,6 +65,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -72,6 +93,11 @@ SECRET = "bench-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU_iO3aQwE"  # noqa: S105 - sig
 CHILD_TIMEOUT = 3600  # seconds: one end-to-end run of 100,000 on a slow machine
 TARGETS = {"ratio": 0.15, "stretch": 0.22, "baseline": 3.0, "cpu_ms": 1.2, "mib": 100.0}
 CEILING_SPREAD = 0.15  # the ceiling moving more than this between repetitions: a noisy run
+DAEMON_CAMPAIGN = "annonce-bench"  # the daemon mode's announcement, due now
+DAEMON_SUBJECT = "Les travaux du réseau CRI-IMIDIATE cette année"
+CEILING_SESSIONS = 2 * POOL  # smtp-source sessions of the daemon mode's ceiling
+DAEMON_TARGETS = {"daemon": 0.15, "stretch": 0.22, "engine": 0.20, "mib": 100.0}
+SAMPLE_EVERY = 0.1  # seconds between two looks at the daemon's processes in /proc
 
 # --- small helpers (parent and children) -------------------------------------------------
 
@@ -334,14 +360,18 @@ class Sink:
         fields = stat.rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def count(self) -> int:
+        """Messages the sink received so far (its last ``mesg=`` counter)."""
+        with self.output.open("rb") as out:
+            out.seek(max(0, self.output.stat().st_size - 512))
+            found = re.findall(rb"mesg=(\d+)", out.read())
+        return int(found[-1]) if found else 0
+
     def messages(self, expected: int, wait: float = 5.0) -> int:
         """Messages the sink received (its last ``mesg=`` counter), waiting for ``expected``."""
         deadline = time.monotonic() + wait
         while True:
-            with self.output.open("rb") as out:
-                out.seek(max(0, self.output.stat().st_size - 512))
-                found = re.findall(rb"mesg=(\d+)", out.read())
-            count = int(found[-1]) if found else 0
+            count = self.count()
             if count >= expected or time.monotonic() > deadline:
                 return count
             time.sleep(0.05)
@@ -392,6 +422,20 @@ def _recipient_rows(count: int, seed: int) -> Iterator[tuple[str, str, str]]:
         yield email, f"{first} {last}", rng.choice(locales)
 
 
+def _write_list(lists: Path, count: int, seed: int) -> Path:
+    """The list's CSV of ``count`` subscribers and its settings file, in ``lists``."""
+    lists.mkdir(parents=True, exist_ok=True)
+    csv_path = lists / f"{LIST_SLUG}.csv"
+    with csv_path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(("email", "name", "locale"))
+        writer.writerows(_recipient_rows(count, seed))
+    (lists / f"{LIST_SLUG}.toml").write_text(
+        f'title = "{LIST_TITLE}"\ndefault_locale = "fr"\n', encoding="utf-8"
+    )
+    return csv_path
+
+
 async def child_setup(work: Path, count: int, seed: int) -> dict[str, Any]:
     """CSV, database (imported list, saved campaign, created send), the reference message."""
     from render_message import newsletter_body
@@ -403,16 +447,7 @@ async def child_setup(work: Path, count: int, seed: int) -> dict[str, Any]:
     from mailer.storage import Store
     from mailer.tokens import Signer
 
-    lists = work / "lists"
-    lists.mkdir(parents=True, exist_ok=True)
-    csv_path = lists / f"{LIST_SLUG}.csv"
-    with csv_path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(("email", "name", "locale"))
-        writer.writerows(_recipient_rows(count, seed))
-    (lists / f"{LIST_SLUG}.toml").write_text(
-        f'title = "{LIST_TITLE}"\ndefault_locale = "fr"\n', encoding="utf-8"
-    )
+    csv_path = _write_list(work / "lists", count, seed)
     body = newsletter_body(seed)
     (work / "body.md").write_text(body, encoding="utf-8")
     database = work / "template.sqlite3"
@@ -807,6 +842,145 @@ def child_baseline(work: Path, port: int, count: int) -> dict[str, Any]:
     }
 
 
+# --- the children of the daemon mode: the data folder's files, the message it sends ---------
+
+
+def _write_campaign(folder: Path, body: str) -> Path:
+    """The announcement's campaign file (due now, in French) and its body file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{DAEMON_CAMPAIGN}.fr.md").write_text(body, encoding="utf-8")
+    path = folder / f"{DAEMON_CAMPAIGN}.toml"
+    path.write_text(
+        f'name = "{DAEMON_CAMPAIGN}"\nkind = "announcement"\nlists = ["{LIST_SLUG}"]\n'
+        f'timezone = "Europe/Paris"\nsend_at = "now"\nlanguage = "fr"\n'
+        f'subject = "{DAEMON_SUBJECT}"\nbody_file = "{DAEMON_CAMPAIGN}.fr.md"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _blocks(seed: int, count: int) -> list[str]:
+    """At least ``count`` Markdown blocks (headings, paragraphs, lists, quotes) of the French
+    newsletter of render_message.py, its issues of successive seeds one after the other."""
+    from render_message import newsletter_body
+
+    blocks: list[str] = []
+    issue = seed
+    while len(blocks) < count:
+        blocks += newsletter_body(issue).strip().split("\n\n")
+        issue += 1
+    return blocks
+
+
+def child_daemon_setup(work: Path, count: int, seed: int, size_kb: int) -> dict[str, Any]:
+    """The list (CSV and settings) and the announcement whose body makes a message of about
+    ``size_kb`` KB as the send builds it (8bit, the product's composer), found by bisection
+    on the number of Markdown blocks."""
+    from render_message import recipients
+
+    from mailer.campaigns import load
+    from mailer.compose import make_composer
+    from mailer.models import ListInfo, SendInfo
+    from mailer.render import Renderer
+    from mailer.tokens import Signer
+
+    _write_list(work / "lists", count, seed)
+    settings = _settings(work)
+    renderer, signer = Renderer(settings.paths.templates_dir), Signer([SECRET])
+    info = ListInfo(id=1, slug=LIST_SLUG, title=LIST_TITLE, default_locale="fr")
+    who = recipients(1, seed)[0]
+    now = datetime.now(UTC)
+    folder = work / "campaigns"
+    blocks = _blocks(seed, 8)
+
+    def size(n: int) -> int:
+        path = _write_campaign(folder, "\n\n".join(blocks[:n]) + "\n")
+        content = load(path, templates_dir=settings.paths.templates_dir).content
+        send = SendInfo(
+            content=content, list=info, sender_name=SENDER_NAME, sender_address=SENDER_ADDRESS,
+            action="announcement", now=now, event=None, key="announce",
+        )  # fmt: skip
+        composer = make_composer(
+            settings, renderer=renderer, signer=signer, send=send, send_id=1,
+            trace="c1/announce", eight_bit=True,
+        )  # fmt: skip
+        return len(composer.compose(who, date=now).message.data)
+
+    target = size_kb * 1024
+    high = 8
+    while size(high) < target:
+        high *= 2
+        blocks = _blocks(seed, high)
+    low = 1  # size(low) may already be over: the smallest message this template makes
+    while low < high:
+        middle = (low + high) // 2
+        if size(middle) < target:
+            low = middle + 1
+        else:
+            high = middle
+    over, under = size(low), size(max(1, low - 1))
+    chosen = low if over - target <= target - under or low == 1 else low - 1
+    estimate = size(chosen)  # leaves the chosen body in the campaign's files
+    return {
+        "blocks": chosen,
+        "estimate_bytes": estimate,
+        "body_bytes": (folder / f"{DAEMON_CAMPAIGN}.fr.md").stat().st_size,
+    }
+
+
+async def child_daemon_message(work: Path) -> dict[str, Any]:
+    """The send ``mailer campaign create`` made, in the folder's template database: its id,
+    its total, and its first recipient's message as the send builds it for smtp-sink (8bit),
+    written for smtp-source -F (LF line ends)."""
+    import sqlite3
+
+    from mailer.compose import make_composer
+    from mailer.dispatch.feed import trace_of
+    from mailer.models import SendInfo
+    from mailer.render import Renderer
+    from mailer.storage import Store
+    from mailer.tokens import Signer
+
+    database = work / "template.sqlite3"
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT id FROM sends").fetchall()
+    if len(rows) != 1:
+        raise SystemExit(f"{database}: {len(rows)} sends, expected the announcement's one")
+    send_id = int(rows[0][0])
+    settings = _settings(work, database=database)
+    now = datetime.now(UTC)
+    async with Store.open(settings) as store:
+        spec = await store.sends.spec(send_id)
+        first = None
+        async for recipient in store.lists.recipients(LIST_SLUG, limit=1):
+            first = recipient
+        assert first is not None
+    composer = make_composer(
+        settings,
+        renderer=Renderer(settings.paths.templates_dir),
+        signer=Signer([SECRET]),
+        send=SendInfo(
+            content=spec.content, list=spec.lists[0],
+            sender_name=spec.sender_name or settings.sender.from_name,
+            sender_address=spec.sender_address or settings.sender.from_address,
+            action=spec.action, now=now, event=spec.event, key=spec.key,
+        ),
+        send_id=send_id,
+        trace=trace_of(spec),
+        eight_bit=True,
+    )  # fmt: skip
+    data = composer.compose(first, date=now).message.data
+    (work / "message-lf.eml").write_bytes(data.replace(b"\r\n", b"\n"))
+    return {
+        "send_id": send_id,
+        "status": str(spec.status),
+        "message_bytes": len(data),
+        "encodings": sorted(
+            {m.decode() for m in re.findall(rb"Content-Transfer-Encoding: (\S+)", data)}
+        ),
+    }
+
+
 def run_child(mode: str, options: dict[str, Any]) -> None:
     sys.path.insert(0, str(ROOT))  # the mailer package, when run from elsewhere
     work = Path(options["work"])
@@ -830,6 +1004,10 @@ def run_child(mode: str, options: dict[str, Any]) -> None:
                 options.get("render_workers"),
             )
         )
+    elif mode == "daemon_setup":
+        result = child_daemon_setup(work, options["count"], options["seed"], options["size_kb"])
+    elif mode == "daemon_message":
+        result = asyncio.run(child_daemon_message(work))
     elif mode == "stages":
         result = asyncio.run(child_stages(work, options["send_id"]))
     elif mode == "baseline":
@@ -863,10 +1041,13 @@ def child(mode: str, **options: Any) -> dict[str, Any]:
     return result
 
 
-def run_ceiling(tools: Tools, sink: Sink, work: Path, count: int) -> dict[str, Any]:
-    """smtp-source, 10 sessions reused, our message (-F), a distinct recipient each (-N)."""
+def run_ceiling(
+    tools: Tools, sink: Sink, work: Path, count: int, sessions: int = POOL
+) -> dict[str, Any]:
+    """smtp-source, ``sessions`` sessions reused (10), our message (-F), a distinct recipient
+    each (-N)."""
     command = [
-        str(tools.source), "-s", str(POOL), "-d", "-m", str(count), "-N",
+        str(tools.source), "-s", str(sessions), "-d", "-m", str(count), "-N",
         "-f", SENDER_ADDRESS, "-t", "reader@example.org", "-M", "bench.example.org",
         "-F", str(work / "message-lf.eml"), f"127.0.0.1:{sink.port}",
     ]  # fmt: skip
@@ -934,183 +1115,595 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument(
-        "--recipients", type=int, default=20_000, help="subscribers of the send (default 20000)"
-    )
-    parser.add_argument(
-        "--repetitions", type=int, default=5, help="interleaved repetitions (default 5)"
-    )
-    parser.add_argument(
-        "--baseline-messages",
-        type=int,
-        default=4000,
-        help="messages of the hand-written baseline per repetition (default 4000: it is slow)",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="2,000 recipients, 2 repetitions: a smoke run"
-    )
-    parser.add_argument(
-        "--memory-check",
-        action="store_true",
-        help="also one end-to-end run of 100,000 recipients for peak RSS (a few minutes)",
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="also one end-to-end run under cProfile; prints the top functions",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generators (default 1)")
-    parser.add_argument(
-        "--tools", help="folder holding smtp-sink and smtp-source (default: found or fetched)"
-    )
-    parser.add_argument(
-        "--render-workers",
-        default=None,
-        help="MAILER_DELIVERY__RENDER_WORKERS for the end-to-end send: auto or a number "
-        "(default: the setting's, auto)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--options", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        run_child(args.child, json.loads(args.options))
-        return
-    count, repetitions, baseline_count = args.recipients, args.repetitions, args.baseline_messages
-    if args.quick:
-        count, repetitions, baseline_count = 2000, 2, 500
-    baseline_count = min(baseline_count, count)
-    if count < 1 or repetitions < 1 or baseline_count < 1:
-        parser.error("--recipients, --repetitions and --baseline-messages must be at least 1")
+# --- end to end through `mailer run` (--mode daemon) ---------------------------------------
 
-    def say(text: str) -> None:
-        print(text, flush=True)
 
-    began = time.perf_counter()
-    say("smtp-sink and smtp-source (Postfix test programs):")
+def _daemon_env(folder: Path, data: Path, port: int, workers: str | None) -> dict[str, str]:
+    """The environment of the CLI and the daemon: the same values as ``_settings`` (so the
+    Engine.run_send runs of the same folder compose the same messages), no MAILER_* of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_PATHS__DATA_DIR=str(data),
+        MAILER_PATHS__LISTS_DIR=str(folder / "lists"),
+        MAILER_PATHS__TEMPLATES_DIR=str(ROOT / "templates"),
+        MAILER_SMTP__HOST="127.0.0.1",
+        MAILER_SMTP__PORT=str(port),
+        MAILER_SMTP__SECURITY="none",
+        MAILER_SMTP__POOL_SIZE=str(POOL),
+        MAILER_SMTP__LOCAL_HOSTNAME="bench.example.org",
+        MAILER_SENDER__FROM_ADDRESS=SENDER_ADDRESS,
+        MAILER_SENDER__FROM_NAME=SENDER_NAME,
+        MAILER_SENDER__DOMAIN=DOMAIN,
+        MAILER_WEB__BASE_URL=BASE_URL,
+        MAILER_WEB__PORT="0",  # the web pages on, as an operator has them, on a free port
+        MAILER_SECRET_KEYS=SECRET,
+        MAILER_LOG__LEVEL="INFO",
+        PYTHONPATH=str(ROOT),
+    )
+    if workers is not None:
+        env["MAILER_DELIVERY__RENDER_WORKERS"] = workers
+    return env
+
+
+def _cli(arguments: list[str], folder: Path, env: dict[str, str]) -> float:
+    """``mailer ARGUMENTS`` in ``folder``; its wall seconds (a failure ends the benchmark)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "mailer", *arguments], cwd=folder, env=env,
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-2000:] + done.stderr[-2000:])
+        raise SystemExit(f"mailer {' '.join(arguments)} failed (exit status {done.returncode})")
+    return time.perf_counter() - start
+
+
+@dataclass
+class Prepared:
+    """One message size's folder: the template database with the send, the ceiling's file."""
+
+    size: int
+    folder: Path
+    send_id: int
+    message_bytes: int
+    encodings: list[str]
+    body_bytes: int
+    seconds: dict[str, float]
+
+
+def prepare_size(work: Path, size: int, count: int, seed: int) -> Prepared:
+    """Files, ``mailer init`` (the list imported), ``mailer campaign create`` (the send due
+    now), then one consistent copy of the database: the template of every run of this size."""
+    import sqlite3
+
+    folder = work / f"size-{size}"
+    setup = child("daemon_setup", work=folder, count=count, seed=seed, size_kb=size)
+    data = folder / "data"
+    env = _daemon_env(folder, data, 25, None)
+    seconds = {"init": _cli(["init"], folder, env)}
+    campaign = folder / "campaigns" / f"{DAEMON_CAMPAIGN}.toml"
+    seconds["create"] = _cli(["campaign", "create", str(campaign)], folder, env)
+    with (
+        sqlite3.connect(data / "mailer.sqlite3") as source,
+        sqlite3.connect(folder / "template.sqlite3") as target,
+    ):
+        source.backup(target)
+    source.close()
+    target.close()
+    shutil.rmtree(data)
+    message = child("daemon_message", work=folder)
+    return Prepared(
+        size, folder, message["send_id"], message["message_bytes"], message["encodings"],
+        setup["body_bytes"], seconds,
+    )  # fmt: skip
+
+
+def _stat(pid: int) -> tuple[float, float] | None:
+    """(own CPU, CPU of its reaped children) in seconds from /proc/PID/stat; None if gone."""
     try:
-        tools = find_tools(args.tools, say)
-    except ToolError as exc:
-        raise SystemExit(f"cannot get smtp-sink and smtp-source: {exc}") from None
-    say(f"  using {tools.sink} and {tools.source}")
-    say(f"  from {tools.how}")
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
-    work = Path(tempfile.mkdtemp(prefix="mailer-bench-send-"))
-    problems: list[str] = []
+
+def _hwm_kib(pid: int) -> int:
+    """The peak resident set (VmHWM) of a live process, in KiB; 0 if gone."""
     try:
-        say(f"preparing {count:,} subscribers, the campaign and the send (SQLite, in {work})")
-        setup = child("setup", work=work, count=count, seed=args.seed)
-        if setup["added"] != count:
-            problems.append(f"setup: {setup['added']:,} subscribers imported of {count:,}")
-        encodings = "/".join(setup["encodings"])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _rss_kib(pid: int) -> int:
+    """The resident set (VmRSS) of a live process now, in KiB; 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    """The live children of a process (every thread's /proc children list)."""
+    found: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            found += [int(word) for word in Path(path).read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _kind(pid: int, parent: str) -> str:
+    """What a process of the daemon's tree is: a child of the fork server is a render worker."""
+    if parent == "forkserver":
+        return "render"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return "other"
+    if b"forkserver" in command:
+        return "forkserver"
+    return "tracker" if b"resource_tracker" in command else "other"
+
+
+@dataclass
+class Seen:
+    """One process of the daemon's tree as last seen: its CPU, its peak RSS."""
+
+    kind: str
+    cpu: float = 0.0
+    reaped: float = 0.0  # CPU of its children it has reaped (the fork server: the workers)
+    hwm_kib: int = 0
+    alive: bool = False
+
+
+class Watch:
+    """The daemon's processes, looked at in /proc: the main one, the fork server, the render
+    workers (the fork server's children), the resource tracker."""
+
+    def __init__(self, main: int) -> None:
+        self.main = main
+        self.seen: dict[int, Seen] = {}
+
+    def sample(self) -> None:
+        for seen in self.seen.values():
+            seen.alive = False
+        stack = [(self.main, "main")]
+        while stack:
+            pid, kind = stack.pop()
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            seen = self.seen.setdefault(pid, Seen(kind))
+            seen.cpu, seen.reaped = stat
+            seen.hwm_kib = max(seen.hwm_kib, _hwm_kib(pid))
+            seen.alive = True
+            for child_pid in _children(pid):
+                known = self.seen.get(child_pid)
+                stack.append((child_pid, known.kind if known else _kind(child_pid, seen.kind)))
+
+    def of(self, kind: str) -> list[Seen]:
+        return [seen for seen in self.seen.values() if seen.kind == kind]
+
+    def render_cpu(self) -> float:
+        """The render workers' CPU: those the fork server reaped plus the live ones; at least
+        the sum of what each was last seen with (a worker ends between two looks)."""
+        reaped = sum(s.reaped for s in self.of("forkserver"))
+        live = sum(s.cpu for s in self.of("render") if s.alive)
+        return max(reaped + live, sum(s.cpu for s in self.of("render")))
+
+
+FINISHED = re.compile(
+    r"send (\d+) \([^)]*\): (\w+); sent (\d+), deferred (\d+), failed (\d+), skipped (\d+)"
+)
+PREFLIGHT = re.compile(r"pre-flight check of .*")
+
+
+def run_daemon(
+    sink: Sink, prepared: Prepared, count: int, workers: str, number: int
+) -> dict[str, Any]:
+    """``mailer run`` on a fresh data folder holding the prepared database, until the sink
+    has ``count`` messages (the clock) and the daemon has logged the send's end; then
+    SIGTERM. CPU and peak RSS of each of its processes from /proc."""
+    folder = prepared.folder / f"run-{number}-{workers}"
+    data = folder / "data"
+    data.mkdir(parents=True)
+    shutil.copyfile(prepared.folder / "template.sqlite3", data / "mailer.sqlite3")
+    env = _daemon_env(prepared.folder, data, sink.port, workers)
+    log = folder / "daemon.log"
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "run"], cwd=folder, env=env,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    watch = Watch(process.pid)
+    first = seconds = ready = None
+    ready_kib = 0
+    finished: re.Match[str] | None = None
+    looked = 0.0
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    try:
+        while finished is None:
+            now = time.perf_counter()
+            if seconds is None:
+                received = sink.count()
+                if received and first is None:
+                    first = now - start
+                if received >= count:
+                    seconds = now - start
+            if now - looked >= SAMPLE_EVERY:
+                looked = now
+                watch.sample()
+                if ready is None and b"waiting for work" in log.read_bytes():
+                    ready, ready_kib = now - start, _rss_kib(process.pid)
+                if seconds is not None:  # the clock has stopped: wait for the send's end
+                    finished = FINISHED.search(log.read_text(encoding="utf-8", errors="replace"))
+            if process.poll() is not None:
+                raise SystemExit(f"mailer run exited ({process.returncode}); its log: {log}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"mailer run: no end after {CHILD_TIMEOUT} s; its log: {log}")
+            time.sleep(0.005 if seconds is None else 0.05)
+        watch.sample()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    text = log.read_text(encoding="utf-8", errors="replace")
+    preflight = PREFLIGHT.search(text)
+    assert seconds is not None
+    assert first is not None
+    main = watch.seen[process.pid]
+    renders = watch.of("render")
+    helpers = watch.of("forkserver") + watch.of("tracker")
+    result = {
+        "messages": count,
+        "sent": int(finished.group(3)),
+        "counts": dict(
+            zip(
+                ("sent", "deferred", "failed", "skipped"),
+                map(int, finished.groups()[2:]),
+                strict=True,
+            )
+        ),
+        "reason": f"status {finished.group(2)}",
+        "status": finished.group(2),
+        "seconds": seconds,
+        "first": first,
+        "ready": ready or 0.0,
+        "ready_kib": ready_kib,
+        "main_cpu": main.cpu,
+        "render_cpu": watch.render_cpu(),
+        "helper_cpu": sum(s.cpu for s in helpers),
+        "main_kib": main.hwm_kib,
+        "render_kib": max((s.hwm_kib for s in renders), default=0),
+        "renders": len(renders),
+        "helper_kib": max((s.hwm_kib for s in helpers), default=0),
+        "preflight": preflight.group(0) if preflight else "",
+        "cpu": main.cpu + watch.render_cpu(),
+        "exit": process.returncode,
+        "stopped_cleanly": "mailer stopped cleanly" in text,
+        "stderr": text[-2000:],
+    }
+    shutil.rmtree(data, ignore_errors=True)  # the log stays (--keep)
+    return result
+
+
+def daemon_section(
+    tools: Tools, work: Path, args: argparse.Namespace, count: int, repetitions: int,
+    say: Callable[[str], None], problems: list[str],
+) -> None:  # fmt: skip
+    """Per message size: the ceiling (smtp-source, 20 sessions, that message), Engine.run_send
+    and ``mailer run`` with each render-worker count, interleaved; then the report."""
+    sink = Sink(tools, work)
+    workers: list[str] = args.workers
+    sizes: list[int] = args.sizes
+    lines: dict[tuple[int, str, str], Line] = {}
+    prepared: dict[int, Prepared] = {}
+    for size in sizes:
+        say(f"{size} KB: {count:,} subscribers, `mailer init`, `mailer campaign create`")
+        ready = prepared[size] = prepare_size(work / "daemon", size, count, args.seed)
         say(
-            f"  {setup['rows']:,} rows imported in {setup['import_seconds']:.1f} s; one message "
-            f"{setup['message_bytes']:,} bytes (HTML {setup['html_chars']:,} + text "
-            f"{setup['text_chars']:,} characters, {encodings}); Markdown body "
-            f"{setup['body_bytes']:,} bytes"
+            f"  message {ready.message_bytes:,} bytes ({'/'.join(ready.encodings)}; Markdown "
+            f"body {ready.body_bytes:,} bytes); init {ready.seconds['init']:.1f} s, campaign "
+            f"create {ready.seconds['create']:.1f} s"
         )
-        lines = {
-            "ceiling": Line("ceiling", f"ceiling: smtp-source -s {POOL} -d, same message"),
-            "transport": Line(
-                "transport", f"transport only: SmtpTransport pool {POOL}, {TASKS} tasks"
-            ),
-            "transport1": Line(
-                "transport1", "transport only, no PIPELINING: one command at a time"
-            ),
-            "e2e": Line("e2e", f"end to end: Engine.run_send, SQLite, pool {POOL}"),
-            "baseline": Line("baseline", "baseline: Jinja2 + EmailMessage + 1 smtplib"),
-        }
-        sink = Sink(tools, work)
-        send_id = setup["send_id"]
-        say(
-            f"{repetitions} repetitions, interleaved (ceiling, transport with and without "
-            f"PIPELINING, end to end, baseline); "
-            f"{count:,} messages each, {baseline_count:,} for the baseline"
+        ceiling = lines[size, "ceiling", ""] = Line(
+            "ceiling", f"ceiling: smtp-source -s {CEILING_SESSIONS} -d"
         )
         for repetition in range(1, repetitions + 1):
-            shown = []
-            for key, run in (
-                ("ceiling", lambda s: run_ceiling(tools, s, work, count)),
-                ("transport", lambda s: child("transport", work=work, port=s.port, count=count)),
-                (
-                    "transport1",
-                    lambda s: child(
-                        "transport", work=work, port=s.port, count=count, pipelining=False
-                    ),
-                ),
-                (
-                    "e2e",
-                    lambda s: child(
+            result = measure(
+                ceiling,
+                sink,
+                lambda s, r=ready: run_ceiling(tools, s, r.folder, count, CEILING_SESSIONS),
+                problems,
+            )
+            shown = [f"ceiling {result['messages'] / result['seconds']:,.0f}/s"]
+            for worker in workers:
+                engine = lines.setdefault(
+                    (size, "engine", worker),
+                    Line("engine", f"Engine.run_send, {worker} render worker(s)"),
+                )
+                result = measure(
+                    engine,
+                    sink,
+                    lambda s, r=ready, w=worker: child(
                         "e2e",
-                        work=work,
+                        work=r.folder,
                         port=s.port,
-                        send_id=send_id,
+                        send_id=r.send_id,
                         count=count,
                         profile=False,
-                        render_workers=args.render_workers,
+                        render_workers=w,
                     ),
-                ),
-                (
-                    "baseline",
-                    lambda s: child("baseline", work=work, port=s.port, count=baseline_count),
-                ),
-            ):
-                result = measure(lines[key], sink, run, problems)
-                shown.append(f"{key} {result['messages'] / result['seconds']:,.0f}/s")
+                    problems,
+                )
+                shown.append(f"engine/{worker} {result['messages'] / result['seconds']:,.0f}/s")
+                daemon = lines.setdefault(
+                    (size, "daemon", worker),
+                    Line("daemon", f"mailer run, {worker} render worker(s)"),
+                )
+                result = measure(
+                    daemon,
+                    sink,
+                    lambda s, r=ready, w=worker, n=repetition: run_daemon(s, r, count, w, n),
+                    problems,
+                )
+                if not result["stopped_cleanly"] or result["exit"] != 0:
+                    problems.append(
+                        f"{daemon.label}: exit status {result['exit']} after SIGTERM, "
+                        f"{'' if result['stopped_cleanly'] else 'no '}'mailer stopped cleanly'"
+                    )
+                shown.append(f"daemon/{worker} {result['messages'] / result['seconds']:,.0f}/s")
             say(f"  repetition {repetition}: " + " | ".join(shown))
+    daemon_report(lines, prepared, count, repetitions, workers, say)
 
-        say("stage costs measured alone (one child, the same recipients, no SMTP)")
-        stages = child("stages", work=work, send_id=send_id)
-        if stages["sent"] != count:
-            problems.append(f"stages: {stages['sent']:,} recorded sent of {count:,}")
 
-        profile = None
-        if args.render_workers is not None:
-            say(f"end to end with MAILER_DELIVERY__RENDER_WORKERS={args.render_workers}")
-        if args.profile:
-            say("one more end-to-end run under cProfile")
-            profile = measure(
-                Line("profile", "profiled end to end"),
-                sink,
+def _med(line: Line, key: str) -> float:
+    return statistics.median(float(r[key]) for r in line.runs)
+
+
+def _ratio(line: Line, ceiling: Line) -> float:
+    pairs = zip(line.rates(), ceiling.rates(), strict=True)
+    return statistics.median(rate / top for rate, top in pairs)
+
+
+def daemon_report(
+    lines: dict[tuple[int, str, str], Line], prepared: dict[int, Prepared], count: int,
+    repetitions: int, workers: list[str], say: Callable[[str], None],
+) -> None:  # fmt: skip
+    say("")
+    say(
+        f"end to end through `mailer run` and Engine.run_send: {count:,} recipients, "
+        f"{repetitions} interleaved repetitions, SQLite, SMTP pool {POOL}; the ceiling "
+        f"smtp-source -s {CEILING_SESSIONS} -d with the same message, in the same repetition"
+    )
+    say(
+        "  (mailer run: the clock from the daemon's start (Popen) to smtp-sink's last message; "
+        "a fresh data folder each run; CPU and peak RSS (VmHWM) of each process from /proc)"
+    )
+    head = (
+        f"  {'size / measurement':<36} {'msgs/s':>7} {'min–max':>13} {'÷ ceiling':>9} "
+        f"{'1st msg s':>9} {'main µs':>8} {'render µs':>9} {'sink µs':>7} {'main MiB':>8} "
+        f"{'render MiB':>10}"
+    )
+    say(head)
+    say("  " + "-" * (len(head) - 2))
+    for size, ready in prepared.items():
+        ceiling = lines[size, "ceiling", ""]
+        say(
+            f"  {size} KB ({ready.message_bytes:,} bytes) {ceiling.label:<12} "
+            f"{ceiling.rate():>7,.0f} {_span(ceiling.rates()):>13} {'1.000':>9}"
+        )
+        for mode in ("engine", "daemon"):
+            for worker in workers:
+                line = lines[size, mode, worker]
+                per = 1e6 / line.runs[0]["messages"]
+                if mode == "daemon":
+                    main_us, render_us = (
+                        _med(line, "main_cpu") * per,
+                        _med(line, "render_cpu") * per,
+                    )
+                    main_kib, render_kib = _med(line, "main_kib"), _med(line, "render_kib")
+                    first = f"{_med(line, 'first'):.1f}"
+                else:
+                    render_us = _med(line, "worker_cpu") * per
+                    main_us = _med(line, "cpu") * per - render_us
+                    main_kib, render_kib = _med(line, "peak_kib"), _med(line, "worker_peak_kib")
+                    first = ""
+                sink_us = line.sink_us()
+                say(
+                    f"    {line.label:<34} {line.rate():>7,.0f} {_span(line.rates()):>13} "
+                    f"{_ratio(line, ceiling):>9.3f} {first:>9} {main_us:>8,.0f} "
+                    f"{render_us:>9,.0f} {'' if sink_us is None else f'{sink_us:,.0f}':>7} "
+                    f"{_mib(main_kib):>8} {_mib(render_kib):>10}"
+                )
+    say(
+        "  (medians over the repetitions; each ratio against its own repetition's ceiling; "
+        "µs: CPU per message, main = the sending process (the daemon's main process, start-up "
+        "included), render = its render workers together; MiB: peak RSS, render = the largest "
+        "worker (Engine.run_send: of its reaped children, the fork server included))"
+    )
+    say("  where the time to the first message goes, and the daemon's main process at start-up:")
+    for size in prepared:
+        for worker in workers:
+            line = lines[size, "daemon", worker]
+            ready_mib, helper_mib = _mib(_med(line, "ready_kib")), _mib(_med(line, "helper_kib"))
+            say(
+                f"    {size} KB, {worker} worker(s): 'waiting for work' logged after "
+                f"{_med(line, 'ready'):.1f} s (main RSS then {ready_mib} MiB), "
+                f"first message after {_med(line, 'first'):.1f} s, the last after "
+                f"{_med(line, 'seconds'):.1f} s; fork server {helper_mib} MiB and "
+                f"{_med(line, 'helper_cpu'):.2f} s CPU (with the resource tracker), "
+                f"{line.runs[-1]['renders']} render process(es); its log: "
+                f"{line.runs[-1]['preflight']}"
+            )
+
+    say("")
+    say(
+        "derived for more cores, from the `mailer run` lines: with c_main and c_render the CPU "
+        "ms per message of the main process and of the render workers together, k cores give "
+        "k - 1 workers beside the main process, so rate(k) ≈ min(1000 / c_main, (k - 1) · 1000 "
+        "/ c_render) msgs/s (the relay on another machine, the render work spread evenly, the "
+        "start-up and the pre-flight counted in the CPU per message)"
+    )
+    for size in prepared:
+        for worker in workers:
+            line = lines[size, "daemon", worker]
+            c_main = _med(line, "main_cpu") * 1e3 / count
+            c_render = _med(line, "render_cpu") * 1e3 / count
+            rates = {
+                k: min(1000 / c_main, (k - 1) * 1000 / c_render) if c_render else 1000 / c_main
+                for k in (2, 4, 8)
+            }
+            bound = "the main process" if rates[8] == 1000 / c_main else "the render workers"
+            say(
+                f"  {size} KB, measured with {worker} worker(s): c_main {c_main:.3f} ms, "
+                f"c_render {c_render:.3f} ms -> 2 cores {rates[2]:,.0f}, 4 cores "
+                f"{rates[4]:,.0f}, 8 cores {rates[8]:,.0f} msgs/s (bound by {bound} at 8; "
+                f"measured here {line.rate():,.0f}, the sink sharing these cores)"
+            )
+
+    say("")
+    say("against issue 18's targets")
+    size = 20 if 20 in prepared else next(iter(prepared))
+    for worker in workers:
+        ceiling = lines[size, "ceiling", ""]
+        daemon, engine = lines[size, "daemon", worker], lines[size, "engine", worker]
+        ratio, engine_ratio = _ratio(daemon, ceiling), _ratio(engine, ceiling)
+        main_mib = _med(daemon, "main_kib") / 1024
+        say(
+            f"  {size} KB, {worker} worker(s): mailer run / ceiling {ratio:.3f} target ≥ "
+            f"{DAEMON_TARGETS['daemon']} ({_verdict(ratio >= DAEMON_TARGETS['daemon'])}), "
+            f"stretch ≥ {DAEMON_TARGETS['stretch']} "
+            f"({_verdict(ratio >= DAEMON_TARGETS['stretch'])}); Engine.run_send / ceiling "
+            f"{engine_ratio:.3f} target ≥ {DAEMON_TARGETS['engine']} "
+            f"({_verdict(engine_ratio >= DAEMON_TARGETS['engine'])}); the daemon's main process "
+            f"peak {main_mib:.1f} MiB target < {DAEMON_TARGETS['mib']:.0f} "
+            f"({_verdict(main_mib < DAEMON_TARGETS['mib'])})"
+        )
+
+
+def engine_section(
+    tools: Tools, work: Path, args: argparse.Namespace, count: int, repetitions: int,
+    baseline_count: int, say: Callable[[str], None], problems: list[str],
+) -> None:  # fmt: skip
+    """The measurements of ``--mode engine``: ceiling, transport, Engine.run_send, baseline,
+    interleaved, with the stages alone, the optional profile and memory check; the report."""
+    work.mkdir(parents=True)
+    say(f"preparing {count:,} subscribers, the campaign and the send (SQLite, in {work})")
+    setup = child("setup", work=work, count=count, seed=args.seed)
+    if setup["added"] != count:
+        problems.append(f"setup: {setup['added']:,} subscribers imported of {count:,}")
+    encodings = "/".join(setup["encodings"])
+    say(
+        f"  {setup['rows']:,} rows imported in {setup['import_seconds']:.1f} s; one message "
+        f"{setup['message_bytes']:,} bytes (HTML {setup['html_chars']:,} + text "
+        f"{setup['text_chars']:,} characters, {encodings}); Markdown body "
+        f"{setup['body_bytes']:,} bytes"
+    )
+    lines = {
+        "ceiling": Line("ceiling", f"ceiling: smtp-source -s {POOL} -d, same message"),
+        "transport": Line("transport", f"transport only: SmtpTransport pool {POOL}, {TASKS} tasks"),
+        "transport1": Line("transport1", "transport only, no PIPELINING: one command at a time"),
+        "e2e": Line("e2e", f"end to end: Engine.run_send, SQLite, pool {POOL}"),
+        "baseline": Line("baseline", "baseline: Jinja2 + EmailMessage + 1 smtplib"),
+    }
+    sink = Sink(tools, work)
+    send_id = setup["send_id"]
+    say(
+        f"{repetitions} repetitions, interleaved (ceiling, transport with and without "
+        f"PIPELINING, end to end, baseline); "
+        f"{count:,} messages each, {baseline_count:,} for the baseline"
+    )
+    for repetition in range(1, repetitions + 1):
+        shown = []
+        for key, run in (
+            ("ceiling", lambda s: run_ceiling(tools, s, work, count)),
+            ("transport", lambda s: child("transport", work=work, port=s.port, count=count)),
+            (
+                "transport1",
+                lambda s: child("transport", work=work, port=s.port, count=count, pipelining=False),
+            ),
+            (
+                "e2e",
                 lambda s: child(
                     "e2e",
                     work=work,
                     port=s.port,
                     send_id=send_id,
                     count=count,
-                    profile=True,
-                    render_workers=args.render_workers,
-                ),
-                problems,
-            )
-
-        memory = None
-        if args.memory_check:
-            big = 100_000
-            folder = work / "memory"
-            folder.mkdir()
-            say(f"memory check: preparing {big:,} subscribers, then one end-to-end run")
-            big_setup = child("setup", work=folder, count=big, seed=args.seed)
-            memory = measure(
-                Line("memory", f"end to end, {big:,} recipients"),
-                sink,
-                lambda s: child(
-                    "e2e",
-                    work=folder,
-                    port=s.port,
-                    send_id=big_setup["send_id"],
-                    count=big,
                     profile=False,
                     render_workers=args.render_workers,
                 ),
-                problems,
-            )
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            ),
+            (
+                "baseline",
+                lambda s: child("baseline", work=work, port=s.port, count=baseline_count),
+            ),
+        ):
+            result = measure(lines[key], sink, run, problems)
+            shown.append(f"{key} {result['messages'] / result['seconds']:,.0f}/s")
+        say(f"  repetition {repetition}: " + " | ".join(shown))
 
+    say("stage costs measured alone (one child, the same recipients, no SMTP)")
+    stages = child("stages", work=work, send_id=send_id)
+    if stages["sent"] != count:
+        problems.append(f"stages: {stages['sent']:,} recorded sent of {count:,}")
+
+    profile = None
+    if args.render_workers is not None:
+        say(f"end to end with MAILER_DELIVERY__RENDER_WORKERS={args.render_workers}")
+    if args.profile:
+        say("one more end-to-end run under cProfile")
+        profile = measure(
+            Line("profile", "profiled end to end"),
+            sink,
+            lambda s: child(
+                "e2e",
+                work=work,
+                port=s.port,
+                send_id=send_id,
+                count=count,
+                profile=True,
+                render_workers=args.render_workers,
+            ),
+            problems,
+        )
+
+    memory = None
+    if args.memory_check:
+        big = 100_000
+        folder = work / "memory"
+        folder.mkdir()
+        say(f"memory check: preparing {big:,} subscribers, then one end-to-end run")
+        big_setup = child("setup", work=folder, count=big, seed=args.seed)
+        memory = measure(
+            Line("memory", f"end to end, {big:,} recipients"),
+            sink,
+            lambda s: child(
+                "e2e",
+                work=folder,
+                port=s.port,
+                send_id=big_setup["send_id"],
+                count=big,
+                profile=False,
+                render_workers=args.render_workers,
+            ),
+            problems,
+        )
     # --- the report ---------------------------------------------------------------------
     say("")
     say(
@@ -1212,13 +1805,15 @@ def main() -> None:
     }
     walls = {name: statistics.median(r["phases"][name][0] for r in e2e.runs) for name in phases}
     total = statistics.median(r["cpu"] for r in e2e.runs)
-    rest = total - sum(phases.values())
+    pooled = statistics.median(r["worker_cpu"] for r in e2e.runs)
+    rest = total - pooled - sum(phases.values())
     if phases:
         say(
-            f"  run_send phases (median of the runs): pre-flight {phases['preflight'] * per:,.0f} "
-            f"({walls['preflight']:.1f} s: every recipient's templates rendered, nothing sent), "
-            f"sending pass {phases['pass'] * per:,.0f} ({walls['pass']:.1f} s), claim + "
-            f"materialise + finish {rest * per:,.0f}; total {total * per:,.0f}"
+            f"  run_send phases in the sending process (median of the runs): pre-flight "
+            f"{phases['preflight'] * per:,.0f} ({walls['preflight']:.1f} s: every recipient "
+            f"rendered, nothing sent; in the render pool for a large send), sending pass "
+            f"{phases['pass'] * per:,.0f} ({walls['pass']:.1f} s), claim + materialise + finish "
+            f"{rest * per:,.0f}; the render pool {pooled * per:,.0f}; total {total * per:,.0f}"
         )
     fetch, compose, record = (
         stages[k] * 1e6 / stages["messages"] for k in ("fetch", "compose", "record")
@@ -1230,12 +1825,19 @@ def main() -> None:
         f"{transport_us:,.0f}; materialise {stages['materialise'] * per:,.0f}"
     )
     if phases:
-        expected_pass = fetch + compose + transport_us + record
+        pool = pooled > 0  # the render pool composed: its CPU is not the sending process's
+        expected_pass = fetch + (0 if pool else compose) + transport_us + record
         say(
-            f"  so the sending pass ≈ fetch + compose + transport + record = "
-            f"{expected_pass:,.0f} of its {phases['pass'] * per:,.0f} (the rest: queues, "
-            "tasks, results, event loop); the pre-flight ≈ fetch + compose = "
-            f"{fetch + compose:,.0f} of its {phases['preflight'] * per:,.0f}"
+            f"  so the sending pass ≈ fetch + {'' if pool else 'compose + '}transport + record "
+            f"= {expected_pass:,.0f} of its {phases['pass'] * per:,.0f} (the rest: queues, "
+            "tasks, results, event loop); "
+            + (
+                f"the render pool ≈ 2 × compose (the pre-flight's render, then the message) = "
+                f"{2 * compose:,.0f} of its {pooled * per:,.0f}"
+                if pool
+                else f"the pre-flight ≈ fetch + compose = {fetch + compose:,.0f} of its "
+                f"{phases['preflight'] * per:,.0f}"
+            )
         )
     if profile is not None:
         say("")
@@ -1266,8 +1868,6 @@ def main() -> None:
                 f"baseline ({_mib(r['baseline_kib'])} MiB): its ru_maxrss may be the parent's"
             )
             break
-    for problem in problems:
-        say(f"CHECK FAILED: {problem}")
     if not problems:
         measured = sum(len(line.runs) for line in lines.values())
         say(
@@ -1275,6 +1875,116 @@ def main() -> None:
             f"results and smtp-sink's own counter agree); the parent stayed at "
             f"{_mib(_maxrss_kib())} MiB, under every child's baseline"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--recipients", type=int, default=20_000, help="subscribers of the send (default 20000)"
+    )
+    parser.add_argument(
+        "--repetitions", type=int, default=5, help="interleaved repetitions (default 5)"
+    )
+    parser.add_argument(
+        "--baseline-messages",
+        type=int,
+        default=4000,
+        help="messages of the hand-written baseline per repetition (default 4000: it is slow)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 recipients, 2 repetitions: a smoke run"
+    )
+    parser.add_argument(
+        "--memory-check",
+        action="store_true",
+        help="also one end-to-end run of 100,000 recipients for peak RSS (a few minutes)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also one end-to-end run under cProfile; prints the top functions",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generators (default 1)")
+    parser.add_argument(
+        "--tools", help="folder holding smtp-sink and smtp-source (default: found or fetched)"
+    )
+    parser.add_argument(
+        "--render-workers",
+        default=None,
+        help="MAILER_DELIVERY__RENDER_WORKERS for the end-to-end send: auto or a number "
+        "(default: the setting's, auto)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("all", "engine", "daemon"),
+        default="all",
+        help="engine: the measurements from a warm process (ceiling, transport, "
+        "Engine.run_send, baseline); daemon: end to end through `mailer run` beside "
+        "Engine.run_send, per message size and render-worker count; all (default): both",
+    )
+    parser.add_argument(
+        "--size", type=int, default=20, help="daemon mode: the message's size in KB (default 20)"
+    )
+    parser.add_argument(
+        "--sizes", help="daemon mode: several sizes in KB, comma-separated (10,20,50)"
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="daemon mode: MAILER_DELIVERY__RENDER_WORKERS values, comma-separated (default 1,2)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--options", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args.child, json.loads(args.options))
+        return
+    count, repetitions, baseline_count = args.recipients, args.repetitions, args.baseline_messages
+    if args.quick:
+        count, repetitions, baseline_count = 2000, 2, 500
+    baseline_count = min(baseline_count, count)
+    if count < 1 or repetitions < 1 or baseline_count < 1:
+        parser.error("--recipients, --repetitions and --baseline-messages must be at least 1")
+    try:
+        args.sizes = [int(word) for word in (args.sizes or str(args.size)).split(",")]
+    except ValueError:
+        parser.error(f"--sizes: expected KB numbers separated by commas, got {args.sizes!r}")
+    if any(size < 1 or size > 10_000 for size in args.sizes):
+        parser.error("--size, --sizes: each size from 1 to 10000 KB")
+    args.workers = [word.strip() for word in args.workers.split(",") if word.strip()]
+    if not args.workers or not all(w == "auto" or w.isdigit() for w in args.workers):
+        parser.error("--workers: expected auto or numbers separated by commas (1,2)")
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    began = time.perf_counter()
+    say("smtp-sink and smtp-source (Postfix test programs):")
+    try:
+        tools = find_tools(args.tools, say)
+    except ToolError as exc:
+        raise SystemExit(f"cannot get smtp-sink and smtp-source: {exc}") from None
+    say(f"  using {tools.sink} and {tools.source}")
+    say(f"  from {tools.how}")
+
+    work = Path(tempfile.mkdtemp(prefix="mailer-bench-send-"))
+    problems: list[str] = []
+    try:
+        if args.mode in ("engine", "all"):
+            engine_section(
+                tools, work / "engine", args, count, repetitions, baseline_count, say, problems
+            )
+        if args.mode in ("daemon", "all"):
+            if args.mode == "all":
+                say("")
+            daemon_section(tools, work, args, count, repetitions, say, problems)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    say("")
+    for problem in problems:
+        say(f"CHECK FAILED: {problem}")
     if args.keep:
         say(f"kept: {work}")
     say(f"total {time.perf_counter() - began:.0f} s")
