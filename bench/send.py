@@ -1351,7 +1351,7 @@ def run_daemon(
                 raise SystemExit(f"mailer run exited ({process.returncode}); its log: {log}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"mailer run: no end after {CHILD_TIMEOUT} s; its log: {log}")
-            time.sleep(0.005 if seconds is None else 0.05)
+            time.sleep(0.01 if seconds is None else 0.05)
         watch.sample()
     finally:
         if process.poll() is None:
