@@ -71,6 +71,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -634,6 +635,16 @@ async def child_e2e(
     database = _copy_database(work / "template.sqlite3", work)
     settings = _settings(work, port, database, render_workers)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The render workers' peak RSS from /proc (VmHWM), every 0.1 s: RUSAGE_CHILDREN's
+    # ru_maxrss would be this process's own at the fork server's fork, not theirs.
+    watch, watching = Watch(os.getpid()), threading.Event()
+
+    def look() -> None:
+        while not watching.wait(SAMPLE_EVERY):
+            watch.sample()
+
+    looker = threading.Thread(target=look, daemon=True)
+    looker.start()
     try:
         async with Store.open(settings) as store, open_transport(settings) as transport:
             engine = Engine(settings, store, transport, node="bench")
@@ -654,6 +665,8 @@ async def child_e2e(
                 profiler.disable()
     finally:
         _remove_database(database)
+        watching.set()
+        looker.join()
     _stop_forkserver()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker_cpu = (children.ru_utime + children.ru_stime) - (children0.ru_utime + children0.ru_stime)
@@ -666,7 +679,8 @@ async def child_e2e(
         "seconds": seconds,
         "cpu": cpu + worker_cpu,
         "worker_cpu": worker_cpu,
-        "worker_peak_kib": children.ru_maxrss if worker_cpu else 0,
+        "worker_peak_kib": max((w.hwm_kib for w in watch.of("render")), default=0),
+        "forkserver_kib": max((w.hwm_kib for w in watch.of("forkserver")), default=0),
         "phases": phases,
         "baseline_kib": baseline,
         "peak_kib": _maxrss_kib(),
@@ -1533,8 +1547,8 @@ def daemon_report(
     say(
         "  (medians over the repetitions; each ratio against its own repetition's ceiling; "
         "µs: CPU per message, main = the sending process (the daemon's main process, start-up "
-        "included), render = its render workers together; MiB: peak RSS, render = the largest "
-        "worker (Engine.run_send: of its reaped children, the fork server included))"
+        "included), render = its render workers together; MiB: peak RSS (VmHWM), render = the "
+        "largest worker)"
     )
     say("  where the time to the first message goes, and the daemon's main process at start-up:")
     for size in prepared:
