@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,7 @@ from send import (
     LIST_TITLE,
     POOL,
     ROOT,
+    SAMPLE_EVERY,
     SECRET,
     SENDER_ADDRESS,
     SENDER_NAME,
@@ -65,6 +67,7 @@ from send import (
     Sink,
     ToolError,
     Tools,
+    Watch,
     _cpu_model,
     _maxrss_kib,
     _mib,
@@ -300,20 +303,35 @@ async def child_send(
     dispatch.addHandler(_Progress())
     settings = _settings(work, url, port, render_workers)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    async with Store.open(settings) as store, open_transport(settings) as transport:
-        engine = Engine(settings, store, transport, node=NODE)
-        phases = _time_phases(engine)
-        await store.ping()
-        baseline = _maxrss_kib()
-        cpu0, start = _cpu(), time.perf_counter()
-        summary = await engine.run_send(send_id)
-        seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
-        peak = _maxrss_kib()
+    # The render workers' peak RSS from /proc (VmHWM), as send.py reads it: RUSAGE_CHILDREN's
+    # ru_maxrss would be this process's own at the fork server's fork, not theirs.
+    watch, watching = Watch(os.getpid()), threading.Event()
+
+    def look() -> None:
+        while not watching.wait(SAMPLE_EVERY):
+            watch.sample()
+
+    looker = threading.Thread(target=look, daemon=True)
+    looker.start()
+    try:
+        async with Store.open(settings) as store, open_transport(settings) as transport:
+            engine = Engine(settings, store, transport, node=NODE)
+            phases = _time_phases(engine)
+            await store.ping()
+            baseline = _maxrss_kib()
+            cpu0, start = _cpu(), time.perf_counter()
+            summary = await engine.run_send(send_id)
+            seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
+            peak = _maxrss_kib()
+    finally:
+        watching.set()
+        looker.join()
     _stop_forkserver()  # the fork server and its render workers reaped: RUSAGE_CHILDREN
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers_cpu = (children.ru_utime + children.ru_stime) - (
         children0.ru_utime + children0.ru_stime
     )
+    renders = watch.of("render")
     return {
         "sent": summary.counts.get("sent", 0),
         "status": str(summary.status),
@@ -323,7 +341,8 @@ async def child_send(
         "cpu": cpu,
         "phases": phases,
         "workers_cpu": workers_cpu,
-        "workers_peak_kib": children.ru_maxrss if workers_cpu else 0,
+        "workers_peak_kib": max((w.hwm_kib for w in renders), default=0),
+        "render_processes": len(renders),
         "workers": str(settings.delivery.render_workers),
         "baseline_kib": baseline,
         "peak_kib": peak,
@@ -516,7 +535,7 @@ def stage_lines(result: dict[str, Any]) -> list[str]:
         f"{made['seconds']:7.1f} s  CPU {made['cpu']:6.1f} s  peak RSS "
         f"{_mib(made['peak_kib'])} MiB",
         f"    send         {rate:>9,.0f} msgs/s  {send['seconds']:7.1f} s  CPU {send['cpu']:6.1f} s"
-        f" + render pool {send['workers_cpu']:.1f} s ({send['workers']} workers)",
+        f" + render pool {send['workers_cpu']:.1f} s (render_workers {send['workers']})",
         f"                 pre-flight {pre:.1f} s, the pass {passed:.1f} s "
         f"({count / passed:,.0f} msgs/s); {(send['cpu'] + send['workers_cpu']) / count * 1e3:.2f}"
         f" ms CPU/msg",
