@@ -27,19 +27,21 @@ default disposition ends the process wherever it is, like a kill from outside.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from mailer.compose import Composer, make_composer
 from mailer.dispatch.preflight import Checked, check_batch
@@ -50,6 +52,9 @@ from mailer.render import RENDER_BUDGET, Renderer
 from mailer.settings import Settings
 from mailer.settings.values import MAX_RENDER_WORKERS
 from mailer.tokens import Signer
+
+log = logging.getLogger("mailer.dispatch")
+T = TypeVar("T")
 
 HARD_LIMIT = 3 * RENDER_BUDGET  # seconds one recipient may take in a pool process, all included
 
@@ -216,6 +221,8 @@ class RenderPool:
         if executor is not None:
             # Batches not started are dropped (their recipients stay queued); the one in
             # hand is finished, then the process exits. Waited for in a thread, off the loop.
+            if _has_dead(executor):  # it may be stuck on a dead process's half answer
+                _unblock(executor)
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     async def compose(
@@ -224,21 +231,56 @@ class RenderPool:
         """The messages of ``items``, in order; :class:`RenderPoolLost` if its process died."""
         if self._executor is None:
             raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, _compose, items, date)
-        except BrokenProcessPool as exc:
-            raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None
+        return await self._run(_compose, items, date)
 
     async def check(self, items: list[tuple[int, Recipient]], *, date: datetime) -> list[Checked]:
         """The pre-flight's check of ``items``, in order; :class:`RenderPoolLost` if its
         process died."""
         if self._executor is None:
             raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
-        loop = asyncio.get_running_loop()
-        try:
-            pid, checked = await loop.run_in_executor(self._executor, _check, items, date)
-        except BrokenProcessPool as exc:
-            raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None
+        pid, checked = await self._run(_check, items, date)
         self.checked_by.add(pid)
         return checked
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a process of the pool; :class:`RenderPoolLost` if one died.
+
+        A process killed while it wrote its answer leaves half a message in the pipe, and
+        the executor's thread then waits for the rest forever (CPython 3.11): the batch
+        would never come back, nor would the pool close. So while waiting, a dead process
+        whose batch is still pending for a while is taken as lost: the pool's own end of
+        the answers' pipe is closed, which ends that wait (the executor then breaks, as it
+        does when it sees the death itself)."""
+        executor = self._executor
+        assert executor is not None
+        future = asyncio.get_running_loop().run_in_executor(executor, work, *args)
+        dead_for = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=WATCH)
+                if done:
+                    return future.result()
+                dead_for = dead_for + 1 if _has_dead(executor) else 0
+                if dead_for >= 2:
+                    _unblock(executor)
+        except BrokenProcessPool as exc:
+            raise RenderPoolLost(f"a process of the render pool ended: {exc}") from None
+
+
+WATCH = 1.0  # seconds between two looks at the pool's processes while a batch is out
+
+
+def _has_dead(executor: ProcessPoolExecutor) -> bool:
+    """Whether one of the pool's processes has ended (private ``_processes``: read only)."""
+    processes = getattr(executor, "_processes", None) or {}
+    return any(p.exitcode is not None for p in list(processes.values()))
+
+
+def _unblock(executor: ProcessPoolExecutor) -> None:
+    """Close the pool's own copy of the answers' pipe (private ``_result_queue``), so that a
+    wait for the rest of a dead process's half-written answer ends."""
+    queue = getattr(executor, "_result_queue", None)
+    writer = getattr(queue, "_writer", None)
+    if writer is not None:
+        log.warning("render pool: a process died while it answered; the pool is given up")
+        writer.close()
