@@ -308,8 +308,6 @@ async def _bounces(
     ``MAILER_BOUNCES__LISTEN`` is set, the IMAP mailbox when ``MAILER_BOUNCES__IMAP__HOST``
     is; and always the emptying of raw messages past ``MAILER_BOUNCES__KEEP_DAYS``. What to
     add to the start-up line."""
-    from mailer.inbound.imap import ImapReader
-    from mailer.inbound.listener import BounceListener
     from mailer.intake import Intake
 
     intake = Intake(store, settings, clock=clock, signer=signer)
@@ -317,6 +315,7 @@ async def _bounces(
     stack.push_async_callback(_cancel, keeper)
     said = ""
     if settings.bounces.imap.host:
+        from mailer.inbound.imap import ImapReader  # aioimaplib only where it is used
 
         async def mailbox(raw: bytes) -> None:
             await intake.message(raw, source="imap")
@@ -329,6 +328,7 @@ async def _bounces(
         stack.push_async_callback(_cancel, task)
         said += f"; bounces read from imap {reader.where}"
     if settings.bounces.listen is not None:
+        from mailer.inbound.listener import BounceListener  # aiosmtpd likewise
 
         async def accept(raw: bytes, recipients: Sequence[str]) -> None:
             await intake.message(raw, source="smtp", envelope_to=recipients)

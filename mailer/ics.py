@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
-
-from icalendar import Calendar, Event, vCalAddress, vText
 
 from mailer.addresses import first_control
 from mailer.errors import MessageError
 from mailer.models import EventInfo
+
+if TYPE_CHECKING:
+    import icalendar
 
 PRODID = "-//mailer//mailer 0.1//FR"
 METHODS = ("REQUEST", "PUBLISH", "CANCEL")
@@ -114,7 +116,9 @@ def _end(event: EventInfo) -> datetime:
 
 def _calendar(
     event: EventInfo, *, method: str, organizer_name: str, organizer_address: str, now: datetime
-) -> Calendar:
+) -> icalendar.Calendar:
+    from icalendar import Calendar, Event, vCalAddress, vText  # for event sends only
+
     zone = ZoneInfo(event.timezone)
     start = event.start.astimezone(zone)
     end = _end(event).astimezone(zone)

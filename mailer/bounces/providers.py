@@ -32,13 +32,8 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from mailer.bounces.classify import clean_diagnostic
 from mailer.bounces.hook_events import (
@@ -61,6 +56,12 @@ from mailer.bounces.hook_events import (
     recipient_of,
     trace_of,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+# cryptography (about 8 MiB) is imported by the functions that verify a signature: a daemon
+# whose relays send none does not carry it.
 
 PROVIDERS = ("ses", "mailgun", "postmark", "sendgrid")
 SNS_MAX_AGE = timedelta(hours=1)  # an older SNS message is a replay
@@ -104,7 +105,7 @@ _SIGNED_FIELDS = {
         "Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type",
     ),
 }  # fmt: skip
-_SNS_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+_SNS_HASHES = {"1": "SHA1", "2": "SHA256"}  # SignatureVersion: cryptography's hash class
 
 
 def sns_url_ok(url: str, *, pem: bool) -> bool:
@@ -179,6 +180,11 @@ def _fresh(when: datetime, now: datetime) -> None:
 
 def sns_verify(envelope: SnsEnvelope, pem: bytes, *, now: datetime) -> None:
     """Check ``envelope``'s signature with the certificate fetched from its ``cert_url``."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     try:
         cert = x509.load_pem_x509_certificate(pem)
         key = cert.public_key()
@@ -188,7 +194,7 @@ def sns_verify(envelope: SnsEnvelope, pem: bytes, *, now: datetime) -> None:
         raise HookRefused("the SNS signing certificate is not valid now")
     if not isinstance(key, rsa.RSAPublicKey):
         raise HookRefused("the SNS signing certificate's key is not RSA")
-    algorithm = _SNS_HASHES[envelope.signature_version]()
+    algorithm: hashes.HashAlgorithm = getattr(hashes, _SNS_HASHES[envelope.signature_version])()
     try:
         key.verify(envelope.signature, envelope.signed, padding.PKCS1v15(), algorithm)
     except InvalidSignature:
@@ -389,9 +395,13 @@ def postmark_events(body: bytes) -> list[ProviderEvent]:
 # --- SendGrid --------------------------------------------------------------------------------
 
 
-def sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
+def sendgrid_key(text: str) -> EllipticCurvePublicKey:
     """SendGrid's verification key (base64 DER, as SendGrid shows it, or PEM); ValueError
     if it is not an ECDSA P-256 public key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         if "BEGIN" in text:
             key = serialization.load_pem_public_key(text.encode())
@@ -415,7 +425,7 @@ def sendgrid_events(
     *,
     signature: str | None,
     timestamp: str | None,
-    key: ec.EllipticCurvePublicKey,
+    key: EllipticCurvePublicKey,
     now: datetime,
 ) -> list[ProviderEvent]:
     """A SendGrid signed event webhook call (the two ``X-Twilio-Email-Event-Webhook-*``
@@ -424,6 +434,10 @@ def sendgrid_events(
     if not signature or not timestamp:
         raise HookRefused("the SendGrid signature headers are missing")
     _window(timestamp, now, "SendGrid")
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key.verify(
             base64.b64decode(signature.strip(), validate=True),

@@ -26,7 +26,6 @@ from mailer.cli.support import (
     safe,
 )
 from mailer.models import DEFAULT_EVENTS, Endpoint, EventType, HookStatus
-from mailer.outbox.client import open_client, post
 from mailer.storage.outbox import new_event_id
 from mailer.webhook_urls import TargetError, check_url, system_resolve
 
@@ -138,6 +137,8 @@ async def webhooks_list() -> None:
 @run_async
 async def webhooks_test(endpoint_id: int) -> int:
     """Post a signed webhook.test event to an endpoint now and show what it answered."""
+    from mailer.outbox.client import open_client, post  # httpx: not in every command's start
+
     settings = current_settings().webhooks
     async with open_store() as store:
         endpoint = await store.webhooks.get(endpoint_id)

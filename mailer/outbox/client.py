@@ -19,7 +19,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,20 +27,10 @@ import httpx
 
 from mailer import __version__
 from mailer.outbox import signing
+from mailer.outbox.policy import Answer
 from mailer.webhook_urls import Resolve, refused_address, shown, system_resolve
 
 MAX_ANSWER = 2048  # bytes of an answer's body read (stored: its start)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What one POST got: the status code (``None``: no answer) or the error, in one line."""
-
-    code: int | None
-    error: str | None
-    took_ms: int
-    text: str = ""
-    retry_after: str | None = None
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):

@@ -16,8 +16,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one POST got: the status code (``None``: no answer) or the error, in one line."""
+
+    code: int | None
+    error: str | None
+    took_ms: int
+    text: str = ""
+    retry_after: str | None = None
+
 
 BASE = timedelta(seconds=5)
 FACTOR = 3

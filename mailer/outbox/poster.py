@@ -14,6 +14,9 @@ per endpoint and minute at most about its failures (the others counted in the ne
 never a secret nor a URL's query. It gives up on events past ``MAILER_WEBHOOKS__MAX_AGE``
 every minute and purges those older than ``MAILER_WEBHOOKS__KEEP_DAYS`` every hour. The
 clock is injected: the tests drive :meth:`Poster.round` through a simulated hour.
+
+The HTTP client (httpx, with its pool) is made when the first delivery is claimed, not at
+start: a daemon no webhook is configured on does not carry it.
 """
 
 from __future__ import annotations
@@ -23,21 +26,21 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
-from typing import TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, TypeVar
 
 from mailer.clock import Clock, utc_now
 from mailer.errors import NotFoundError, StorageError
 from mailer.models import DueHook, Endpoint, HookAttempt
 from mailer.outbox import policy
-from mailer.outbox.client import Answer, open_client, post
-from mailer.outbox.policy import Random, Verdict
+from mailer.outbox.policy import Answer, Random, Verdict
 from mailer.settings.api import WebhookSettings
 from mailer.storage import Store
 from mailer.webhook_urls import Resolve, TargetError, check_url, shown, system_resolve
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("mailer.webhooks")
 
@@ -72,27 +75,41 @@ class Poster:
         self.monotonic = monotonic
         self.lease = timedelta(seconds=settings.timeout * 2 + 1)
         self._client: httpx.AsyncClient | None = None
+        self._closer: AsyncExitStack | None = None
         self._housework: dict[str, datetime] = {}
         self._warned: dict[int, tuple[float, int]] = {}  # endpoint: last warning, held back
         self._storage_warned = -WARN_EVERY
 
     @asynccontextmanager
     async def opened(self) -> AsyncIterator[Poster]:
-        """The poster with its HTTP client open (closed on the way out; already open: as is)."""
-        if self._client is not None:
+        """The poster ready to post: its HTTP client is made at the first claim and closed on
+        the way out (already open: as is)."""
+        if self._closer is not None:
             yield self
             return
-        async with open_client(
-            seconds=self.settings.timeout,
-            concurrency=self.settings.concurrency,
-            allow_private=self.settings.allow_private,
-            resolve=self.resolve,
-        ) as client:
-            self._client = client
+        async with AsyncExitStack() as stack:
+            self._closer = stack
             try:
                 yield self
             finally:
+                self._closer = None
                 self._client = None
+
+    async def _client_open(self) -> httpx.AsyncClient:
+        """The HTTP client, made the first time a delivery is claimed (httpx imported then)."""
+        if self._client is None:
+            from mailer.outbox.client import open_client
+
+            assert self._closer is not None, "the poster is not open"
+            self._client = await self._closer.enter_async_context(
+                open_client(
+                    seconds=self.settings.timeout,
+                    concurrency=self.settings.concurrency,
+                    allow_private=self.settings.allow_private,
+                    resolve=self.resolve,
+                )
+            )
+        return self._client
 
     async def run(self) -> None:
         """Post what falls due, until cancelled (what is in flight then keeps its lease and
@@ -141,9 +158,14 @@ class Poster:
                 node=self.node, now=self.clock(), limit=free, lease=self.lease
             )
         )
-        return {asyncio.create_task(self._attempt(h), name="webhook-post") for h in hooks or []}
+        if not hooks:
+            return set()
+        await self._client_open()
+        return {asyncio.create_task(self._attempt(h), name="webhook-post") for h in hooks}
 
     async def _attempt(self, hook: DueHook) -> tuple[DueHook, Answer]:
+        from mailer.outbox.client import post
+
         assert self._client is not None, "the poster is not open"
         try:
             await check_url(hook.url, self.settings.allow_private, self.resolve)

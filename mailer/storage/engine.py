@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -32,7 +33,9 @@ from sqlalchemy import (
     and_,
     event,
     func,
+    inspect,
     literal,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -269,16 +272,52 @@ def _alembic_config() -> Config:
     return config
 
 
+_REVISION = re.compile(r'^revision(?:: *str)? *= *"([^"]+)"', re.MULTILINE)
+_DOWN = re.compile(r'^down_revision(?:: *[^=]+)? *= *"([^"]+)"', re.MULTILINE)
+
+
+@functools.cache
 def head_revision() -> str | None:
+    """The newest migration's revision, read from ``mailer/migrations/versions``.
+
+    Read from the files' ``revision`` and ``down_revision`` lines, not through alembic: a
+    daemon whose schema is up to date never imports alembic (and mako and pygments with it,
+    about 10 MiB). Anything but one head (a branch, a file it cannot read) is left to
+    alembic's own reading.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for entry in (resources.files("mailer") / "migrations" / "versions").iterdir():
+        if not entry.name.endswith(".py") or entry.name.startswith("__"):
+            continue
+        source = entry.read_text(encoding="utf-8")
+        found = _REVISION.search(source)
+        if found is None:
+            return _alembic_head()
+        revisions.add(found.group(1))
+        parents.update(m.group(1) for m in _DOWN.finditer(source))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else _alembic_head()
+
+
+def _alembic_head() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    """The database's revision (None: no schema), read from ``alembic_version`` directly; a
+    table with several rows (branches) is left to alembic, which says what is wrong."""
 
     def _read(connection: Connection) -> str | None:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        if len(rows) <= 1:
+            return str(rows[0][0]) if rows else None
+        from alembic.runtime.migration import MigrationContext
+
         return MigrationContext.configure(connection).get_current_revision()
 
     try:
@@ -290,9 +329,11 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str | None]:
     """Apply pending migrations; return (revision before, revision after). Idempotent."""
+    before = await current_revision(engine)
+    if revision == "head" and before is not None and before == head_revision():
+        return before, before  # up to date: alembic not even imported
     from alembic import command
 
-    before = await current_revision(engine)
     config = _alembic_config()
 
     def _run(connection: Connection) -> None:

@@ -26,9 +26,9 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from pydantic import SecretStr
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -52,6 +52,9 @@ from mailer.clock import Clock, utc_now
 from mailer.errors import ConfigError
 from mailer.settings.bounces import HookSettings
 from mailer.web.limits import client_ip
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 log = logging.getLogger("mailer.bounces")
 

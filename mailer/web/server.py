@@ -70,6 +70,7 @@ class WebServer:
             access_log=False,  # URLs carry tokens: keep them out of the logs
             proxy_headers=False,  # applied above, inside RecordPeer
             server_header=False,
+            ws="none",  # no page uses WebSockets (and wsproto stays out of the daemon)
             timeout_graceful_shutdown=5,
         )
         self.server = _Server(self.config)

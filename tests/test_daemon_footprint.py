@@ -1,0 +1,88 @@
+"""What a daemon carries: a real `mailer run` on an up-to-date database, with no webhook, no
+bounce listener, no IMAP mailbox and no relay webhook, imports none of the libraries only
+those need (alembic, httpx, aiosmtpd, aioimaplib, cryptography, icalendar, wsproto): about
+30 MiB of its resident memory. And the schema's revisions, read without alembic, are
+alembic's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+
+from mailer.storage import Store
+from mailer.storage.engine import _alembic_config, current_revision, head_revision
+from tests.conftest import make_settings
+from tests.test_migration_0007 import _downgrade
+
+pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parent.parent
+NOT_CARRIED = {
+    "alembic", "mako", "pygments", "httpx", "httpcore", "aiosmtpd", "aioimaplib", "cryptography",
+    "icalendar", "wsproto",
+}  # fmt: skip
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| *([\w.]+)$", re.MULTILINE)
+
+
+async def test_an_idle_daemon_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """`mailer run` with `-X importtime` until it says it started, then SIGTERM: the modules
+    it imported, read from its standard error, hold none of NOT_CARRIED."""
+    async with Store.open(make_settings(tmp_path)) as store:
+        await store.upgrade()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_PATHS__DATA_DIR=str(tmp_path / "data"),
+        MAILER_PATHS__TEMPLATES_DIR=str(ROOT / "templates"),
+        MAILER_SECRET_KEYS="daemon-key-Zq3xV8pL1mN6bT0rW4yK7cH2sD9fG5jA-eU",
+        MAILER_WEB__ALLOW_INSECURE_LINKS="true", MAILER_WEB__PORT="0",
+    )  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "mailer", "run",
+        env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    said = b""
+    async with asyncio.timeout(40):
+        while b"mailer started" not in said:
+            line = await process.stderr.readline()
+            assert line, said.decode(errors="replace")[-3000:]
+            said += line
+    process.send_signal(signal.SIGTERM)
+    _, rest = await process.communicate()
+    logs = (said + (rest or b"")).decode(errors="replace")
+    assert process.returncode == 0, logs[-3000:]
+    assert "mailer stopped cleanly" in logs
+    imported = {name.split(".")[0] for name in IMPORTED.findall(logs)}
+    assert {"mailer", "sqlalchemy", "uvicorn", "starlette", "aiosmtplib"} <= imported
+    assert not NOT_CARRIED & imported
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    assert head_revision() == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+async def test_the_revision_read_from_the_table_is_alembics(store: Store) -> None:
+    """At head, after a downgrade, and with no schema at all: the same as MigrationContext."""
+
+    def _alembic(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async def both() -> tuple[str | None, str | None]:
+        async with store.engine.connect() as conn:
+            return await current_revision(store.engine), await conn.run_sync(_alembic)
+
+    assert await both() == (head_revision(), head_revision())
+    await _downgrade(store, "0005")
+    assert await both() == ("0005", "0005")
+    await _downgrade(store, "base")
+    assert await both() == (None, None)
+    assert await store.upgrade() == (None, head_revision())
+    assert await store.upgrade() == (head_revision(), head_revision())
