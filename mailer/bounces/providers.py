@@ -57,11 +57,8 @@ from mailer.bounces.hook_events import (
     trace_of,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cryptography (~8 MiB) is imported where a signature is verified
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
-# cryptography (about 8 MiB) is imported by the functions that verify a signature: a daemon
-# whose relays send none does not carry it.
 
 PROVIDERS = ("ses", "mailgun", "postmark", "sendgrid")
 SNS_MAX_AGE = timedelta(hours=1)  # an older SNS message is a replay
