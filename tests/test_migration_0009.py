@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, inspect
 
 from mailer.models.hooks import EventType, Scope
 from mailer.storage import Store
 from mailer.storage.engine import head_revision
 from tests.test_bounce_intake import delivery_lines, sent
 from tests.test_migration_0007 import _downgrade
+from tests.test_migration_0008 import _tables
 
 pytestmark = pytest.mark.timeout(60)
 TABLES = {
@@ -23,14 +23,6 @@ TABLES = {
     "webhook_attempts",
 }  # fmt: skip
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-
-
-async def _tables(store: Store) -> set[str]:
-    def _names(connection: Connection) -> set[str]:
-        return set(inspect(connection).get_table_names())
-
-    async with store.engine.connect() as conn:
-        return await conn.run_sync(_names)
 
 
 async def test_downgrade_to_0008_drops_the_hook_tables_and_keeps_the_ledger(
