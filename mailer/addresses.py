@@ -36,6 +36,8 @@ def first_control(text: str) -> str | None:
     """The first character of ``text`` that one line of header text (a name, a subject, a
     title) must not hold, described (``LINE SEPARATOR, U+2028``); None if there is none.
     The one rule of the import, the sign-up form, campaign files and the message builder."""
+    if text.isprintable():  # no Cc, Zl, Zp nor Cf (the bidi controls) in it: the usual case
+        return None
     for char in text:
         if unicodedata.category(char) in _NAME_REFUSED or char in BIDI_CONTROLS:
             name = unicodedata.name(char, "")

@@ -162,7 +162,7 @@ def _mailbox(name: str, address: str) -> str:
 
 
 def _lines_fit(data: bytes) -> bool:
-    return max(len(line) for line in data.split(b"\n")) <= MAX_LINE
+    return len(data) <= MAX_LINE or max(map(len, data.split(b"\n"))) <= MAX_LINE
 
 
 def base64_lines(data: bytes) -> bytes:
@@ -173,7 +173,9 @@ def base64_lines(data: bytes) -> bytes:
 
 def encode_body(text: str, *, eight_bit: bool) -> tuple[bytes, str]:
     """(encoded body with CRLF line ends, Content-Transfer-Encoding)."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.encode("utf-8")
     if not data.endswith(b"\n"):
         data += b"\n"
     fits = _lines_fit(data)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from mailer.errors import TemplateError
 from mailer.models import Content, EventInfo, Links, ListInfo, Recipient, SendInfo
 from mailer.render import CompiledSend, Renderer, preflight
+from mailer.render.typography import french_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -296,6 +297,38 @@ def test_finishing_once_for_many_recipients_keeps_each_ones_values() -> None:
         assert f'href="https://lists.example.org/u/{person.id}"' in reused.html
         assert f"https://lists.example.org/u/{person.id}" in reused.text
         assert 'style="' in reused.html
+
+
+def test_a_text_template_finished_once_reads_as_each_recipients_own() -> None:
+    """The text template's output gets its French typography once for many recipients (their
+    values marked, then put back): each must read exactly as the typography applied to their
+    own text with their values set aside, whatever their name or attributes look like."""
+    send = compiled("event", body="Rendez-vous : salle 2 ; venez ! « Ouvert » à 10 %.")
+    people = [
+        Recipient(id=20, email="a@example.org", name="Claire Dubois", locale="fr"),
+        Recipient(id=21, email="b@example.org", name="Yahoo!", locale="fr"),
+        Recipient(id=22, email="c@example.org", name="Jean : Paul", locale="fr"),
+        Recipient(id=23, email="d@example.org", name="", locale="fr",
+                  attributes={"organisation": "Inserm ; U1234"}),
+        Recipient(id=24, email="e@example.org", name="Marc Petit", locale="fr"),
+        Recipient(id=25, email="f@example.org", name="Claire Dubois", locale="fr"),
+    ]  # fmt: skip
+    texts = set()
+    for person in people:
+        links = Links(
+            unsubscribe=f"https://lists.example.org/u/{person.id}",
+            preferences=f"https://lists.example.org/p/{person.id}",
+        )
+        raw = send._jinja(person, links)[3]
+        assert raw is not None  # the event template has a text part
+        keep = [links.unsubscribe, links.preferences, person.email, person.name,
+                *person.attributes.values()]  # fmt: skip
+        text = send.render(person, links).text
+        assert text == french_text(raw, keep=[v for v in keep if v])
+        assert f"https://lists.example.org/u/{person.id}" in text
+        assert person.name in text  # as typed: "Yahoo!", "Jean : Paul"
+        texts.add(text)
+    assert len(texts) == len(people)
 
 
 # --- limits: a runaway body stops with a clear error -------------------------------------------

@@ -34,6 +34,7 @@ from mailer.render.limits import (
     Overtime,
     bounded,
     current_budget,
+    new_context,
     render_bounded,
 )
 from mailer.render.moments import event_context, issue_date, when
@@ -168,7 +169,7 @@ class CompiledSend:
             keep += [v for v in recipient.attributes.values() if v and len(v) > 1]
             subject = french_text(subject, keep=keep)
             if text is not None:
-                text = french_text(text, keep=keep)
+                text = self._finisher.french_text(text, recipient, links)
         return Rendered(locale=locale, subject=subject, html=html, text=text or derived or "")
 
     def check(self, recipient: Recipient, links: Links) -> str:
@@ -313,7 +314,7 @@ def _template_error(exc: BaseException, where: str) -> TemplateError:
 
 def _render_subject(template: Template, context: dict[str, Any]) -> str:
     if "subject" in template.blocks:
-        return bounded(template.blocks["subject"](template.new_context(context)))
+        return bounded(template.blocks["subject"](new_context(template, context)))
     return render_bounded(template, context)
 
 

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from jinja2 import Template
+from jinja2.runtime import Context
 
 from mailer.errors import TemplateError
 
@@ -95,10 +97,25 @@ def bounded(pieces: Iterable[str]) -> str:
     return "".join(out)
 
 
+_GLOBALS: WeakKeyDictionary[Template, dict[str, Any]] = WeakKeyDictionary()
+
+
+def new_context(template: Template, context: dict[str, Any]) -> Context:
+    """``template.new_context(context)``, its globals read once per template: Jinja copies
+    them from a ChainMap twice for every render, a fifth of a small template's cost."""
+    found = _GLOBALS.get(template)
+    if found is None:
+        found = _GLOBALS[template] = dict(template.globals)
+    environment = template.environment
+    return environment.context_class(
+        environment, {**found, **context}, template.name, template.blocks, globals=found
+    )
+
+
 def render_bounded(template: Template, context: dict[str, Any]) -> str:
     """``template.render(context)`` with its output bounded (render joins it unbounded)."""
     try:
-        return bounded(template.root_render_func(template.new_context(context)))
+        return bounded(template.root_render_func(new_context(template, context)))
     except Exception:
         # as Template.render does: the traceback gets the template's own line numbers
         template.environment.handle_exception()
