@@ -8,8 +8,9 @@ the engine opens it before the pre-flight and keeps it for the first pass, and
 of the sending process.
 
 The pre-flight goes through :meth:`Feed.check`: its first recipients composed whole here
-(:data:`~.preflight.PREFLIGHT_BUILT`), the others spread over the pool's processes in
-chunks, the results back in order. The producer of the
+(:data:`~.preflight.PREFLIGHT_BUILT`), the others in chunks taken in turn by the pool's
+processes and by a thread here (idle otherwise, and alone while the processes start), the
+results back in order. The producer of the
 :class:`~.send_pass.SendPass` pushes each due delivery to the feed, which hands the built
 message (or the reason it cannot be built) to the pass's :class:`Outlet`, in order: at once
 when composing here; in the pool, :data:`RENDER_CHUNK` recipients a batch and at most
@@ -51,7 +52,7 @@ log = logging.getLogger("mailer.dispatch")
 RENDER_POOL_MIN = 1000  # recipients: below, the render pool costs more than it saves
 RENDER_CHUNK = 64  # recipients per batch sent to the render pool
 RENDER_AHEAD = 4  # batches composed ahead of the SMTP lanes: bounds the memory
-CHECK_CHUNK = 32  # recipients per pre-flight chunk sent to the pool, at the least
+CHECK_CHUNK = 32  # recipients per pre-flight chunk (to the pool, or checked here)
 
 
 class Outlet(Protocol):
@@ -69,7 +70,15 @@ class Outlet(Protocol):
 class Feed:
     """Composes one pass's messages, here or in ``pool``; see the module docstring."""
 
-    __slots__ = ("_ahead", "_chunk", "_clock", "_composers", "_pool", "_send_id", "lost")
+    __slots__ = (
+        "_ahead",
+        "_chunk",
+        "_clock",
+        "_composers",
+        "_pool",
+        "_send_id",
+        "lost",
+    )
 
     def __init__(
         self,
@@ -149,26 +158,40 @@ class Feed:
     async def _check_in_pool(
         self, pool: RenderPool, items: list[tuple[int, Recipient]], date: datetime
     ) -> list[Checked]:
-        """``items`` in chunks over the pool's processes; a chunk the pool lost, here."""
-        size = max(CHECK_CHUNK, -(-len(items) // (2 * pool.processes)))
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await asyncio.gather(
-            *(pool.check(chunk, date=date) for chunk in chunks), return_exceptions=True
-        )
+        """``items`` in chunks, taken in turn by the pool's processes (two chunks out for
+        each, so that none waits for its next) and by a thread of this process, which has
+        little else to do meanwhile (and checks alone while the processes start); a chunk
+        the pool lost or failed, here."""
+        chunks = [items[i : i + CHECK_CHUNK] for i in range(0, len(items), CHECK_CHUNK)]
+        results: list[list[Checked] | None] = [None] * len(chunks)
+        waiting = deque(range(len(chunks)))
+
+        async def in_pool() -> None:
+            while waiting and not self.lost:
+                n = waiting.popleft()
+                try:
+                    results[n] = await pool.check(chunks[n], date=date)
+                except RenderPoolLost as exc:
+                    if not self.lost:
+                        log.warning("send %s: %s; checking in this process", self._send_id, exc)
+                        self.lost = True
+                except Exception as exc:  # not a recipient's: checked here, each
+                    log.warning("send %s: the render pool failed a check (%s)", self._send_id, exc)
+
+        async def here() -> None:
+            while waiting:
+                n = waiting.popleft()
+                results[n] = await asyncio.to_thread(
+                    check_batch, self._composers, chunks[n], date=date
+                )
+
+        # the pool's takers first: each has a chunk before this process takes any
+        await asyncio.gather(*(in_pool() for _ in range(2 * pool.processes)), here())
         out: list[Checked] = []
         for chunk, result in zip(chunks, results, strict=True):
-            if isinstance(result, RenderPoolLost):
-                if not self.lost:
-                    log.warning("send %s: %s; checking in this process", self._send_id, result)
-                    self.lost = True
-            elif isinstance(result, Exception):  # not a recipient's: check them here, each
-                log.warning("send %s: the render pool failed a check (%s)", self._send_id, result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                out += result
-                continue
-            out += await asyncio.to_thread(check_batch, self._composers, chunk, date=date)
+            if result is None:
+                result = await asyncio.to_thread(check_batch, self._composers, chunk, date=date)
+            out += result
         return out
 
     def _submit(self, pool: RenderPool) -> None:
