@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +87,22 @@ async def test_the_revision_read_from_the_table_is_alembics(store: Store) -> Non
     assert await both() == (None, None)
     assert await store.upgrade() == (None, head_revision())
     assert await store.upgrade() == (head_revision(), head_revision())
+
+
+def test_a_render_process_of_the_mailer_script_imports_no_command() -> None:
+    """A render pool process of a daemon started as `mailer run` runs the `mailer` script
+    again as its main module (multiprocessing does so for a script): that costs the import
+    of `mailer.cli` and must not bring in the commands (about a second and several MiB for
+    each process before its first recipient)."""
+    script = (
+        "import runpy, sys\n"
+        f"runpy.run_path({str(Path(sys.executable).parent / 'mailer')!r}, "
+        "run_name='__mp_main__')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('mailer')))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert "'mailer.cli'" in ran.stdout
+    assert "mailer.cli.root" not in ran.stdout
+    assert "mailer.storage" not in ran.stdout
