@@ -104,6 +104,9 @@ class Built:
     message_id: str
     smtputf8: bool  # the relay must offer SMTPUTF8
     eight_bit: bool  # the relay must offer 8BITMIME
+    crlf: bool = (
+        False  # every line ends in CRLF (MessageBuilder's own): the transport need not look
+    )
 
 
 def make_message_id(
@@ -369,6 +372,7 @@ class MessageBuilder:
             message_id=message_id,
             smtputf8=smtputf8,
             eight_bit="8bit" in (text_cte, html_cte),
+            crlf=True,  # headers refuse CR and LF, bodies are encoded with CRLF, so is DKIM's
         )
 
 

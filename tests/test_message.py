@@ -399,3 +399,42 @@ def test_a_bad_dkim_key_fails_when_the_send_is_prepared() -> None:
     """A key that cannot sign is found before any message is built."""
     with pytest.raises(MessageError, match="DKIM signing failed"):
         DkimSigner(selector="s", domain="example.org", private_key=b"not a key")
+
+
+def _crlf_only(data: bytes) -> bool:
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs == data.count(b"\n")
+
+
+@given(
+    st.text(alphabet=st.sampled_from("ab .é\r\n\t"), max_size=300),
+    st.text(alphabet=st.sampled_from("<p>x .é\r\n"), max_size=300),
+    st.sampled_from([None, "PUBLISH", "REQUEST", "CANCEL"]),
+    st.booleans(),
+)
+def test_what_the_builder_says_is_crlf_only_is(
+    text: str, html: str, method: str | None, eight_bit: bool
+) -> None:
+    """Property: the builder marks its messages ``crlf`` (the transport then skips its own
+    look at the line ends); whatever the bodies hold (lone CR, lone LF, CRLF, lines
+    starting with a period), with each kind of calendar part, every line ends in CRLF."""
+    calendar = CalendarPart(method) if method else None
+    built = MessageBuilder(IDENTITY, calendar=calendar, eight_bit=eight_bit).build(
+        recipient=CLAIRE, rendered=Rendered(locale="fr", subject="s", html=html, text=text),
+        message_id="<1.7.abc@example.org>", unsubscribe_url=LONG_URL, date=DATE,
+        ics=calendar_file(method, CLAIRE) if method else None,
+    )  # fmt: skip
+    assert built.crlf
+    assert _crlf_only(built.data)
+
+
+def test_a_signed_message_is_crlf_only(rsa_key: tuple[bytes, bytes]) -> None:
+    """The DKIM-Signature header the signer adds keeps the promise too."""
+    signer = DkimSigner(selector="mail2024", domain="example.org", private_key=rsa_key[0])
+    built = MessageBuilder(IDENTITY, sign=signer).build(
+        recipient=CLAIRE, rendered=RENDERED, message_id="<1.7.abc@example.org>",
+        unsubscribe_url=LONG_URL, date=DATE,
+    )  # fmt: skip
+    assert built.crlf
+    assert _crlf_only(built.data)
+    assert built.data.startswith(b"DKIM-Signature:")

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtplib.email import quote_address
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailer.message import Built
 from mailer.settings import SMTPSettings
@@ -23,6 +26,7 @@ from mailer.transport import (
     open_transport,
     wire_form,
 )
+from mailer.transport.client import quoted
 from tests.conftest import make_settings
 from tests.smtpd import PASSWORD, USER, SmtpFactory, SmtpServer
 
@@ -94,6 +98,25 @@ def test_wire_form_doubles_periods_and_ends_the_data() -> None:
     assert wire_form(b"no final line end") == b"no final line end\r\n.\r\n"
     assert wire_form(b"lone\nLF\r\n") is None
     assert wire_form(b"lone\rCR\r\n") is None
+    for known in (b".a\r\nb\r\n.c\r\n", b"no final line end", b"a\r\n.\r\n..b\r\n", b"plain\r\n"):
+        assert wire_form(known, crlf=True) == wire_form(known)  # the same, without the look
+
+
+@given(
+    st.from_regex(r"[A-Za-z0-9+_=.-]{1,12}@[A-Za-z0-9.-]{1,12}", fullmatch=True)
+    | st.text(alphabet=st.sampled_from('ab.@+<>() "\\,;:é-'), max_size=20)
+)
+def test_an_address_is_quoted_as_aiosmtplib_quotes_it(address: str) -> None:
+    """The quick path for a plain address gives what aiosmtplib's quote_address gives (or
+    raises what it raises: another address goes to it)."""
+
+    def outcome(quote: Any) -> object:
+        try:
+            return quote(address)
+        except ValueError as exc:
+            return type(exc)
+
+    assert outcome(quoted) == outcome(quote_address)
 
 
 # --- the pool --------------------------------------------------------------------------------

@@ -40,6 +40,20 @@ _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # what aiosmtplib refuses in a comma
 _ACCEPTED = {"MAIL": (250,), "RCPT": (250, 251), "DATA": (354,)}
 
 
+# A plain address (dot-atom-like local part, a host name): what aiosmtplib's quote_address
+# (email.utils.parseaddr, about 35 µs) gives back unchanged inside angle brackets.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9+_=-]+(?:\.[A-Za-z0-9+_=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def quoted(address: str) -> str:
+    """``<address>`` as aiosmtplib's ``quote_address`` makes it, at once for a plain one."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
+
+
 class Client(aiosmtplib.SMTP):
     """One connection's client; see the module docstring."""
 
@@ -100,15 +114,17 @@ class Client(aiosmtplib.SMTP):
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109
+        crlf: bool = False,
     ) -> tuple[dict[str, SMTPResponse], str]:
-        """aiosmtplib's ``sendmail``, pipelined for one recipient when the relay allows."""
+        """aiosmtplib's ``sendmail``, pipelined for one recipient when the relay allows;
+        ``crlf``: the message's lines are known to end in CRLF only (see ``wire_form``)."""
         self.failed_stage = None
         if isinstance(recipients, str):
             recipients = [recipients]
         if len(recipients) == 1 and isinstance(message, bytes):
             await self._ehlo_or_helo_if_needed()
             reply_timeout = self.timeout if timeout is Default.token else timeout
-            wire = wire_form(message)
+            wire = wire_form(message, crlf=crlf)
             pipe = self.fast_data.pipe(self, reply_timeout) if wire is not None else None
             if wire is not None and pipe is not None:
                 envelope = self._envelope(
@@ -141,8 +157,8 @@ class Client(aiosmtplib.SMTP):
         if self.supports_extension("size"):
             options.insert(0, f"size={len(message)}")  # CRLF only: the wire length
         encoding = "utf-8" if utf8 else "ascii"
-        mail = [b"MAIL", b"FROM:" + quote_address(sender).encode(encoding)]
-        rcpt = [b"RCPT", b"TO:" + quote_address(recipient).encode(encoding)]
+        mail = [b"MAIL", b"FROM:" + quoted(sender).encode(encoding)]
+        rcpt = [b"RCPT", b"TO:" + quoted(recipient).encode(encoding)]
         mail += [option.encode("ascii") for option in options]
         rcpt += [option.encode("ascii") for option in rcpt_options or ()]
         if any(_CONTROL.search(arg) for arg in (*mail, *rcpt)):

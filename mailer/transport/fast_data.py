@@ -76,14 +76,17 @@ def unread_bytes(protocol: object) -> bool:
     return bool(getattr(protocol, "_buffer", None))
 
 
-def wire_form(message: bytes) -> bytes | None:
+def wire_form(message: bytes, *, crlf: bool = False) -> bytes | None:
     """The DATA payload of a message that uses CRLF line endings only: lines starting with
     a period doubled (RFC 5321 4.5.2), a final CRLF ensured, and the ending ``.`` line added;
-    None for anything else (lone CR or LF), which aiosmtplib normalises itself."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
-        return None
-    wire = message.replace(b"\r\n.", b"\r\n..")
+    None for anything else (lone CR or LF), which aiosmtplib normalises itself. ``crlf``:
+    the message is known to end its lines in CRLF only (its builder's word), which saves
+    three passes over it (the sending process spent about 100 µs a message there)."""
+    if not crlf:
+        pairs = message.count(b"\r\n")
+        if message.count(b"\r") != pairs or message.count(b"\n") != pairs:
+            return None
+    wire = message.replace(b"\r\n.", b"\r\n..") if b"\r\n." in message else message
     if wire.startswith(b"."):
         wire = b"." + wire
     if not wire.endswith(b"\r\n"):

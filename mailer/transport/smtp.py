@@ -348,6 +348,7 @@ class SmtpTransport:
                     message.data,
                     mail_options=options,
                     timeout=self._settings.timeout,
+                    crlf=message.crlf,
                 )
         except Exception as exc:
             stage = client.failed_stage or "MAIL"
