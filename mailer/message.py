@@ -104,9 +104,8 @@ class Built:
     message_id: str
     smtputf8: bool  # the relay must offer SMTPUTF8
     eight_bit: bool  # the relay must offer 8BITMIME
-    crlf: bool = (
-        False  # every line ends in CRLF (MessageBuilder's own): the transport need not look
-    )
+    # every line ends in CRLF (MessageBuilder's own word): the transport need not look
+    crlf: bool = False
 
 
 def make_message_id(

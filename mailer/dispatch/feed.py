@@ -70,15 +70,7 @@ class Outlet(Protocol):
 class Feed:
     """Composes one pass's messages, here or in ``pool``; see the module docstring."""
 
-    __slots__ = (
-        "_ahead",
-        "_chunk",
-        "_clock",
-        "_composers",
-        "_pool",
-        "_send_id",
-        "lost",
-    )
+    __slots__ = ("_ahead", "_chunk", "_clock", "_composers", "_pool", "_send_id", "lost")
 
     def __init__(
         self,
