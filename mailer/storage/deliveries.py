@@ -7,7 +7,8 @@ DO NOTHING`` on the unique (send, subscriber) key; results are written in small 
 each its own commit; where the database shares leases, a batch is leased to one node.
 
 The skip rule ("suppressed > unsubscribed > inactive") is written once, in
-:func:`skip_reason`, and both the materialisation and :meth:`Deliveries.due` use it.
+:func:`~.due.skip_reason`, and both the materialisation and :meth:`Deliveries.due` use it;
+the queries that pick the due deliveries are built in :mod:`~.due`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.models import (
@@ -27,40 +37,18 @@ from mailer.models import (
     Recipient,
     SendAction,
     SendSpec,
-    SubscriberStatus,
     SubscriptionStatus,
 )
 from mailer.storage import outbox
 from mailer.storage import suppressions as suppression_writer
 from mailer.storage.database import Database
+from mailer.storage.due import (
+    attemptable,
+    due_query,
+    next_due,
+    skip_reason,
+)
 from mailer.storage.tables import deliveries, sends, subscribers, subscriptions, suppressions
-
-UNSUBSCRIBED = "unsubscribed"
-NO_PENDING_SIGNUP = "no pending sign-up"
-
-
-def skip_reason(
-    *,
-    suppressed: ColumnElement[Any],
-    not_subscribed: ColumnElement[bool],
-    subscriber_status: ColumnElement[Any],
-    unsubscribed: str = UNSUBSCRIBED,
-) -> ColumnElement[Any]:
-    """Why a recipient gets no mail (NULL: they get it), first reason first: suppressed
-    (``suppressed`` holds the reason), then not subscribed (said as ``unsubscribed``), then
-    a subscriber no longer active. The one definition of the skip rule."""
-    return case(
-        (suppressed.is_not(None), literal("suppressed: ") + suppressed),
-        (not_subscribed, literal(unsubscribed)),
-        (subscriber_status != SubscriberStatus.ACTIVE, literal("subscriber ") + subscriber_status),
-        else_=None,
-    )
-
-
-def _attemptable(now: datetime) -> ColumnElement[bool]:
-    return (deliveries.c.status == DeliveryStatus.QUEUED) | (
-        (deliveries.c.status == DeliveryStatus.DEFERRED) & (deliveries.c.next_attempt_at <= now)
-    )
 
 
 class Deliveries:
@@ -95,7 +83,7 @@ class Deliveries:
     async def has_due(self, send_id: int, *, now: datetime) -> bool:
         """Whether a running send has a delivery to attempt now (and, where leases are
         shared, not leased to a live node)."""
-        query = select(deliveries.c.id).where(deliveries.c.send_id == send_id, _attemptable(now))
+        query = select(deliveries.c.id).where(deliveries.c.send_id == send_id, attemptable(now))
         if self._db.capabilities.shares_leases:
             query = query.where(
                 deliveries.c.lease_until.is_(None) | (deliveries.c.lease_until <= now)
@@ -137,9 +125,12 @@ class Deliveries:
             )
             if not leased_ids:
                 return []
-        query = _due_query(send_id, after=after, limit=limit, now=now, pending_ok=pending_ok)
-        if leased_ids is not None:
-            query = query.where(deliveries.c.id.in_(leased_ids))
+        ids = (
+            next_due(send_id, after=after, limit=limit, now=now)
+            if leased_ids is None
+            else leased_ids
+        )
+        query = due_query(ids, now=now, pending_ok=pending_ok)
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [
@@ -169,18 +160,17 @@ class Deliveries:
         self, send_id: int, *, after: int, limit: int, now: datetime, node: str, until: datetime
     ) -> list[int]:
         """Lease the next ``limit`` attemptable deliveries to ``node``; their ids."""
-        free = select(deliveries.c.id).where(
-            deliveries.c.send_id == send_id, deliveries.c.id > after, _attemptable(now)
-        )
+        where: list[ColumnElement[bool]] = []
         if self._db.capabilities.shares_leases:
-            free = free.where(
+            where.append(
                 deliveries.c.lease_until.is_(None)
                 | (deliveries.c.lease_until <= now)
                 | (deliveries.c.leased_by == node)
             )
-        if self._db.capabilities.skip_locked:
-            free = free.with_for_update(skip_locked=True)
-        free = free.order_by(deliveries.c.id).limit(limit)
+        free = next_due(
+            send_id, after=after, limit=limit, now=now, where=where,
+            lock=self._db.capabilities.skip_locked,
+        )  # fmt: skip
         async with self._db.begin(write=True) as conn:
             return sorted(
                 int(i)
@@ -289,51 +279,6 @@ class Deliveries:
         )
         async with self._db.begin() as conn:
             return (await conn.execute(soonest)).scalar()  # type: ignore[no-any-return]
-
-
-def _due_query(send_id: int, *, after: int, limit: int, now: datetime, pending_ok: bool) -> Any:
-    """The deliveries to attempt with their recipients as they are now, and why to skip
-    each (the skip rule; for a confirmation mail, the pending request stands for the
-    subscription)."""
-    not_subscribed = (
-        subscriptions.c.confirm_nonce.is_(None)
-        if pending_ok
-        else subscriptions.c.status.is_distinct_from(SubscriptionStatus.SUBSCRIBED.value)
-    )
-    skip = skip_reason(
-        suppressed=suppressions.c.reason,
-        not_subscribed=not_subscribed,
-        subscriber_status=subscribers.c.status,
-        unsubscribed=NO_PENDING_SIGNUP if pending_ok else UNSUBSCRIBED,
-    )
-    return (
-        select(
-            deliveries.c.id,
-            deliveries.c.attempts,
-            deliveries.c.list_id,
-            deliveries.c.created_at,
-            deliveries.c.subscriber_id,
-            subscribers.c.email,
-            subscribers.c.name,
-            subscribers.c.locale,
-            subscribers.c.timezone,
-            subscribers.c.attributes,
-            subscribers.c.smtputf8,
-            subscribers.c.public_id,
-            subscriptions.c.confirm_nonce,
-            skip.label("skip"),
-        )
-        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .outerjoin(
-            subscriptions,
-            (subscriptions.c.subscriber_id == deliveries.c.subscriber_id)
-            & (subscriptions.c.list_id == deliveries.c.list_id),
-        )
-        .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-        .where(deliveries.c.send_id == send_id, deliveries.c.id > after, _attemptable(now))
-        .order_by(deliveries.c.id)
-        .limit(limit)
-    )
 
 
 # --- writers inside the caller's transaction -------------------------------------------------
