@@ -12,10 +12,12 @@ a ``To:`` header.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from mailer.errors import AddressError
 
@@ -52,11 +54,47 @@ class Address:
     smtputf8: bool
 
 
+# A local part email-validator keeps as written: an ASCII dot-atom (RFC 5322 atext), none of
+# the mailbox names it lower-cases (postmaster, abuse...). For those, its answer depends on
+# the domain alone, which a list repeats (a million addresses, a few thousand domains).
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_CASE_FOLDED = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+_DOMAINS: dict[str, tuple[str, str]] = {}  # domain as written -> (normalised, IDNA ASCII)
+_DOMAINS_KEPT = 4096
+
+
 def normalize(raw: str) -> Address:
-    """Validate ``raw`` and return its normalised form; raise :class:`AddressError` if bad."""
+    """Validate ``raw`` and return its normalised form; raise :class:`AddressError` if bad.
+
+    email-validator checks each address; for a plain local part (see ``_PLAIN_LOCAL``) at a
+    domain it has already accepted, its answer is the local part, "@" and that domain's
+    normalised form (the lengths checked again): that domain's answer is kept.
+    """
     text = raw.strip()
     if not text:
         raise AddressError("the address is empty")
+    if not text.isprintable() or " " in text:  # printable: no Cc, Cf, Zl, Zp nor other space
+        _refuse_invisible(text)
+    if len(text) > MAX_LENGTH:
+        raise AddressError(f"the address is longer than {MAX_LENGTH} characters")
+    local, at, domain = text.rpartition("@")
+    known = _DOMAINS.get(domain) if at else None
+    if known is not None and _plain(local):
+        email, ascii_email = f"{local}@{known[0]}", f"{local}@{known[1]}"
+        if max(len(text.encode()), len(email.encode()), len(ascii_email)) <= MAX_LENGTH:
+            return Address(email=email, key=email.casefold(), smtputf8=False)
+    return _validated(text, local, domain)
+
+
+def _plain(local: str) -> bool:
+    return (
+        len(local) <= MAX_LOCAL
+        and _PLAIN_LOCAL.fullmatch(local) is not None
+        and local.lower() not in _CASE_FOLDED
+    )
+
+
+def _refuse_invisible(text: str) -> None:
     for char in text:
         category = unicodedata.category(char)
         if category in ("Cc", "Cf", "Zl", "Zp"):
@@ -64,14 +102,21 @@ def normalize(raw: str) -> Address:
             raise AddressError(f"the address contains an invisible or control character ({name})")
         if char.isspace():
             raise AddressError("the address contains a space")
-    if len(text) > MAX_LENGTH:
-        raise AddressError(f"the address is longer than {MAX_LENGTH} characters")
+
+
+def _validated(text: str, local: str, domain: str) -> Address:
+    """``text`` through email-validator; its domain's answer kept when the local part is
+    plain (so that the next address at that domain need not go through it)."""
     try:
         valid = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None
     if len(valid.local_part.encode("utf-8")) > MAX_LOCAL:
         raise AddressError(f"the part before the @ is longer than {MAX_LOCAL} octets (RFC 5321)")
+    if valid.ascii_domain and _plain(local) and valid.local_part == local:
+        if len(_DOMAINS) >= _DOMAINS_KEPT:
+            _DOMAINS.clear()
+        _DOMAINS[domain] = (valid.domain, valid.ascii_domain)
     email = valid.normalized
     return Address(email=email, key=email.casefold(), smtputf8=bool(valid.smtputf8))
 

@@ -9,10 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mailer.addresses import BIDI_CONTROLS, MAX_NAME, check_name, normalize
+from mailer.addresses import BIDI_CONTROLS, MAX_NAME, Address, check_name, normalize
 from mailer.errors import AddressError
 from mailer.lists import ListFile, RowError, neutralise
 from mailer.storage import SubscriberRow
@@ -148,3 +149,91 @@ def test_check_name_accepts_printable_text_as_given(name: str) -> None:
     """Accents, emoji, joiners and right-to-left text are names too, kept as given (the
     bidirectional override and isolate controls are not: they make a name misread)."""
     assert check_name(name) == name
+
+
+def _reference(raw: str) -> Address | str:
+    """What normalize answered before it kept domains' answers: every address through
+    email-validator (the error's text when it refuses)."""
+    text = raw.strip()
+    if len(text) > 254:
+        return "the address is longer than 254 characters"
+    try:
+        valid = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    if len(valid.local_part.encode("utf-8")) > 64:
+        return "the part before the @ is longer than 64 octets (RFC 5321)"
+    return Address(valid.normalized, valid.normalized.casefold(), bool(valid.smtputf8))
+
+
+def _answer(raw: str) -> Address | str:
+    try:
+        return normalize(raw)
+    except AddressError as exc:
+        return str(exc)
+
+
+_ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
+tricky_locals = st.one_of(
+    st.text(_ATEXT + ".", min_size=1, max_size=70),
+    st.text(_ATEXT + '."@\\()<>,;: éß', min_size=0, max_size=12),
+    st.sampled_from(["postmaster", "PostMaster", "Abuse", "info", "www", "WWW.x", "a" * 64]),
+    st.builds(lambda n: "x" * n, st.integers(60, 70)),
+)
+_LABELS = string.ascii_letters + string.digits + "-é"
+tricky_domains = st.one_of(
+    st.sampled_from(
+        [
+            "example.org",
+            "EXAMPLE.org",
+            "aphp.fr",
+            "münchen.de",
+            "xn--mnchen-3ya.de",
+            "xn--bad.de",
+            "localhost",
+            "host.test",
+            "onion.onion",
+            "a.invalid",
+            "x.local",
+            "192.168.0.1",
+            "[192.168.0.1]",
+            "a.123",
+            "ab--cd.org",
+            "-a.org",
+            "a-.org",
+            "a..org",
+            "a.org.",
+            ".a.org",
+            "a_b.org",
+            "ＡＢＣ.org",
+            "a.b",
+            "exa mple.org",
+            "",
+            ("l" * 63 + ".") * 3 + "org",
+            "l" * 64 + ".org",
+            ("d" * 60 + ".") * 4 + "fr",
+            "straße.de",
+            "STRASSE.de",
+            "aaaaaaaaaé." * 11 + "org",  # longer as IDNA ASCII
+        ]
+    ),
+    st.lists(st.text(_LABELS, min_size=1, max_size=8), min_size=1, max_size=3).map(
+        lambda labels: ".".join([*labels, "org"])
+    ),
+)
+
+
+@given(tricky_locals, tricky_domains)
+def test_a_domain_already_accepted_answers_as_email_validator_would(
+    local: str, domain: str
+) -> None:
+    """normalize keeps the answer of each domain it accepted for a plain local part, so
+    that the next address at that domain skips email-validator: every answer, the first
+    and the next (kept), is still email-validator's."""
+    raw = f"{local}@{domain}"
+    assume(raw.isprintable() and " " not in raw and len(raw) <= 254)
+    expected = _reference(raw)
+    assert _answer(raw) == expected  # the first answer: the domain may be kept now
+    assert _answer(raw) == expected  # the next: from what was kept, where it applies
+    for other in ("a.b-c", "Q" * 63, local.upper()):  # others at the same domain
+        assert _answer(f"{other}@{domain}") == _reference(f"{other}@{domain}")
