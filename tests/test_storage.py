@@ -127,6 +127,42 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
             )
 
 
+async def test_a_batch_binding_the_same_times_stores_each_row_its_own(store: Store) -> None:
+    """The datetime processing remembers the last value it processed (a batch binds the
+    same ``now`` on every row): rows of one executemany with the same object, an equal one
+    in another zone and other instants each come back as they went in."""
+    paris = timezone(timedelta(hours=1))
+    now = datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
+    times = [
+        now,
+        now,
+        now.astimezone(paris),
+        now + timedelta(seconds=1),
+        now,
+        now - timedelta(days=9),
+    ]
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            insert(suppressions),
+            [
+                {"email_key": f"t{i}@example.org", "reason": "manual", "created_at": moment}
+                for i, moment in enumerate(times)
+            ],
+        )  # fmt: skip
+        query = select(suppressions.c.created_at).order_by(suppressions.c.email_key)
+        stored = (await conn.execute(query)).scalars().all()
+    assert stored == times
+    for _ in range(2):  # refused, the second time too
+        with pytest.raises(Exception, match="naive datetime"):
+            async with store.engine.begin() as conn:
+                await conn.execute(
+                    insert(suppressions).values(
+                        email_key="n@example.org", reason="manual", detail="",
+                        created_at=now.replace(tzinfo=None),
+                    )
+                )  # fmt: skip
+
+
 async def test_unreachable_postgresql_is_one_clear_error(tmp_path: Path) -> None:
     """A server that does not answer gives StorageUnavailable naming the URL, password masked."""
     settings = make_settings(

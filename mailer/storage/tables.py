@@ -36,6 +36,9 @@ from mailer.storage.engine import ROW_ID, capabilities
 Id = ROW_ID
 
 
+_NONE = object()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
 
@@ -49,6 +52,24 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError(f"naive datetime {value!r}: store aware UTC datetimes only")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if capabilities(dialect).naive_datetimes else value
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """The processing of :meth:`process_bind_param` and the dialect's own, remembering
+        the last datetime processed: a batch binds the same ``now`` on every row (an import's
+        four times per subscriber, a ledger batch's), and it was 17 % of an import's CPU."""
+        process = super().bind_processor(dialect)
+        assert process is not None
+        last: list[tuple[Any, Any]] = [(_NONE, None)]  # one (value, processed) pair
+
+        def remembered(value: Any) -> Any:
+            seen, processed = last[0]
+            if value is seen:  # the same (immutable) object: the same answer
+                return processed
+            processed = process(value)
+            last[0] = (value, processed)
+            return processed
+
+        return remembered
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
