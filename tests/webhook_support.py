@@ -96,6 +96,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender went (killed) before its body: nothing was delivered
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
