@@ -105,3 +105,41 @@ async def test_a_batch_takes_due_retries_and_queued_rows_in_id_order(
             seen += [d.id for d in batch]
             after = batch[-1].id
         assert seen == expected
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_heartbeat_never_waits_for_a_row_being_recorded(
+    store: Store, tmp_path: Path
+) -> None:
+    """The heartbeat renews a node's leases in one UPDATE while the recorder writes results
+    row by row: each took the other's rows in its own order, and PostgreSQL found them
+    deadlocked in a million-recipient send (one was cancelled, the send failed). The
+    heartbeat passes over the rows another transaction holds (they are being recorded:
+    their lease is about to end anyway) instead of waiting for them."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from mailer.storage.tables import deliveries
+
+    send_id = await prepare(store, tmp_path, 3)
+    spec = await store.sends.spec(send_id)
+    assert await store.sends.start(spec, node="node-a", now=NOW)
+    leased = await store.deliveries.due(
+        send_id, after=0, limit=10, now=NOW, node="node-a", lease=60.0
+    )
+    ids = [d.id for d in leased]
+    assert len(ids) == 3
+    async with store.engine.connect() as recorder:
+        await recorder.execute(
+            update(deliveries).where(deliveries.c.id == ids[1]).values(updated_at=NOW)
+        )  # the recorder holds the middle row, its transaction open
+        renewed = await asyncio.wait_for(
+            store.deliveries.renew(
+                send_id, node="node-a", until=NOW + timedelta(minutes=2), now=NOW
+            ),
+            timeout=10,
+        )
+        await recorder.rollback()
+    assert sorted(renewed) == [ids[0], ids[2]]

@@ -412,8 +412,9 @@ class SendPass:
             except MailerError as exc:  # the next beat tries again; fencing stops us
                 log.warning("send %s: cannot renew the leases: %s", self.spec.id, exc)
                 continue
-            for delivery_id in ids:
-                self.renewed[delivery_id] = until
+            # all the live leases this node holds on the send: the ones already recorded
+            # drop out (kept, a million-recipient send grew this by every delivery)
+            self.renewed = dict.fromkeys(ids, until)
 
     async def progress(self) -> None:
         """A line every ``progress_interval`` seconds: sent of total, failed, deferred,

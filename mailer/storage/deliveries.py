@@ -236,15 +236,24 @@ class Deliveries:
     async def renew(self, send_id: int, *, node: str, until: datetime, now: datetime) -> list[int]:
         """Extend the live leases ``node`` holds on a send (its heartbeat); return the
         deliveries renewed. A lease that ran out is not renewed: another node may have
-        its delivery now."""
+        its delivery now.
+
+        Where rows are locked (PostgreSQL), those another transaction holds are passed over
+        (``SKIP LOCKED``): they are being recorded, their lease about to end. Waiting for
+        them deadlocked with the recorder, which takes its rows one by one in its own order.
+        """
+        held = select(deliveries.c.id).where(
+            deliveries.c.send_id == send_id,
+            deliveries.c.status.in_((DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)),
+            deliveries.c.leased_by == node,
+            deliveries.c.lease_until > now,
+        )
+        if self._db.capabilities.skip_locked:
+            held = held.with_for_update(skip_locked=True)
         async with self._db.begin(write=True) as conn:
             result = await conn.execute(
                 update(deliveries)
-                .where(
-                    deliveries.c.send_id == send_id,
-                    deliveries.c.leased_by == node,
-                    deliveries.c.lease_until > now,
-                )
+                .where(deliveries.c.id.in_(held.scalar_subquery()))
                 .values(lease_until=until)
                 .returning(deliveries.c.id)
             )
