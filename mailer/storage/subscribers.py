@@ -160,10 +160,11 @@ async def insert_subscriber(conn: AsyncConnection, row: SubscriberRow, now: date
 async def insert_subscribers(
     conn: AsyncConnection, rows: Sequence[SubscriberRow], now: datetime
 ) -> list[Row[Any]]:
-    """Insert new subscribers (keys not stored yet); return their rows as stored."""
-    await conn.execute(insert(subscribers), [subscriber_values(r, now) for r in rows])
-    query = select(subscribers).where(subscribers.c.email_key.in_([r.key for r in rows]))
-    return list((await conn.execute(query)).all())
+    """Insert new subscribers (keys not stored yet); return their rows as stored (in any
+    order). With RETURNING, SQLAlchemy writes them in a few multi-row INSERTs ("insertmanyvalues"),
+    where asyncpg's executemany ran one INSERT per row, and no second query reads them back."""
+    statement = insert(subscribers).returning(*subscribers.c)
+    return list((await conn.execute(statement, [subscriber_values(r, now) for r in rows])).all())
 
 
 async def insert_web_subscriber(
@@ -218,8 +219,9 @@ async def subscription_status(conn: AsyncConnection, subscriber_id: int, list_id
 
 
 async def insert_subscriptions(conn: AsyncConnection, values: list[dict[str, Any]]) -> None:
-    """Insert new subscriptions in one statement (a list import's batch)."""
-    await conn.execute(insert(subscriptions), values)
+    """Insert new subscriptions (a list import's batch) in a few multi-row INSERTs (see
+    :func:`insert_subscribers`)."""
+    await conn.execute(insert(subscriptions).returning(subscriptions.c.id), values)
 
 
 async def delete_subscriptions(conn: AsyncConnection, ids: Sequence[int]) -> None:
