@@ -17,16 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    bindparam,
-    case,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.models import (
@@ -42,12 +33,7 @@ from mailer.models import (
 from mailer.storage import outbox
 from mailer.storage import suppressions as suppression_writer
 from mailer.storage.database import Database
-from mailer.storage.due import (
-    attemptable,
-    due_query,
-    next_due,
-    skip_reason,
-)
+from mailer.storage.due import attemptable, due_query, next_due, skip_reason
 from mailer.storage.tables import deliveries, sends, subscribers, subscriptions, suppressions
 
 
