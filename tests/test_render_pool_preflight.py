@@ -112,8 +112,9 @@ BODY = "Bonjour {{ subscriber.email }}, de {{ subscriber.attributes.org }}"
 
 
 async def test_the_pool_checks_as_this_process_would(tmp_path: Path) -> None:
-    """The same findings, in the same order, whether checked here or in the pool (the first
-    ones composed whole here, the others in the workers' processes)."""
+    """The same findings, in the same order, whether checked here or in the pool (the
+    workers' processes compose the first ones whole and check the others, a thread here
+    takes its turn at the checks)."""
     composers = composers_of(tmp_path, BODY)
     due = dues(300)
     here = check_batch(
@@ -131,6 +132,33 @@ async def test_the_pool_checks_as_this_process_would(tmp_path: Path) -> None:
     assert pool.checked_by <= workers
     assert os.getpid() not in pool.checked_by
     assert feed.where == "2 render workers"
+
+
+async def test_with_a_pool_the_first_ones_are_composed_whole_in_it(tmp_path: Path) -> None:
+    """The recipients composed whole (links, MIME, signature) go to the pool too: the
+    sending process then never needs the finishing's libraries (CSS inlining, text
+    derivation: several MiB of its memory)."""
+    composers = composers_of(tmp_path, BODY)
+    due = dues(PREFLIGHT_BUILT + 5)
+    expected = check_batch(
+        composers, [(d.list_id, d.recipient) for d in due], date=NOW, whole=PREFLIGHT_BUILT
+    )
+    [composer] = composers.values()
+    composed_here: list[object] = []
+
+    def counted(recipient: Any, **kwargs: Any) -> Any:
+        composed_here.append(recipient)
+        raise AssertionError("composed in the sending process")
+
+    composer.compose = counted
+    async with RenderPool(recipe(tmp_path, BODY), processes=1) as pool:
+        feed = Feed(composers, clock=lambda: NOW, send_id=1, pool=pool)
+        checked = await feed.check(due, whole=PREFLIGHT_BUILT, date=NOW)
+        workers = set(pool._executor._processes)  # type: ignore[union-attr]
+    assert checked == expected
+    assert [c.whole for c in checked] == [True] * PREFLIGHT_BUILT + [False] * 5
+    assert composed_here == []
+    assert pool.checked_by == workers
 
 
 async def test_a_pool_that_dies_leaves_the_check_to_this_process(tmp_path: Path) -> None:

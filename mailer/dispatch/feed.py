@@ -7,10 +7,11 @@ the engine opens it before the pre-flight and keeps it for the first pass, and
 :func:`open_feed` opens one for a later pass. Without a pool, everything runs in a thread
 of the sending process.
 
-The pre-flight goes through :meth:`Feed.check`: its first recipients composed whole here
-(:data:`~.preflight.PREFLIGHT_BUILT`), the others in chunks taken in turn by the pool's
-processes and by a thread here (idle otherwise, and alone while the processes start), the
-results back in order. The producer of the
+The pre-flight goes through :meth:`Feed.check`: with a pool, its first recipients
+(:data:`~.preflight.PREFLIGHT_BUILT`) composed whole by the pool's processes, the others in
+chunks taken in turn by them and by a thread here (idle otherwise, and alone while the
+processes start), the results back in order; so a sending process with a pool never
+loads the libraries of the finishing (CSS inlining, text derivation). The producer of the
 :class:`~.send_pass.SendPass` pushes each due delivery to the feed, which hands the built
 message (or the reason it cannot be built) to the pass's :class:`Outlet`, in order: at once
 when composing here; in the pool, :data:`RENDER_CHUNK` recipients a batch and at most
@@ -131,30 +132,28 @@ class Feed:
         return f"{count} render worker{'s' if count > 1 else ''}"
 
     async def check(self, dues: list[Due], *, whole: int, date: datetime) -> list[Checked]:
-        """The pre-flight's check of ``dues`` (none skipped), in order: here without a pool;
-        with one, the first ``whole`` composed whole here and the others in the pool."""
+        """The pre-flight's check of ``dues`` (none skipped), in order, the first ``whole``
+        (that pass their header check) composed whole: here without a pool, else in it."""
         items = [(d.list_id, d.recipient) for d in dues]
         pool = None if self.lost else self._pool
         if pool is None:
             return await asyncio.to_thread(
                 check_batch, self._composers, items, date=date, whole=whole
             )
-        here: list[Checked] = []
-        if whole:
-            here = await asyncio.to_thread(
-                check_batch, self._composers, items, date=date, whole=whole, until_built=True
-            )
-        rest = items[len(here) :]
-        return here + await self._check_in_pool(pool, rest, date) if rest else here
+        return await self._check_in_pool(pool, items, date, whole)
 
     async def _check_in_pool(
-        self, pool: RenderPool, items: list[tuple[int, Recipient]], date: datetime
+        self, pool: RenderPool, items: list[tuple[int, Recipient]], date: datetime, whole: int
     ) -> list[Checked]:
         """``items`` in chunks, taken in turn by the pool's processes (two chunks out for
         each, so that none waits for its next) and by a thread of this process, which has
-        little else to do meanwhile (and checks alone while the processes start); a chunk
-        the pool lost or failed, here."""
-        chunks = [items[i : i + CHECK_CHUNK] for i in range(0, len(items), CHECK_CHUNK)]
+        little else to do meanwhile (and checks alone while the processes start), from the
+        end; a chunk the pool lost or failed, here. The first ``whole`` items are a chunk
+        of their own, composed whole in the pool: composing whole needs the finishing's
+        libraries (several MiB), which this process then never loads."""
+        chunks = [items[:whole]] if whole else []
+        chunks += [items[i : i + CHECK_CHUNK] for i in range(whole, len(items), CHECK_CHUNK)]
+        wholes = [whole] + [0] * (len(chunks) - 1) if whole else [0] * len(chunks)
         results: list[list[Checked] | None] = [None] * len(chunks)
         waiting = deque(range(len(chunks)))
 
@@ -162,7 +161,7 @@ class Feed:
             while waiting and not self.lost:
                 n = waiting.popleft()
                 try:
-                    results[n] = await pool.check(chunks[n], date=date)
+                    results[n] = await pool.check(chunks[n], date=date, whole=wholes[n])
                 except RenderPoolLost as exc:
                     if not self.lost:
                         log.warning("send %s: %s; checking in this process", self._send_id, exc)
@@ -171,8 +170,8 @@ class Feed:
                     log.warning("send %s: the render pool failed a check (%s)", self._send_id, exc)
 
         async def here() -> None:
-            while waiting:
-                n = waiting.popleft()
+            while waiting and not wholes[waiting[-1]]:
+                n = waiting.pop()
                 results[n] = await asyncio.to_thread(
                     check_batch, self._composers, chunks[n], date=date
                 )
@@ -180,9 +179,11 @@ class Feed:
         # the pool's takers first: each has a chunk before this process takes any
         await asyncio.gather(*(in_pool() for _ in range(2 * pool.processes)), here())
         out: list[Checked] = []
-        for chunk, result in zip(chunks, results, strict=True):
+        for n, result in enumerate(results):
             if result is None:
-                result = await asyncio.to_thread(check_batch, self._composers, chunk, date=date)
+                result = await asyncio.to_thread(
+                    check_batch, self._composers, chunks[n], date=date, whole=wholes[n]
+                )
             out += result
         return out
 

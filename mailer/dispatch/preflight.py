@@ -65,15 +65,12 @@ def check_batch(
     *,
     date: datetime,
     whole: int = 0,
-    until_built: bool = False,
 ) -> list[Checked]:
     """Each (list id, recipient) checked, the first ``whole`` that pass their header check
-    composed whole; ``until_built``: stop once they are (the rest goes elsewhere)."""
+    composed whole."""
     out: list[Checked] = []
     built = 0
     for list_id, recipient in items:
-        if until_built and built >= whole:
-            break
         checked = check_one(composers[list_id], recipient, whole=built < whole, date=date)
         built += checked.whole
         out.append(checked)

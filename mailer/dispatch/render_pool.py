@@ -168,14 +168,20 @@ def _compose(items: list[tuple[int, Recipient]], date: datetime) -> list[Built |
     return out
 
 
-def _check(items: list[tuple[int, Recipient]], date: datetime) -> tuple[int, list[Checked]]:
-    """In a pool process: the pre-flight's check of each recipient (rendered, not composed
-    whole), under the hard limit; with this process's pid."""
+def _check(
+    items: list[tuple[int, Recipient]], date: datetime, whole: int
+) -> tuple[int, list[Checked]]:
+    """In a pool process: the pre-flight's check of each recipient, the first ``whole``
+    that pass their header check composed whole, the others rendered, each under the hard
+    limit; with this process's pid."""
     out: list[Checked] = []
+    built = 0
     try:
         for item in items:
             signal.setitimer(signal.ITIMER_REAL, _hard_limit)
-            out += check_batch(_composers, [item], date=date)
+            [checked] = check_batch(_composers, [item], date=date, whole=int(built < whole))
+            built += checked.whole
+            out.append(checked)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     return os.getpid(), out
@@ -233,12 +239,14 @@ class RenderPool:
             raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
         return await self._run(_compose, items, date)
 
-    async def check(self, items: list[tuple[int, Recipient]], *, date: datetime) -> list[Checked]:
-        """The pre-flight's check of ``items``, in order; :class:`RenderPoolLost` if its
-        process died."""
+    async def check(
+        self, items: list[tuple[int, Recipient]], *, date: datetime, whole: int = 0
+    ) -> list[Checked]:
+        """The pre-flight's check of ``items``, in order, the first ``whole`` composed whole;
+        :class:`RenderPoolLost` if its process died."""
         if self._executor is None:
             raise RuntimeError(f"the render pool is {self._state}; use it inside `async with`")
-        pid, checked = await self._run(_check, items, date)
+        pid, checked = await self._run(_check, items, date, whole)
         self.checked_by.add(pid)
         return checked
 

@@ -14,15 +14,18 @@ send's texts only.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import css_inline
-from inscriptis.model.config import ParserConfig
 from markupsafe import escape
 
 from mailer.models import Links, Recipient
 from mailer.render.plaintext import html_to_text
 from mailer.render.plaintext import text_config as text_config
 from mailer.render.typography import french_html, french_text
+
+if TYPE_CHECKING:  # imported when a message is first finished (see Finisher)
+    import css_inline
+    from inscriptis.model.config import ParserConfig
 
 _CACHE_SIZE = 64
 _PRIVATE = "\ue000"  # marks recipient values while HTML is finished once for many recipients
@@ -31,6 +34,8 @@ _FIRST = 0xE001  # the marker of value i is _PRIVATE + chr(_FIRST + i)
 
 def inliner() -> css_inline.CSSInliner:
     """The CSS inliner of a renderer: no remote stylesheet, @-rules kept, <style> dropped."""
+    import css_inline
+
     return css_inline.CSSInliner(
         load_remote_stylesheets=False, keep_at_rules=True, keep_style_tags=False
     )
@@ -66,11 +71,17 @@ def _marked(text: str, values: list[str]) -> str:
 
 class Finisher:
     """Typography, CSS inlining and text derivation for one send, with its cache of marked
-    HTML and text."""
+    HTML and text. The inliner and the text's layout are made when the first message is
+    finished, unless given: a sending process whose render pool composes every message
+    never loads their libraries (css_inline, inscriptis, lxml: about 6 MiB)."""
 
     __slots__ = ("_cache", "_inliner", "_text_config", "_texts")
 
-    def __init__(self, inliner: css_inline.CSSInliner, text_config: ParserConfig) -> None:
+    def __init__(
+        self,
+        inliner: css_inline.CSSInliner | None = None,
+        text_config: ParserConfig | None = None,
+    ) -> None:
         self._inliner = inliner
         self._text_config = text_config
         self._cache: OrderedDict[tuple[str, bool], tuple[_Split, _Split | None]] = OrderedDict()
@@ -141,9 +152,13 @@ class Finisher:
         what the cache keeps."""
         if french:
             html = french_html(html, keep=[str(escape(value)) for value in keep])
+        if self._inliner is None:
+            self._inliner = inliner()
         inlined = self._inliner.inline(html)
         if not need_text:
             return inlined, None
+        if self._text_config is None:
+            self._text_config = text_config()
         text = html_to_text(inlined, self._text_config)
         return inlined, french_text(text, keep=keep) if french else text
 

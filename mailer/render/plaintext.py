@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from inscriptis import Inscriptis
-from inscriptis.model.config import ParserConfig
-from lxml.etree import ParserError  # type: ignore[import-untyped]
-from lxml.html import HtmlElement, document_fromstring  # type: ignore[import-untyped]
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
+
+if TYPE_CHECKING:  # lxml and inscriptis are imported when a text is first derived from HTML:
+    # a sending process whose render pool composes never needs them (about 4 MiB)
+    from inscriptis.model.config import ParserConfig
+    from lxml.html import HtmlElement  # type: ignore[import-untyped]
 
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _KEPT = re.compile(r"mailerkeep(\d+)x")
@@ -148,6 +150,8 @@ def _inline(node: SyntaxTreeNode, parser: MarkdownIt) -> str:
 
 def text_config() -> ParserConfig:
     """How inscriptis lays the text out: links are not shown by it (see html_to_text)."""
+    from inscriptis.model.config import ParserConfig
+
     return ParserConfig(display_links=False)
 
 
@@ -158,6 +162,8 @@ def html_to_text(html: str, config: ParserConfig | None = None) -> str:
     if tree is None:
         return "\n"
     _show_links(tree)
+    from inscriptis import Inscriptis
+
     return tidy(Inscriptis(tree, config or text_config()).get_text())
 
 
@@ -168,6 +174,9 @@ def _tree(html: str) -> HtmlElement | None:
         return None
     if html.startswith("<?xml "):
         html = _XML_DECLARATION.sub("", html, count=1)
+    from lxml.etree import ParserError  # type: ignore[import-untyped]
+    from lxml.html import document_fromstring
+
     try:
         return document_fromstring(html)
     except ParserError:  # pragma: no cover - text that lxml will not take as a document

@@ -21,7 +21,7 @@ from mailer.errors import TemplateError
 from mailer.models import Content, SendInfo
 from mailer.render.body import body_html_source, body_text, markdown
 from mailer.render.compiled_send import CompiledSend, Variant
-from mailer.render.finishing import Finisher, inliner, text_config
+from mailer.render.finishing import Finisher
 from mailer.render.sandbox import environment
 
 
@@ -32,8 +32,6 @@ class Renderer:
         self.templates_dir = templates_dir
         self.env = environment(templates_dir)
         self._markdown = markdown()
-        self._inliner = inliner()
-        self._text_config = text_config()
 
     def locales(self, kind: str) -> list[str]:
         """Locales that have an HTML template for ``kind``."""
@@ -77,7 +75,7 @@ class Renderer:
         return CompiledSend(
             send,
             variants=variants,
-            finisher=Finisher(self._inliner, self._text_config),
+            finisher=Finisher(),
             extra=extra or {},
         )
 

@@ -37,7 +37,7 @@ from sqlalchemy import (
     literal,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -83,6 +83,14 @@ class Capabilities:
     insert: Callable[[Table], Any]
 
 
+def _postgresql_insert(table: Table) -> Any:
+    """PostgreSQL's INSERT, its dialect imported on first use: a daemon on SQLite never
+    loads it (about 2 MiB)."""
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert(table)
+
+
 _SQLITE = Capabilities(
     shares_leases=False, skip_locked=False, advisory_locks=False, one_writer=True,
     file_lock=True, naive_datetimes=True, plan_cache_mode=False, alter_in_batches=True,
@@ -91,7 +99,7 @@ _SQLITE = Capabilities(
 _POSTGRESQL = Capabilities(
     shares_leases=True, skip_locked=True, advisory_locks=True, one_writer=False,
     file_lock=False, naive_datetimes=False, plan_cache_mode=True, alter_in_batches=False,
-    insert=postgresql.insert,
+    insert=_postgresql_insert,
 )  # fmt: skip
 
 
