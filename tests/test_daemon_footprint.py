@@ -3,7 +3,8 @@ bounce listener, no IMAP mailbox and no relay webhook, imports none of the libra
 those need (alembic, httpx, aiosmtpd, aioimaplib, cryptography, icalendar, wsproto): about
 30 MiB of its resident memory. Nor, until it composes a message itself, the finishing's
 (lxml, inscriptis, css_inline: a render process does that), nor the PostgreSQL dialect on
-SQLite: about 8 MiB more. And the schema's revisions, read without alembic, are
+SQLite, nor the other commands of the command line and rich, which prints their output:
+about 13 MiB more. And the schema's revisions, read without alembic, are
 alembic's own."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
 NOT_CARRIED = {
     "alembic", "mako", "pygments", "httpx", "httpcore", "aiosmtpd", "aioimaplib", "cryptography",
-    "icalendar", "wsproto", "lxml", "inscriptis", "css_inline",
+    "icalendar", "wsproto", "lxml", "inscriptis", "css_inline", "rich",
 }  # fmt: skip
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| *([\w.]+)$", re.MULTILINE)
 
@@ -69,6 +70,8 @@ async def test_an_idle_daemon_imports_only_what_it_uses(tmp_path: Path) -> None:
     assert not NOT_CARRIED & imported
     assert "sqlalchemy.dialects.sqlite" in modules
     assert "sqlalchemy.dialects.postgresql" not in modules
+    commands = {m for m in modules if m.startswith("mailer.cli.")}
+    assert commands == {"mailer.cli.root", "mailer.cli.support"}
 
 
 def test_the_head_read_from_the_files_is_alembics() -> None:
@@ -111,3 +114,19 @@ def test_a_render_process_of_the_mailer_script_imports_no_command() -> None:
     assert "'mailer.cli'" in ran.stdout
     assert "mailer.cli.root" not in ran.stdout
     assert "mailer.storage" not in ran.stdout
+
+
+def test_each_lazy_command_group_is_the_one_its_name_says() -> None:
+    """The root imports a command group when it is asked for: each name of GROUPS is its
+    command's own, and --help lists them all."""
+    import importlib
+
+    from click.testing import CliRunner
+
+    from mailer.cli.root import GROUPS, cli
+
+    for name, (module, attribute) in GROUPS.items():
+        command = getattr(importlib.import_module(f"mailer.cli.{module}"), attribute)
+        assert command.name == name
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"  {name} " in listed for name in GROUPS)

@@ -4,29 +4,21 @@ and :func:`run_cli`, the edge where errors become messages.
 
 A user mistake (a wrong setting, an unknown list, an unreadable file) prints one clear line
 per problem on stderr and exits non-zero, without a traceback. Each other command group
-lives in its own module beside this one; this module only adds them to the root.
+lives in its own module beside this one; this module names them, and the root imports one
+when it is run (or listed by ``--help``): ``mailer run`` carries none of them, nor rich.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from mailer import __version__, app
-from mailer.cli.api_keys import api_keys_group
-from mailer.cli.bounce_store import bounces_group  # with import, list and show
-from mailer.cli.campaigns import campaign_group
-from mailer.cli.events import event_group
-from mailer.cli.lists import lists_group, sync_folder
-from mailer.cli.preview import preview
-from mailer.cli.sends import send_group
-from mailer.cli.status import status_command
-from mailer.cli.subscribers import subscribers
 from mailer.cli.support import (
     EXIT_ERROR,
     EXIT_REJECTED,
@@ -36,15 +28,45 @@ from mailer.cli.support import (
     run_async,
     safe,
 )
-from mailer.cli.users import users_group
-from mailer.cli.webhooks import webhooks_group
 from mailer.errors import MailerError
 from mailer.logs import configure
 from mailer.settings import describe, example_env, load_settings
 from mailer.storage import Store, head_revision
 
+# The command groups of the modules beside this one: name -> (module, attribute).
+GROUPS = {
+    "api-keys": ("api_keys", "api_keys_group"),
+    "bounces": ("bounce_store", "bounces_group"),  # with import, list and show
+    "campaign": ("campaigns", "campaign_group"),
+    "event": ("events", "event_group"),
+    "lists": ("lists", "lists_group"),
+    "preview": ("preview", "preview"),
+    "send": ("sends", "send_group"),
+    "status": ("status", "status_command"),
+    "subscribers": ("subscribers", "subscribers"),
+    "users": ("users", "users_group"),
+    "webhooks": ("webhooks", "webhooks_group"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Root(click.Group):
+    """The root group: the commands of this module, and those of :data:`GROUPS`, each
+    imported when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *GROUPS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in GROUPS and cmd_name not in self.commands:
+            module, attribute = GROUPS[cmd_name]
+            command: click.Command = getattr(
+                importlib.import_module(f"mailer.cli.{module}"), attribute
+            )
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mailer")
 @click.option(
     "--env-file",
@@ -81,6 +103,8 @@ def config() -> None:
 @config.command("show")
 def config_show() -> None:
     """Print the effective settings, secrets masked."""
+    from rich.table import Table
+
     table = Table("variable", "value", box=None)
     for var, value in describe(current_settings()):
         table.add_row(var, safe(value))
@@ -141,6 +165,8 @@ async def init() -> int:
     async with Store.open(settings) as store:
         revision = await app.prepare(settings, store)
         out.print(f"database ready at {revision}")
+        from mailer.cli.lists import sync_folder
+
         return await sync_folder(store, settings.paths.lists_dir, prune=False)
 
 
@@ -154,19 +180,6 @@ def run() -> None:
 def web() -> None:
     """Serve only the subscriber pages, /healthz and /metrics (`mailer run` serves them too)."""
     asyncio.run(app.serve_web(current_settings()))
-
-
-cli.add_command(lists_group)
-cli.add_command(preview)
-cli.add_command(send_group)
-cli.add_command(subscribers)
-cli.add_command(campaign_group)
-cli.add_command(event_group)
-cli.add_command(status_command)
-cli.add_command(users_group)
-cli.add_command(bounces_group)
-cli.add_command(api_keys_group)
-cli.add_command(webhooks_group)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:

@@ -16,26 +16,50 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from mailer import app, campaigns
 from mailer.campaigns import Campaign
 from mailer.settings import Settings
 from mailer.storage import Store
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
+
+class _Deferred:
+    """A rich Console made when first used: ``mailer run`` prints nothing through rich
+    unless it fails, and rich costs about 2 MiB of the daemon's memory."""
+
+    __slots__ = ("_console", "_options")
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        console = self._console
+        if console is None:
+            from rich.console import Console
+
+            console = self._console = Console(**self._options)
+        return getattr(console, name)
+
+
 # Rich falls back to 80 columns when stdout is a pipe; tables of addresses need more.
 # No emoji codes: a name like ":warning:" is printed as typed.
-out = Console(
-    highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160
+out = cast(
+    "Console",
+    _Deferred(
+        highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160
+    ),
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+err = cast("Console", _Deferred(stderr=True, highlight=False, soft_wrap=True, emoji=False))
 
 # C0 and C1 controls (ESC starts colours, screen clears and OSC-8 hyperlinks), DEL, the
 # Unicode line and paragraph separators, and the bidirectional overrides and isolates that
@@ -56,6 +80,8 @@ def safe(text: object) -> str:
     ``[link=...]`` makes no hyperlink) and control characters are shown as escapes, so no
     escape sequence of the data reaches the terminal.
     """
+    from rich.markup import escape
+
     return escape(visible(text))
 
 
