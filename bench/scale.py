@@ -294,9 +294,12 @@ async def child_send(
     work: Path, url: str, port: int, send_id: int, render_workers: int | str | None
 ) -> dict[str, Any]:
     """Engine.run_send of the materialised send; the render pool's CPU and peak RSS apart."""
+    from mailer.app import cap_malloc_arenas
     from mailer.dispatch import Engine
     from mailer.storage import Store
     from mailer.transport import open_transport
+
+    cap_malloc_arenas()  # as `mailer run` does, before this process's threads allocate
 
     dispatch = logging.getLogger("mailer.dispatch")
     dispatch.setLevel(logging.INFO)

@@ -628,9 +628,12 @@ async def child_e2e(
 ) -> dict[str, Any]:
     """Engine.run_send of the whole send, from a copy of the prepared database. CPU counts
     the render worker processes too (in ``worker_cpu``)."""
+    from mailer.app import cap_malloc_arenas
     from mailer.dispatch import Engine
     from mailer.storage import Store
     from mailer.transport import open_transport
+
+    cap_malloc_arenas()  # as `mailer run` does, before this process's threads allocate
 
     database = _copy_database(work / "template.sqlite3", work)
     settings = _settings(work, port, database, render_workers)

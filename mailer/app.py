@@ -261,6 +261,29 @@ def _restore_signals(loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_signal_handler(signum)
 
 
+M_ARENA_MAX = -8  # glibc's <malloc.h>
+
+
+def cap_malloc_arenas() -> bool:
+    """One malloc arena for the whole process (glibc), unless the operator set
+    ``MALLOC_ARENA_MAX``; whether the cap is in place. glibc gives each thread that
+    allocates an arena of its own (the database's threads, the pre-flight's, the render
+    pool's), and each keeps what it freed: about 5 MiB of the daemon's peak. The threads
+    allocate little and mostly hold the GIL, so they do not wait on one another for it."""
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # not a glibc system
+        glibc = None
+    if "MALLOC_ARENA_MAX" in os.environ or not glibc:
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
+    except (AttributeError, OSError):  # pragma: no cover - a libc without mallopt
+        return False
+
+
 def node_name() -> str:
     """This node's name (``host:pid``), the daemon's identity: who claims sends and holds
     leases."""

@@ -173,6 +173,7 @@ async def init() -> int:
 @cli.command("run")
 def run() -> None:
     """Run the daemon until SIGTERM or Ctrl-C."""
+    app.cap_malloc_arenas()
     asyncio.run(app.run(current_settings()))
 
 
