@@ -81,6 +81,8 @@ class Capabilities:
     alter_in_batches: bool
     # An INSERT that knows ``ON CONFLICT DO NOTHING`` (each dialect has its own).
     insert: Callable[[Table], Any]
+    # ``COPY ... FROM STDIN``: many new rows in one stream (``storage.bulk``).
+    copy: bool = False
 
 
 def _postgresql_insert(table: Table) -> Any:
@@ -99,7 +101,7 @@ _SQLITE = Capabilities(
 _POSTGRESQL = Capabilities(
     shares_leases=True, skip_locked=True, advisory_locks=True, one_writer=False,
     file_lock=False, naive_datetimes=False, plan_cache_mode=True, alter_in_batches=False,
-    insert=_postgresql_insert,
+    insert=_postgresql_insert, copy=True,
 )  # fmt: skip
 
 

@@ -9,11 +9,12 @@ by ``suppressions``.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.addresses import Address
@@ -27,9 +28,16 @@ from mailer.models import (
     SubscriptionStatus,
     SuppressionReason,
 )
-from mailer.storage import lookups, outbox, suppressions
+from mailer.storage import bulk, lookups, outbox, suppressions
 from mailer.storage.database import Database
-from mailer.storage.tables import consent_events, lists, subscribers, subscriptions
+from mailer.storage.engine import capabilities
+from mailer.storage.tables import (
+    consent_events,
+    lists,
+    new_public_id,
+    subscribers,
+    subscriptions,
+)
 
 
 class Subscribers:
@@ -159,12 +167,24 @@ async def insert_subscriber(conn: AsyncConnection, row: SubscriberRow, now: date
 
 async def insert_subscribers(
     conn: AsyncConnection, rows: Sequence[SubscriberRow], now: datetime
-) -> list[Row[Any]]:
+) -> list[Any]:
     """Insert new subscribers (keys not stored yet); return their rows as stored (in any
-    order). With RETURNING, SQLAlchemy writes them in a few multi-row INSERTs ("insertmanyvalues"),
-    where asyncpg's executemany ran one INSERT per row, and no second query reads them back."""
-    statement = insert(subscribers).returning(*subscribers.c)
-    return list((await conn.execute(statement, [subscriber_values(r, now) for r in rows])).all())
+    order), each with the columns as attributes. On PostgreSQL they go in one COPY, their
+    ids taken from the sequence first (:mod:`~mailer.storage.bulk`); elsewhere, with
+    RETURNING, in a few multi-row INSERTs ("insertmanyvalues"), where asyncpg's executemany
+    ran one INSERT per row, and no second query reads them back."""
+    values = [subscriber_values(r, now) for r in rows]
+    if not capabilities(conn.dialect).copy:
+        statement = insert(subscribers).returning(*subscribers.c)
+        return list((await conn.execute(statement, values)).all())
+    ids = await bulk.next_ids(conn, subscribers, len(values))
+    for value, new_id in zip(values, ids, strict=True):
+        value.update(id=new_id, public_id=new_public_id(), legacy_links=None)
+    await bulk.insert_rows(conn, subscribers, values)
+    return [_Stored(**value) for value in values]
+
+
+_Stored = namedtuple("_Stored", [c.name for c in subscribers.c])  # type: ignore[misc]
 
 
 async def insert_web_subscriber(
@@ -219,9 +239,9 @@ async def subscription_status(conn: AsyncConnection, subscriber_id: int, list_id
 
 
 async def insert_subscriptions(conn: AsyncConnection, values: list[dict[str, Any]]) -> None:
-    """Insert new subscriptions (a list import's batch) in a few multi-row INSERTs (see
-    :func:`insert_subscribers`)."""
-    await conn.execute(insert(subscriptions).returning(subscriptions.c.id), values)
+    """Insert new subscriptions (a list import's batch): one COPY on PostgreSQL, a few
+    multi-row INSERTs elsewhere (see :func:`insert_subscribers`)."""
+    await bulk.insert_rows(conn, subscriptions, values)
 
 
 async def delete_subscriptions(conn: AsyncConnection, ids: Sequence[int]) -> None:
