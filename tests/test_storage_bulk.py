@@ -5,10 +5,12 @@ as stored, and a constraint that fails fails the whole batch with nothing half-w
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailer.models import SubscriberRow
 from mailer.storage import Store
@@ -33,6 +35,25 @@ def rows(start: int, count: int) -> list[SubscriberRow]:
         )
         for i in range(start, start + count)
     ]
+
+
+async def a_list(conn: AsyncConnection) -> int:
+    made = await conn.execute(
+        insert(lists).values(
+            slug="essai", title="Essai", default_locale="fr", opt_in="single",
+            created_at=NOW, updated_at=NOW,
+        ).returning(lists.c.id)
+    )  # fmt: skip
+    return int(made.scalar_one())
+
+
+def subscribed(made: list[Any], list_id: int) -> list[dict[str, Any]]:
+    return [
+        {"subscriber_id": r.id, "list_id": list_id, "status": "subscribed",
+         "source": "import:essai.csv", "consent_at": NOW, "confirmed_at": NOW,
+         "created_at": NOW, "updated_at": NOW}
+        for r in made
+    ]  # fmt: skip
 
 
 async def test_new_subscribers_are_stored_and_given_back_as_an_insert_would(
@@ -66,27 +87,9 @@ async def test_new_subscribers_are_stored_and_given_back_as_an_insert_would(
 
 async def test_subscriptions_of_a_batch_are_stored_whole(store: Store) -> None:
     async with store.engine.begin() as conn:
-        list_id = (
-            await conn.execute(
-                insert(lists)
-                .values(
-                    slug="essai",
-                    title="Essai",
-                    default_locale="fr",
-                    opt_in="single",
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
-                .returning(lists.c.id)
-            )
-        ).scalar_one()
+        list_id = await a_list(conn)
         made = await insert_subscribers(conn, rows(0, 30), NOW)
-        values = [
-            {"subscriber_id": r.id, "list_id": list_id, "status": "subscribed",
-             "source": "import:essai.csv", "consent_at": NOW, "confirmed_at": NOW,
-             "created_at": NOW, "updated_at": NOW}
-            for r in made
-        ]  # fmt: skip
+        values = subscribed(made, list_id)
         await insert_subscriptions(conn, values)
         stored = (await conn.execute(select(subscriptions).order_by(subscriptions.c.id))).all()
     assert sorted(r.subscriber_id for r in stored) == sorted(r.id for r in made)
@@ -104,3 +107,26 @@ async def test_a_key_already_stored_fails_the_whole_batch(store: Store) -> None:
     async with store.engine.connect() as conn:
         count = (await conn.execute(select(func.count()).select_from(subscribers))).scalar()
     assert count == 10
+
+
+async def test_the_rows_are_in_the_callers_transaction_even_as_its_first_statement(
+    store: Store,
+) -> None:
+    async with store.engine.begin() as conn:
+        list_id = await a_list(conn)
+        made = await insert_subscribers(conn, rows(0, 10), NOW)
+    async with store.engine.connect() as conn:
+        await conn.begin()
+        await insert_subscriptions(conn, subscribed(made, list_id))  # its first statement
+        await conn.rollback()
+        count = (await conn.execute(select(func.count()).select_from(subscriptions))).scalar()
+    assert count == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_callers_plan_setting_is_put_back_after_the_copy(store: Store) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await insert_subscribers(conn, rows(0, 10), NOW)
+        assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar() == "force_custom_plan"
