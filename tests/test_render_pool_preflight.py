@@ -134,6 +134,15 @@ async def test_the_pool_checks_as_this_process_would(tmp_path: Path) -> None:
     assert feed.where == "2 render workers"
 
 
+async def test_a_batch_with_no_one_to_check_asks_the_pool_nothing(tmp_path: Path) -> None:
+    """Every recipient of a batch skipped: nothing to compose whole, nothing sent to the
+    pool (whose processes may not even have started)."""
+    async with RenderPool(recipe(tmp_path, BODY), processes=1) as pool:
+        feed = Feed(composers_of(tmp_path, BODY), clock=lambda: NOW, send_id=1, pool=pool)
+        assert await feed.check([], whole=PREFLIGHT_BUILT, date=NOW) == []
+    assert pool.checked_by == set()
+
+
 async def test_with_a_pool_the_first_ones_are_composed_whole_in_it(tmp_path: Path) -> None:
     """The recipients composed whole (links, MIME, signature) go to the pool too: the
     sending process then never needs the finishing's libraries (CSS inlining, text

@@ -52,7 +52,7 @@ log = logging.getLogger("mailer.dispatch")
 
 RENDER_POOL_MIN = 1000  # recipients: below, the render pool costs more than it saves
 RENDER_CHUNK = 64  # recipients per batch sent to the render pool
-RENDER_AHEAD = 4  # batches composed ahead of the SMTP lanes: bounds the memory
+RENDER_AHEAD = 2  # batches composed ahead of the SMTP lanes: bounds the memory
 CHECK_CHUNK = 32  # recipients per pre-flight chunk (to the pool, or checked here)
 
 
@@ -151,9 +151,9 @@ class Feed:
         end; a chunk the pool lost or failed, here. The first ``whole`` items are a chunk
         of their own, composed whole in the pool: composing whole needs the finishing's
         libraries (several MiB), which this process then never loads."""
-        chunks = [items[:whole]] if whole else []
-        chunks += [items[i : i + CHECK_CHUNK] for i in range(whole, len(items), CHECK_CHUNK)]
-        wholes = [whole] + [0] * (len(chunks) - 1) if whole else [0] * len(chunks)
+        head = [items[:whole]] if whole and items else []
+        chunks = head + [items[i : i + CHECK_CHUNK] for i in range(whole, len(items), CHECK_CHUNK)]
+        wholes = [whole] * len(head) + [0] * (len(chunks) - len(head))
         results: list[list[Checked] | None] = [None] * len(chunks)
         waiting = deque(range(len(chunks)))
 
