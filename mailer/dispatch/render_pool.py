@@ -75,6 +75,9 @@ def processes_for(setting: int | str, cpus: int | None = None) -> int:
     return int(setting)
 
 
+FINISHING_LIBRARIES = ("css_inline", "inscriptis", "lxml.html")
+
+
 class RenderPoolLost(MailerError, RuntimeError):
     """A process of the render pool ended (killed, out of memory) with batches in hand."""
 
@@ -204,9 +207,11 @@ class RenderPool:
         if self._state != "new":
             raise RuntimeError(f"a RenderPool is entered once; this one is {self._state}")
         # forkserver, not fork: the sending process has threads (aiosqlite's), and a fork
-        # could copy a lock held by one of them. The server imports this module once.
+        # could copy a lock held by one of them. The server imports this module once, and
+        # the finishing's libraries, which only the processes load (the sending process
+        # never does while it has a pool), so that each forks with them.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, *FINISHING_LIBRARIES])
         self._executor = ProcessPoolExecutor(
             max_workers=self.processes,
             mp_context=context,
