@@ -49,6 +49,7 @@ from mailer.errors import MailerError, MessageError, TemplateError
 from mailer.message import Built
 from mailer.models import Recipient, SendInfo
 from mailer.render import RENDER_BUDGET, Renderer
+from mailer.render.finishing import FINISHING_LIBRARIES
 from mailer.settings import Settings
 from mailer.settings.values import MAX_RENDER_WORKERS
 from mailer.tokens import Signer
@@ -73,9 +74,6 @@ def processes_for(setting: int | str, cpus: int | None = None) -> int:
     if setting == "auto":
         return min(MAX_RENDER_WORKERS, max(1, (cpus or usable_cpus()) - 1))
     return int(setting)
-
-
-FINISHING_LIBRARIES = ("css_inline", "inscriptis", "lxml.html")
 
 
 class RenderPoolLost(MailerError, RuntimeError):

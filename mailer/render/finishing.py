@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # imported when a message is first finished (see Finisher)
     import css_inline
     from inscriptis.model.config import ParserConfig
 
+# What finishing imports on first use (see Finisher): a render pool's fork server preloads it.
+FINISHING_LIBRARIES = ("css_inline", "inscriptis", "lxml.html")
 _CACHE_SIZE = 64
 _PRIVATE = "\ue000"  # marks recipient values while HTML is finished once for many recipients
 _FIRST = 0xE001  # the marker of value i is _PRIVATE + chr(_FIRST + i)
