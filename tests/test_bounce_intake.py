@@ -171,7 +171,9 @@ async def test_soft_bounces_suppress_on_the_third_day_and_stale_ones_are_forgott
 ) -> None:
     _, ids = await sent(store, tmp_path)
     to = return_path(SIGNER, ids[0], DOMAIN)
-    start_at = clock.at
+    # 10:00 UTC the next day: from a start after 23:00, day 5 (an hour after day 4) fell on
+    # the next UTC date, and the run failed between 23:00 and midnight UTC
+    start_at = (clock.at + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     actions = []
     for day, hours in ((1, 0), (2, 1), (3, 24 * 40), (4, 24 * 41), (5, 24 * 41 + 1)):
         clock.at = start_at + timedelta(hours=hours)
